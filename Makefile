@@ -1,0 +1,164 @@
+# flashsale — build, run, test.  `make help` lists the targets.
+#
+# Knobs (not copies): SANITIZE=address|thread picks a sanitizer build into its own
+# folder, WERROR=1 turns warnings into errors (CI sets it), CC picks the compiler.
+
+CC        ?= cc
+SANITIZE  ?=
+WERROR    ?=
+PKGS      := libmicrohttpd jansson sqlite3
+
+# Debian packages the build, the tests, the load scripts and the benchmark need.
+# `make deps` installs whichever are missing (apt-get update first: a fresh machine
+# may have empty package lists).
+DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev sqlite3
+DEB_TEST  := python3 clang libclang-rt-dev wrk curl procps
+DEB_BENCH := nginx-light gnuplot-nox
+DEB_E2E   := chromium nodejs npm
+DEB_PG    := postgresql docker-compose
+DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH)
+
+WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
+        -Wpointer-arith -Wcast-qual -Wwrite-strings -Wvla -Wnull-dereference \
+        -Wimplicit-fallthrough -Wno-unused-parameter
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+ifeq ($(SANITIZE),address)
+BUILD  := build/asan
+SANFL  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT    := -O1
+else ifeq ($(SANITIZE),thread)
+BUILD  := build/tsan
+SANFL  := -fsanitize=thread -fno-omit-frame-pointer
+OPT    := -O1
+else
+BUILD  := build
+SANFL  :=
+OPT    := -O2
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS   += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SANFL) -MMD -MP -Isrc -I$(BUILD)/gen $(PKG_CFLAGS)
+LDFLAGS  += $(SANFL)
+LDLIBS   += $(PKG_LIBS) -lpthread -lm
+
+# Every module but main.c is also linked into the unit tests and fuzzers.
+MODULES := config log outcome route payload hist metrics ledger inventory pool \
+           store store_sqlite http api assets clock
+OBJS    := $(MODULES:%=$(BUILD)/%.o)
+GEN     := $(BUILD)/gen/schema_sql.h
+UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+
+.PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill \
+        test-tsan test-asan test-e2e test-cluster asan tsan fuzz loadtest bench clean
+
+all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench
+
+help:
+	@echo "make deps        install missing Debian packages (apt-get)"
+	@echo "make run         build and start on http://127.0.0.1:8080 with a demo sale"
+	@echo "make test        every test, closing with 'N passed, N failed'"
+	@echo "make asan|tsan   sanitizer builds (build/asan, build/tsan)"
+	@echo "make loadtest    flash crowd end to end, fails on any oversell"
+	@echo "make bench       throughput table vs nginx and the raw store"
+	@echo "make fuzz        libFuzzer runs of the parsers and the router"
+
+# --- dependencies -------------------------------------------------------------
+# dpkg-query tells which packages are missing; only then do we touch apt.
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(DEB_ALL))
+
+deps-e2e:
+	$(call apt_install,$(DEB_E2E))
+	@test -d tests/e2e/node_modules/playwright-core || (cd tests/e2e && npm install --no-audit --no-fund --silent)
+
+deps-pg:
+	$(call apt_install,$(DEB_PG))
+
+# --- build --------------------------------------------------------------------
+$(BUILD)/gen/schema_sql.h: sql/schema.sql sql/embed.sh
+	@mkdir -p $(dir $@)
+	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql
+
+$(BUILD)/%.o: src/%.c | $(GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/flashsale: $(BUILD)/main.o $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/loadgen: loadtest/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $< -lm
+
+$(BUILD)/storebench: loadtest/storebench.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) $(shell pkg-config --cflags sqlite3) -o $@ $< $(shell pkg-config --libs sqlite3) -lpthread
+
+$(BUILD)/test_%: tests/test_%.c tests/unit.h $(OBJS)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(OBJS) $(LDLIBS)
+
+asan:
+	$(MAKE) SANITIZE=address build/asan/flashsale
+tsan:
+	$(MAKE) SANITIZE=thread build/tsan/flashsale
+
+# --- run ----------------------------------------------------------------------
+run: deps
+	$(MAKE) build/flashsale
+	./build/flashsale
+
+# --- tests --------------------------------------------------------------------
+# tests/run.sh runs each suite, counts every case and prints one closing line.
+test: deps
+	$(MAKE) WERROR=1 all $(UNITS:%=build/%)
+	$(MAKE) WERROR=1 SANITIZE=thread build/tsan/flashsale
+	$(MAKE) WERROR=1 SANITIZE=address build/asan/flashsale $(UNITS:%=build/asan/%)
+	tests/run.sh all
+
+test-unit: $(UNITS:%=$(BUILD)/%)
+	tests/run.sh unit
+
+test-api: all
+	tests/run.sh api
+
+test-crowd: all
+	tests/run.sh crowd
+
+test-kill: all
+	tests/run.sh kill
+
+test-tsan: tsan all
+	tests/run.sh tsan
+
+test-e2e: all deps-e2e
+	tests/run.sh e2e
+
+fuzz:
+	tests/fuzz.sh $(FUZZ_RUNS)
+
+loadtest: deps all
+	loadtest/run.sh
+
+bench: deps all
+	loadtest/bench.sh
+
+clean:
+	rm -rf build
+
+-include $(wildcard $(BUILD)/*.d)

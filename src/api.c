@@ -1,0 +1,736 @@
+/* api — see api.h.
+ *
+ * A purchase, step by step (checks in the documented order):
+ *   I/O thread   route -> sale exists (404) -> Content-Type (415) -> body size (413)
+ *                -> JSON (400) -> window (409) -> per-user limit (409) -> stock (409)
+ *                -> admitted (not resetting) -> a queue slot (else 503) -> suspend
+ *   worker       waited too long? (503) -> Idempotency-Key seen? (replay)
+ *                -> inventory_reserve (strategy) -> store_submit
+ *   writer       BEGIN, guarded UPDATE + INSERT under a savepoint, COMMIT
+ *   writer       api_purchase_done: commit or release the reservation, answer, resume
+ * With --inventory sqlite the worker runs the transaction itself instead.
+ */
+#include "api.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "assets.h"
+#include "clock.h"
+#include "log.h"
+#include "metrics.h"
+#include "payload.h"
+#include "pool.h"
+#include "route.h"
+
+#define API_RESET_WAIT_MS 5000
+
+struct api {
+    const struct config *cfg;
+    struct inventory *inv;
+    struct store *store;
+    struct pool *pool;
+    char token[128];
+    size_t token_len;
+    struct http_canned *canned[OUTCOME_COUNT]; /* default error answers */
+    struct http_canned *healthz;
+};
+
+/* A request that leaves the I/O thread: a purchase, an admin write or an audit. */
+struct api_call {
+    struct pool_job job;
+    struct store_job sj;
+    struct api *api;
+    struct http_request *req;
+    struct sale *sale;
+    int64_t id;
+    struct payload_sale new_sale;
+};
+
+/* ---- JSON helpers ------------------------------------------------------------- */
+
+static void api_json_string(FILE *out, const char *s)
+{
+    char buf[2 * PAYLOAD_NAME_MAX * 3 + 8];
+    outcome_json_escape(buf, 0, sizeof buf, s);
+    fprintf(out, "\"%s\"", buf);
+}
+
+static void api_json_time_or_null(FILE *out, const char *key, int64_t unix_s)
+{
+    if (unix_s) fprintf(out, ",\"%s\":%lld", key, (long long)unix_s);
+    else fprintf(out, ",\"%s\":null", key);
+}
+
+static void api_sale_json(FILE *out, const struct sale *s, int64_t now)
+{
+    int64_t left = atomic_load_explicit(&s->stock_left, memory_order_relaxed);
+    fprintf(out, "{\"id\":%lld,\"name\":", (long long)s->id);
+    api_json_string(out, s->name);
+    fprintf(out,
+            ",\"stock_total\":%lld,\"stock_left\":%lld,\"sold\":%lld,\"oversold\":%lld,"
+            "\"per_user_limit\":%lld,\"status\":\"%s\"",
+            (long long)s->stock_total, (long long)(left > 0 ? left : 0),
+            (long long)atomic_load_explicit(&s->sold, memory_order_relaxed),
+            (long long)inventory_oversold(s), (long long)s->per_user_limit,
+            inventory_status(s, now));
+    api_json_time_or_null(out, "starts_at", s->starts_at);
+    api_json_time_or_null(out, "ends_at", s->ends_at);
+    fprintf(out, ",\"payment_window\":%lld}", (long long)s->payment_window);
+}
+
+/* The order as JSON into buf; the same bytes for a first answer and a replay. */
+static size_t api_order_json(const struct store_order *o, char *buf, size_t size)
+{
+    char user[PAYLOAD_USER_MAX * 6 + 1], created[32], expires[48] = "";
+    outcome_json_escape(user, 0, sizeof user, o->user_id);
+    clock_rfc3339(o->created_at, created, sizeof created);
+    if (o->expires_at) {
+        char t[32];
+        clock_rfc3339(o->expires_at, t, sizeof t);
+        snprintf(expires, sizeof expires, ",\"expires_at\":\"%s\"", t);
+    }
+    int n = snprintf(buf, size,
+                     "{\"order_id\":%lld,\"sale_id\":%lld,\"user_id\":\"%s\",\"quantity\":%lld,"
+                     "\"status\":\"%s\",\"created_at\":\"%s\"%s}",
+                     (long long)o->id, (long long)o->sale_id, user, (long long)o->quantity,
+                     o->status, created, expires);
+    return n > 0 && (size_t)n < size ? (size_t)n : 0;
+}
+
+/* Runs fill(out, arg) into a memory stream and answers 200 with it. */
+static void api_reply_stream(struct http_request *r, int status, const char *content_type,
+                             void (*fill)(FILE *, void *), void *arg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    if (!out) {
+        http_reply(r, 500, "{\"error\":\"internal_error\",\"message\":\"out of memory\"}", 52, NULL);
+        return;
+    }
+    fill(out, arg);
+    fclose(out);
+    const char *headers[] = {"Content-Type", content_type, "Cache-Control", "no-store", NULL};
+    http_reply(r, status, buf, len, headers);
+    free(buf);
+}
+
+/* ---- refusals ------------------------------------------------------------------ */
+
+static const char *api_retry_after(enum outcome o)
+{
+    return outcome_status(o) == 503 || o == OUTCOME_RATE_LIMITED ? "1" : NULL;
+}
+
+static void api_count_refusal(enum outcome o)
+{
+    switch (o) {
+    case OUTCOME_SOLD_OUT: metrics_count(METRIC_SOLD_OUT, 1); break;
+    case OUTCOME_LIMIT_EXCEEDED: metrics_count(METRIC_LIMIT, 1); break;
+    case OUTCOME_NOT_STARTED:
+    case OUTCOME_ENDED: metrics_count(METRIC_NOT_OPEN, 1); break;
+    case OUTCOME_OVERLOADED: metrics_count(METRIC_OVERLOADED, 1); break;
+    default: break;
+    }
+}
+
+/* Answers an outcome on the I/O thread; msg NULL uses the prebuilt default. */
+static void api_refuse(struct api *a, struct http_request *r, enum outcome o, const char *msg)
+{
+    api_count_refusal(o);
+    if (!msg) {
+        http_reply_canned(r, a->canned[o]);
+        return;
+    }
+    char body[512];
+    size_t len = outcome_json(o, msg, body, sizeof body);
+    const char *headers[] = {"Retry-After", api_retry_after(o), NULL};
+    http_reply(r, outcome_status(o), body, len, headers[1] ? headers : NULL);
+}
+
+static void api_refuse_method(struct http_request *r, const char *allow)
+{
+    char body[256];
+    size_t len = outcome_json(OUTCOME_METHOD, NULL, body, sizeof body);
+    const char *headers[] = {"Allow", allow, NULL};
+    http_reply(r, 405, body, len, headers);
+}
+
+/* Answers a deferred call from a worker or the writer, and frees it. */
+static void api_complete_outcome(struct api_call *c, enum outcome o, const char *msg)
+{
+    char body[512];
+    size_t len = outcome_json(o, msg, body, sizeof body);
+    api_count_refusal(o);
+    const char *retry = api_retry_after(o);
+    http_complete(c->req, outcome_status(o), body, len, retry ? "Retry-After" : NULL, retry);
+}
+
+/* ---- request checks shared by the POST routes ------------------------------------ */
+
+static bool api_admin_ok(struct api *a, struct http_request *r)
+{
+    const char *h = http_header(r, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0) return false;
+    h += 7;
+    /* Constant time in the token's length: every byte is compared, whatever matches. */
+    size_t n = strlen(h);
+    unsigned char diff = (unsigned char)(n != a->token_len);
+    for (size_t i = 0; i < a->token_len; i++)
+        diff |= (unsigned char)(a->token[i] ^ (i < n ? h[i] : 0));
+    return diff == 0;
+}
+
+/* 415 then 413: the checks every JSON body goes through, in the documented order. */
+static enum outcome api_body_checks(struct http_request *r)
+{
+    if (!payload_content_type_ok(http_header(r, "Content-Type"))) return OUTCOME_MEDIA_TYPE;
+    if (http_body_too_large(r) || http_content_length(r) > HTTP_BODY_MAX) return OUTCOME_TOO_LARGE;
+    return OUTCOME_OK;
+}
+
+static struct api_call *api_call_new(struct api *a, struct http_request *r,
+                                     void (*run)(struct pool_job *, void *))
+{
+    struct api_call *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->api = a;
+    c->req = r;
+    c->job.run = run;
+    return c;
+}
+
+/* Suspends r and queues c, or answers 503 when the queue is full. */
+static void api_enqueue(struct api *a, struct http_request *r, struct api_call *c)
+{
+    if (!pool_reserve(a->pool)) {
+        free(c);
+        api_refuse(a, r, OUTCOME_OVERLOADED, NULL);
+        return;
+    }
+    /* Suspend before queueing: once queued, a worker may complete it at once. */
+    http_defer(r);
+    pool_submit(a->pool, &c->job);
+}
+
+/* ---- purchases ------------------------------------------------------------------- */
+
+/* On the writer thread after COMMIT (or on the worker, for --inventory sqlite). */
+static void api_purchase_done(struct store_job *sj)
+{
+    struct api_call *c = sj->ctx;
+    struct api *a = c->api;
+    struct store_purchase *p = &sj->u.purchase;
+    bool sold = sj->outcome == OUTCOME_OK && !p->replayed;
+    if (sold) {
+        inventory_commit(a->inv, c->sale, p->user_id, p->quantity);
+        metrics_count(METRIC_ORDERS, 1);
+        metrics_count(METRIC_UNITS, (uint64_t)p->quantity);
+    } else {
+        inventory_release(a->inv, c->sale, p->user_id, p->quantity);
+    }
+    if (sj->outcome == OUTCOME_OK) {
+        char body[512], location[64];
+        if (p->replayed) metrics_count(METRIC_REPLAYS, 1);
+        size_t len = api_order_json(&p->order, body, sizeof body);
+        snprintf(location, sizeof location, "/api/v1/orders/%lld", (long long)p->order.id);
+        http_complete(c->req, 201, body, len, "Location", location);
+    } else {
+        api_complete_outcome(c, sj->outcome, NULL);
+    }
+    inventory_leave(c->sale);
+    free(c);
+}
+
+/* On a worker. */
+static void api_purchase_run(struct pool_job *job, void *worker)
+{
+    struct api_call *c = (struct api_call *)job;
+    struct api *a = c->api;
+    struct store_conn *conn = worker;
+    struct store_purchase *p = &c->sj.u.purchase;
+    enum outcome o = OUTCOME_OK;
+
+    if (clock_mono_ns() - job->enqueued_ns > (uint64_t)a->cfg->queue_timeout_ms * 1000000u) {
+        o = OUTCOME_OVERLOADED; /* the client has waited long enough; nothing was reserved */
+    } else if (p->idem_key[0]) {
+        o = conn ? store_order_by_key(conn, p->sale_id, p->user_id, p->idem_key, &p->order)
+                 : OUTCOME_UNAVAILABLE;
+        if (o == OUTCOME_OK) {
+            p->replayed = true;
+            c->sj.outcome = OUTCOME_OK;
+            api_purchase_done(&c->sj); /* releases nothing reserved: sqlite/atomic alike */
+            return;
+        }
+        o = o == OUTCOME_NOT_FOUND ? OUTCOME_OK : o;
+    }
+    if (o == OUTCOME_OK) {
+        o = inventory_reserve(a->inv, c->sale, p->user_id, p->quantity, clock_wall_ms() / 1000,
+                              &p->unguarded_stock_left);
+    }
+    if (o != OUTCOME_OK) {
+        api_complete_outcome(c, o, NULL);
+        inventory_leave(c->sale);
+        free(c);
+        return;
+    }
+    c->sj.op = STORE_PURCHASE;
+    c->sj.done = api_purchase_done;
+    c->sj.ctx = c;
+    if (inventory_strategy(a->inv) == INVENTORY_SQLITE) {
+        if (conn) {
+            store_purchase_now(a->store, conn, &c->sj);
+        } else {
+            c->sj.outcome = OUTCOME_UNAVAILABLE;
+            api_purchase_done(&c->sj);
+        }
+    } else {
+        store_submit(a->store, &c->sj);
+    }
+}
+
+static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
+{
+    struct sale *sale = inventory_get(a->inv, sale_id);
+    if (!sale) return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
+    enum outcome o = api_body_checks(r);
+    if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
+
+    struct payload_order order;
+    char msg[256];
+    size_t len;
+    const char *body = http_body(r, &len);
+    o = payload_order_parse(body, len, &order, msg, sizeof msg);
+    if (o != OUTCOME_OK) return api_refuse(a, r, o, msg);
+    const char *key = http_header(r, "Idempotency-Key");
+    if (key && !payload_key_ok(key))
+        return api_refuse(a, r, OUTCOME_INVALID, "Idempotency-Key must be 1 to 128 printable ASCII characters");
+
+    /* A retry with a key may be a replay of an order this user already has: only
+     * a worker, which looks the key up, can tell.  Everyone else meets the fast path. */
+    bool maybe_replay = key && inventory_units(a->inv, sale, order.user_id) > 0;
+    if (!maybe_replay) {
+        o = inventory_check(a->inv, sale, order.user_id, order.quantity, clock_wall_ms() / 1000);
+        if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
+    }
+    if (!inventory_admit(sale)) return api_refuse(a, r, OUTCOME_RESETTING, NULL);
+    struct api_call *c = api_call_new(a, r, api_purchase_run);
+    if (!c) {
+        inventory_leave(sale);
+        return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
+    }
+    c->sale = sale;
+    struct store_purchase *p = &c->sj.u.purchase;
+    p->sale_id = sale->id;
+    memcpy(p->user_id, order.user_id, sizeof p->user_id);
+    p->quantity = order.quantity;
+    if (key) snprintf(p->idem_key, sizeof p->idem_key, "%s", key);
+    p->per_user_limit = sale->per_user_limit;
+    p->payment_window = sale->payment_window;
+    p->unguarded = inventory_strategy(a->inv) == INVENTORY_UNSAFE;
+    if (!pool_reserve(a->pool)) {
+        free(c);
+        inventory_leave(sale);
+        return api_refuse(a, r, OUTCOME_OVERLOADED, NULL);
+    }
+    http_defer(r);
+    pool_submit(a->pool, &c->job);
+}
+
+/* ---- admin: create and reset --------------------------------------------------- */
+
+static void api_sale_reply_fill(FILE *out, void *arg)
+{
+    api_sale_json(out, arg, clock_wall_ms() / 1000);
+}
+
+/* Completes a deferred call with a sale's JSON. */
+static void api_complete_sale(struct api_call *c, int status, struct sale *s)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    if (!out) return api_complete_outcome(c, OUTCOME_INTERNAL, "out of memory");
+    api_sale_reply_fill(out, s);
+    fclose(out);
+    char location[64];
+    snprintf(location, sizeof location, "/api/v1/sales/%lld", (long long)s->id);
+    http_complete(c->req, status, buf, len, status == 201 ? "Location" : NULL, location);
+    free(buf);
+}
+
+static void api_create_run(struct pool_job *job, void *worker)
+{
+    struct api_call *c = (struct api_call *)job;
+    struct api *a = c->api;
+    struct store_sale *row = &c->sj.u.sale;
+    const struct payload_sale *in = &c->new_sale;
+    memset(row, 0, sizeof *row);
+    memcpy(row->name, in->name, sizeof row->name);
+    row->stock_total = in->stock;
+    row->per_user_limit = in->per_user_limit;
+    row->starts_at = in->starts_at;
+    row->ends_at = in->ends_at;
+    row->payment_window = in->payment_window;
+    c->sj.op = STORE_CREATE_SALE;
+    enum outcome o = inventory_max_id(a->inv) >= INVENTORY_MAX_SALES ? OUTCOME_TOO_MANY_SALES
+                                                                      : store_run(a->store, &c->sj);
+    if (o == OUTCOME_OK && !inventory_add(a->inv, row)) o = OUTCOME_TOO_MANY_SALES;
+    if (o == OUTCOME_OK) {
+        LOG_INFO("api: created sale %lld \"%s\" with %lld units", (long long)row->id, row->name,
+                 (long long)row->stock_total);
+        api_complete_sale(c, 201, inventory_get(a->inv, row->id));
+    } else {
+        api_complete_outcome(c, o, NULL);
+    }
+    free(c);
+}
+
+static void api_reset_run(struct pool_job *job, void *worker)
+{
+    struct api_call *c = (struct api_call *)job;
+    struct api *a = c->api;
+    struct sale *s = c->sale;
+    if (!inventory_pause(s, API_RESET_WAIT_MS)) {
+        api_complete_outcome(c, OUTCOME_RESETTING, "purchases did not drain in time; retry");
+        free(c);
+        return;
+    }
+    c->sj.op = STORE_RESET_SALE;
+    c->sj.u.sale_id = s->id;
+    enum outcome o = store_run(a->store, &c->sj);
+    if (o == OUTCOME_OK) inventory_reset(a->inv, s);
+    inventory_unpause(s);
+    if (o == OUTCOME_OK) {
+        LOG_INFO("api: reset sale %lld", (long long)s->id);
+        api_complete_sale(c, 200, s);
+    } else {
+        api_complete_outcome(c, o, NULL);
+    }
+    free(c);
+}
+
+static void api_admin_post(struct api *a, struct http_request *r, enum route route, int64_t id)
+{
+    if (!api_admin_ok(a, r)) return api_refuse(a, r, OUTCOME_UNAUTHORIZED, NULL);
+    struct sale *sale = NULL;
+    if (route == ROUTE_RESET && !(sale = inventory_get(a->inv, id)))
+        return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
+    enum outcome o = OUTCOME_OK;
+    struct payload_sale in;
+    char msg[256];
+    if (route == ROUTE_SALES) {
+        o = api_body_checks(r);
+        if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
+        size_t len;
+        const char *body = http_body(r, &len);
+        o = payload_sale_parse(body, len, &in, msg, sizeof msg);
+        if (o != OUTCOME_OK) return api_refuse(a, r, o, msg);
+    } else if (http_body_too_large(r)) {
+        return api_refuse(a, r, OUTCOME_TOO_LARGE, NULL);
+    }
+    struct api_call *c = api_call_new(a, r, route == ROUTE_SALES ? api_create_run : api_reset_run);
+    if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
+    c->sale = sale;
+    if (route == ROUTE_SALES) c->new_sale = in;
+    api_enqueue(a, r, c);
+}
+
+/* ---- audit -------------------------------------------------------------------------- */
+
+struct api_memory {
+    struct sale *sale;
+    int64_t stock_left, sold;
+};
+
+static void api_audit_snapshot(void *ctx)
+{
+    struct api_memory *m = ctx;
+    m->stock_left = atomic_load(&m->sale->stock_left);
+    m->sold = atomic_load(&m->sale->sold);
+}
+
+static void api_audit_run(struct pool_job *job, void *worker)
+{
+    struct api_call *c = (struct api_call *)job;
+    struct api *a = c->api;
+    struct store_audit au = {0};
+    struct api_memory mem = {.sale = c->sale};
+    enum outcome o = worker ? store_audit(a->store, worker, c->sale->id, &au, api_audit_snapshot, &mem)
+                            : OUTCOME_UNAVAILABLE;
+    if (o != OUTCOME_OK) {
+        api_complete_outcome(c, o, NULL);
+        free(c);
+        return;
+    }
+    int64_t oversold = au.units_sold > au.stock_total ? au.units_sold - au.stock_total : 0;
+    /* Memory agrees when it counts the same sales as the database and shows no more
+     * stock than the database has: the difference is purchases in flight. */
+    bool memory_agrees = mem.sold == au.units_sold && mem.stock_left >= 0 &&
+                         mem.stock_left <= au.stock_left;
+    bool consistent = au.stock_left + au.units_sold == au.stock_total && oversold == 0 &&
+                      au.users_over_limit == 0 && memory_agrees;
+    char body[768];
+    int n = snprintf(body, sizeof body,
+                     "{\"sale_id\":%lld,\"stock_total\":%lld,\"stock_left\":%lld,\"units_sold\":%lld,"
+                     "\"orders\":%lld,\"oversold\":%lld,\"users_over_limit\":%lld,"
+                     "\"consistent\":%s,\"memory\":{\"stock_left\":%lld,\"sold\":%lld,"
+                     "\"in_flight\":%lld,\"agrees\":%s},\"inventory\":\"%s\"}",
+                     (long long)c->sale->id, (long long)au.stock_total, (long long)au.stock_left,
+                     (long long)au.units_sold, (long long)au.orders, (long long)oversold,
+                     (long long)au.users_over_limit, consistent ? "true" : "false",
+                     (long long)mem.stock_left, (long long)mem.sold,
+                     (long long)(au.stock_left - mem.stock_left), memory_agrees ? "true" : "false",
+                     config_name("inventory", inventory_strategy(a->inv)));
+    http_complete(c->req, 200, body, (size_t)n, NULL, NULL);
+    free(c);
+}
+
+/* ---- reads on the I/O thread -------------------------------------------------------- */
+
+static void api_order_get(struct api *a, struct http_request *r, int64_t id)
+{
+    struct store_conn *conn = http_thread_state(r);
+    struct store_order o;
+    enum outcome out = conn ? store_order_get(conn, id, &o) : OUTCOME_UNAVAILABLE;
+    if (out != OUTCOME_OK) return api_refuse(a, r, out, out == OUTCOME_NOT_FOUND ? "no such order" : NULL);
+    char body[512];
+    size_t len = api_order_json(&o, body, sizeof body);
+    http_reply(r, 200, body, len, NULL);
+}
+
+struct api_list {
+    struct api *api;
+    int64_t now;
+};
+
+static void api_sales_fill(FILE *out, void *arg)
+{
+    struct api_list *l = arg;
+    int64_t max = inventory_max_id(l->api->inv);
+    bool first = true;
+    for (int64_t id = 1; id <= max; id++) {
+        struct sale *s = inventory_get(l->api->inv, id);
+        if (!s) continue;
+        if (!first) fputc(',', out);
+        api_sale_json(out, s, l->now);
+        first = false;
+    }
+}
+
+static void api_sales_list_fill(FILE *out, void *arg)
+{
+    fputs("{\"sales\":[", out);
+    api_sales_fill(out, arg);
+    fputs("]}", out);
+}
+
+static void api_stats_fill(FILE *out, void *arg)
+{
+    struct api_list *l = arg;
+    struct api *a = l->api;
+    fprintf(out, "{\"inventory\":\"%s\",\"durability\":\"%s\",\"queue_depth\":%zu,"
+                 "\"queue_capacity\":%zu,\"store_backlog\":%zu,",
+            config_name("inventory", inventory_strategy(a->inv)),
+            config_name("durability", a->cfg->durability), pool_depth(a->pool),
+            pool_capacity(a->pool), store_backlog(a->store));
+    metrics_stats_json(out);
+    fputs(",\"sales\":[", out);
+    api_sales_fill(out, arg);
+    fputs("]}", out);
+}
+
+static void api_metrics_fill(FILE *out, void *arg)
+{
+    struct api_list *l = arg;
+    struct api *a = l->api;
+    metrics_prometheus(out);
+    fprintf(out,
+            "# HELP flashsale_queue_depth Purchases waiting for a worker.\n"
+            "# TYPE flashsale_queue_depth gauge\nflashsale_queue_depth %zu\n"
+            "# HELP flashsale_queue_capacity Most purchases that may wait.\n"
+            "# TYPE flashsale_queue_capacity gauge\nflashsale_queue_capacity %zu\n"
+            "# HELP flashsale_store_backlog Jobs waiting for the next group commit.\n"
+            "# TYPE flashsale_store_backlog gauge\nflashsale_store_backlog %zu\n"
+            "# HELP flashsale_inventory_info The inventory strategy in use.\n"
+            "# TYPE flashsale_inventory_info gauge\nflashsale_inventory_info{strategy=\"%s\"} 1\n",
+            pool_depth(a->pool), pool_capacity(a->pool), store_backlog(a->store),
+            config_name("inventory", inventory_strategy(a->inv)));
+    static const struct {
+        const char *name, *help;
+    } gauges[] = {
+        {"flashsale_sale_stock_total", "Units the sale started with."},
+        {"flashsale_sale_stock_left", "Units not yet reserved or sold."},
+        {"flashsale_sale_sold", "Units in committed orders."},
+        {"flashsale_oversold", "Units sold beyond the stock. Must read 0."},
+    };
+    int64_t max = inventory_max_id(a->inv);
+    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
+        fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help, gauges[g].name);
+        for (int64_t id = 1; id <= max; id++) {
+            struct sale *s = inventory_get(a->inv, id);
+            if (!s) continue;
+            int64_t v = g == 0 ? s->stock_total
+                      : g == 1 ? atomic_load(&s->stock_left)
+                      : g == 2 ? atomic_load(&s->sold)
+                               : inventory_oversold(s);
+            fprintf(out, "%s{sale=\"%lld\"} %lld\n", gauges[g].name, (long long)id, (long long)v);
+        }
+    }
+}
+
+static void api_static(struct api *a, struct http_request *r)
+{
+    struct assets_file f;
+    if (assets_open(a->cfg->static_dir, http_path(r), &f) != 0)
+        return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such file");
+    const char *inm = http_header(r, "If-None-Match");
+    const char *headers[] = {"Content-Type", f.content_type, "Cache-Control", f.cache_control,
+                             "ETag", f.etag, "X-Content-Type-Options", "nosniff", NULL};
+    if (inm && strcmp(inm, f.etag) == 0) {
+        close(f.fd);
+        http_reply(r, 304, "", 0, headers + 2);
+        return;
+    }
+    http_reply_fd(r, 200, f.fd, f.size, headers);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+static void api_handle(void *ctx, struct http_request *r, enum http_phase phase)
+{
+    struct api *a = ctx;
+    struct route_match m;
+    enum outcome o = route_match(route_method(http_method(r)), http_path(r), &m);
+    http_set_label(r, (int)m.route);
+    if (phase == HTTP_HEADERS) {
+        /* Only a declared oversized body is answered before it arrives (and the
+         * connection then closes); everything else waits for the whole request. */
+        if (o != OUTCOME_OK || http_content_length(r) <= HTTP_BODY_MAX) return;
+        if (m.route == ROUTE_ORDER_CREATE && !inventory_get(a->inv, m.id))
+            return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
+        if (!payload_content_type_ok(http_header(r, "Content-Type")))
+            return api_refuse(a, r, OUTCOME_MEDIA_TYPE, NULL);
+        return api_refuse(a, r, OUTCOME_TOO_LARGE, NULL);
+    }
+    if (o == OUTCOME_METHOD) return api_refuse_method(r, m.allow);
+    if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
+    bool admin_route = m.route == ROUTE_RESET || (m.route == ROUTE_SALES && route_method(http_method(r)) == METHOD_POST);
+    if (admin_route && !a->cfg->admin) return api_refuse(a, r, OUTCOME_NOT_FOUND, "admin endpoints are off");
+
+    struct api_list list = {a, clock_wall_ms() / 1000};
+    switch (m.route) {
+    case ROUTE_ORDER_CREATE: return api_purchase(a, r, m.id);
+    case ROUTE_HEALTHZ: return http_reply_canned(r, a->healthz);
+    case ROUTE_SALE: {
+        struct sale *s = inventory_get(a->inv, m.id);
+        if (!s) return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
+        return api_reply_stream(r, 200, "application/json", api_sale_reply_fill, s);
+    }
+    case ROUTE_SALES:
+        if (admin_route) return api_admin_post(a, r, m.route, m.id);
+        return api_reply_stream(r, 200, "application/json", api_sales_list_fill, &list);
+    case ROUTE_RESET: return api_admin_post(a, r, m.route, m.id);
+    case ROUTE_STATS: return api_reply_stream(r, 200, "application/json", api_stats_fill, &list);
+    case ROUTE_METRICS:
+        return api_reply_stream(r, 200, "text/plain; version=0.0.4; charset=utf-8", api_metrics_fill, &list);
+    case ROUTE_ORDER: return api_order_get(a, r, m.id);
+    case ROUTE_AUDIT: {
+        struct sale *s = inventory_get(a->inv, m.id);
+        if (!s) return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
+        struct api_call *c = api_call_new(a, r, api_audit_run);
+        if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
+        c->sale = s;
+        return api_enqueue(a, r, c);
+    }
+    case ROUTE_STATIC: return api_static(a, r);
+    default: return api_refuse(a, r, OUTCOME_NOT_FOUND, NULL);
+    }
+}
+
+static void api_finished(void *ctx, struct http_request *r, int status, uint64_t latency_ns)
+{
+    if (status) metrics_request((enum route)http_label(r), status, latency_ns);
+}
+
+/* Workers and I/O threads each read through their own connection. */
+static void *api_thread_start(void *ctx)
+{
+    struct api *a = ctx;
+    return store_conn_open(a->store);
+}
+
+static void api_thread_stop(void *ctx, void *state) { store_conn_close(state); }
+
+static void *api_worker_new(void *ctx, size_t index) { return api_thread_start(ctx); }
+
+static void api_worker_free(void *state) { store_conn_close(state); }
+
+struct http_hooks api_http_hooks(struct api *a)
+{
+    return (struct http_hooks){.handle = api_handle,
+                               .finished = api_finished,
+                               .thread_start = api_thread_start,
+                               .thread_stop = api_thread_stop,
+                               .ctx = a};
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static int api_make_token(char *out, size_t size)
+{
+    unsigned char raw[16];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return -1;
+    for (size_t i = 0; i < sizeof raw && 2 * i + 2 < size; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+struct api *api_new(const struct config *cfg, struct inventory *inv, struct store *store)
+{
+    struct api *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->cfg = cfg;
+    a->inv = inv;
+    a->store = store;
+    if (cfg->admin_token[0]) {
+        snprintf(a->token, sizeof a->token, "%s", cfg->admin_token);
+    } else if (api_make_token(a->token, sizeof a->token) == 0) {
+        if (cfg->admin) LOG_INFO("admin token (generated, shown once): %s", a->token);
+    } else {
+        LOG_ERROR("api: cannot generate an admin token");
+        free(a);
+        return NULL;
+    }
+    a->token_len = strlen(a->token);
+    for (int o = 1; o < OUTCOME_COUNT; o++) {
+        char body[256];
+        size_t len = outcome_json((enum outcome)o, NULL, body, sizeof body);
+        const char *retry = api_retry_after((enum outcome)o);
+        const char *headers[] = {"Retry-After", retry, NULL};
+        a->canned[o] = http_canned_new(outcome_status((enum outcome)o), body, len, retry ? headers : NULL);
+    }
+    a->healthz = http_canned_new(200, "{\"status\":\"ok\"}", 15, NULL);
+    a->pool = pool_new((size_t)cfg->workers, (size_t)cfg->queue, api_worker_new, api_worker_free, a);
+    if (!a->pool || !a->healthz) {
+        api_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void api_drain(struct api *a) { pool_stop(a->pool); }
+
+void api_free(struct api *a)
+{
+    if (!a) return;
+    pool_free(a->pool);
+    for (int o = 0; o < OUTCOME_COUNT; o++) http_canned_free(a->canned[o]);
+    http_canned_free(a->healthz);
+    memset(a->token, 0, sizeof a->token);
+    free(a);
+}

@@ -1,0 +1,35 @@
+/* api — the REST API: routing, validation, JSON, and the purchase pipeline.
+ *
+ * It owns the purchase worker pool and gives http its hooks.  Cheap reads and
+ * the fast refusals (not found, bad input, sale closed, over the limit, sold out)
+ * are answered on the I/O thread that received the request.  Only a purchase that
+ * may succeed is deferred: the connection is suspended, the purchase queued to a
+ * worker (inventory reservation), then to the store's writer (group commit), and
+ * answered from there after COMMIT.  Admin writes and audits also run on workers,
+ * never on I/O threads.
+ */
+#ifndef FLASHSALE_API_H
+#define FLASHSALE_API_H
+
+#include "config.h"
+#include "http.h"
+#include "inventory.h"
+#include "store.h"
+
+struct api;
+
+/* Starts the worker pool.  cfg, inv and store are borrowed and must outlive the
+ * api.  NULL on failure. */
+struct api *api_new(const struct config *cfg, struct inventory *inv, struct store *store);
+
+/* The hooks to give http_start(). */
+struct http_hooks api_http_hooks(struct api *a);
+
+/* Refuses new purchases (503) and runs every queued one to the store; once the
+ * store has answered them (http_stop waits for that), the store can be closed.
+ * The api keeps answering reads until api_free. */
+void api_drain(struct api *a);
+
+void api_free(struct api *a);
+
+#endif

@@ -1,0 +1,213 @@
+/* config — see config.h.  Add a setting by adding a row to config_table. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum config_type { CFG_INT, CFG_STR, CFG_ENUM };
+
+struct config_row {
+    const char *name;    /* --name, and FLASHSALE_NAME with '-' as '_' */
+    enum config_type type;
+    size_t offset;
+    const char *def;     /* default, as it would be typed */
+    int64_t min, max;    /* bounds for CFG_INT */
+    const char *const *choices; /* CFG_ENUM names, NULL-terminated: the value stored is the index */
+    const char *help;
+};
+
+#define F(field) offsetof(struct config, field)
+
+static const char *const config_off_on[] = {"off", "on", NULL};
+static const char *const config_inventories[] = {"atomic", "mutex", "sqlite", "unsafe", NULL};
+static const char *const config_durabilities[] = {"full", "normal", NULL};
+static const char *const config_levels[] = {"debug", "info", "warn", "error", NULL};
+
+static const struct config_row config_table[] = {
+    {"port", CFG_INT, F(port), "8080", 0, 65535, NULL, "TCP port to listen on (0 = any free port)"},
+    {"bind", CFG_STR, F(bind), "127.0.0.1", 0, 0, NULL, "IPv4 address to listen on"},
+    {"db", CFG_STR, F(db), "./flashsale.db", 0, 0, NULL, "SQLite database file"},
+    {"admin-token", CFG_STR, F(admin_token), "", 0, 0, NULL,
+     "bearer token for admin endpoints (empty = generate one and print it)"},
+    {"admin", CFG_ENUM, F(admin), "on", 0, 0, config_off_on, "serve the admin endpoints at all"},
+    {"inventory", CFG_ENUM, F(inventory), "atomic", 0, 0, config_inventories,
+     "inventory strategy (unsafe oversells on purpose)"},
+    {"workers", CFG_INT, F(workers), "2", 1, 256, NULL, "purchase worker threads"},
+    {"queue", CFG_INT, F(queue), "8192", 1, 1000000, NULL,
+     "purchase queue capacity; a full queue answers 503"},
+    {"queue-timeout-ms", CFG_INT, F(queue_timeout_ms), "2000", 1, 600000, NULL,
+     "a purchase queued longer than this is answered 503"},
+    {"io-threads", CFG_INT, F(io_threads), "2", 1, 64, NULL, "HTTP event-loop threads"},
+    {"batch", CFG_INT, F(batch), "1024", 1, 100000, NULL, "most purchases per group commit"},
+    {"demo-stock", CFG_INT, F(demo_stock), "100", 0, 1000000000, NULL,
+     "units of the demo sale created in an empty database (0 = none)"},
+    {"static", CFG_STR, F(static_dir), "./static", 0, 0, NULL, "folder served at /"},
+    {"durability", CFG_ENUM, F(durability), "full", 0, 0, config_durabilities,
+     "SQLite synchronous mode: full survives power loss, normal a process crash"},
+    {"max-connections", CFG_INT, F(max_connections), "16384", 16, 1000000, NULL,
+     "most concurrent HTTP connections"},
+    {"per-ip-limit", CFG_INT, F(per_ip_limit), "0", 0, 1000000, NULL,
+     "most connections per client IP and I/O thread (0 = no limit)"},
+    {"idle-timeout", CFG_INT, F(idle_timeout), "30", 1, 3600, NULL,
+     "seconds of silence before a connection is closed"},
+    {"log-level", CFG_ENUM, F(log_level), "info", 0, 0, config_levels, "log verbosity"},
+};
+
+#define CONFIG_ROWS (sizeof config_table / sizeof config_table[0])
+
+static int64_t *config_int(struct config *cfg, const struct config_row *row)
+{
+    return (int64_t *)(void *)((char *)cfg + row->offset);
+}
+
+static char **config_str(struct config *cfg, const struct config_row *row)
+{
+    return (char **)(void *)((char *)cfg + row->offset);
+}
+
+/* Index of `value` in a NULL-terminated list of names, or -1. */
+static int config_choice(const char *const *choices, const char *value)
+{
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(choices[i], value) == 0) return i;
+    return -1;
+}
+
+/* "a|b|c", for messages and --help. */
+static const char *config_choices_text(const char *const *choices, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; choices[i] && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%s", i ? "|" : "", choices[i]);
+    return buf;
+}
+
+static int config_set(struct config *cfg, const struct config_row *row, const char *value,
+                      const char *source, FILE *err)
+{
+    switch (row->type) {
+    case CFG_STR: {
+        char *copy = strdup(value);
+        if (!copy) return -1;
+        free(*config_str(cfg, row));
+        *config_str(cfg, row) = copy;
+        return 0;
+    }
+    case CFG_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end || v < row->min || v > row->max) {
+            fprintf(err, "flashsale: %s: --%s must be an integer from %lld to %lld, not '%s'\n",
+                    source, row->name, (long long)row->min, (long long)row->max, value);
+            return -1;
+        }
+        *config_int(cfg, row) = v;
+        return 0;
+    }
+    case CFG_ENUM: {
+        int i = config_choice(row->choices, value);
+        if (i < 0) {
+            char names[128];
+            fprintf(err, "flashsale: %s: --%s must be one of %s, not '%s'\n", source, row->name,
+                    config_choices_text(row->choices, names, sizeof names), value);
+            return -1;
+        }
+        *config_int(cfg, row) = i;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static void config_env_name(const struct config_row *row, char *buf, size_t size)
+{
+    size_t n = (size_t)snprintf(buf, size, "FLASHSALE_%s", row->name);
+    for (size_t i = 0; i < n && i < size; i++)
+        buf[i] = buf[i] == '-' ? '_' : (char)toupper((unsigned char)buf[i]);
+}
+
+int config_parse(struct config *cfg, int argc, char **argv, FILE *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    char env_name[64];
+    for (size_t i = 0; i < CONFIG_ROWS; i++)
+        if (config_set(cfg, &config_table[i], config_table[i].def, "default", err)) return -1;
+    for (size_t i = 0; i < CONFIG_ROWS; i++) {
+        config_env_name(&config_table[i], env_name, sizeof env_name);
+        const char *v = getenv(env_name);
+        if (v && config_set(cfg, &config_table[i], v, env_name, err)) return -1;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            config_usage(stdout);
+            return 1;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(err, "flashsale: unexpected argument '%s' (see --help)\n", arg);
+            return -1;
+        }
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const struct config_row *row = NULL;
+        for (size_t i = 0; i < CONFIG_ROWS; i++)
+            if (strlen(config_table[i].name) == len && strncmp(config_table[i].name, name, len) == 0)
+                row = &config_table[i];
+        if (!row) {
+            fprintf(err, "flashsale: unknown flag '%s' (see --help)\n", arg);
+            return -1;
+        }
+        const char *value = eq ? eq + 1 : (a + 1 < argc ? argv[++a] : NULL);
+        if (!value) {
+            fprintf(err, "flashsale: --%s needs a value\n", row->name);
+            return -1;
+        }
+        if (config_set(cfg, row, value, "command line", err)) return -1;
+    }
+    log_threshold = (enum log_level)cfg->log_level;
+    return 0;
+}
+
+void config_deinit(struct config *cfg)
+{
+    for (size_t i = 0; i < CONFIG_ROWS; i++) {
+        if (config_table[i].type == CFG_STR) {
+            free(*config_str(cfg, &config_table[i]));
+            *config_str(cfg, &config_table[i]) = NULL;
+        }
+    }
+}
+
+void config_usage(FILE *out)
+{
+    char env_name[64], flag[128], names[96];
+    fprintf(out, "usage: flashsale [--flag value]...\n\n"
+                 "A flash-sale HTTP service: sells exactly the stock, never one unit more.\n"
+                 "Every flag can also be set as an environment variable.\n\n");
+    for (size_t i = 0; i < CONFIG_ROWS; i++) {
+        const struct config_row *row = &config_table[i];
+        config_env_name(row, env_name, sizeof env_name);
+        snprintf(flag, sizeof flag, "--%s %s", row->name,
+                 row->type == CFG_ENUM ? config_choices_text(row->choices, names, sizeof names) : row->type == CFG_INT ? "N" : "VALUE");
+        fprintf(out, "  %-40s %s\n  %-40s env %s, default '%s'\n", flag, row->help, "", env_name,
+                row->def);
+    }
+}
+
+const char *config_name(const char *setting, int64_t value)
+{
+    for (size_t i = 0; i < CONFIG_ROWS; i++) {
+        const struct config_row *row = &config_table[i];
+        if (row->type != CFG_ENUM || strcmp(row->name, setting) != 0) continue;
+        for (int64_t k = 0; row->choices[k]; k++)
+            if (k == value) return row->choices[k];
+    }
+    return "?";
+}

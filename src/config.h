@@ -1,0 +1,52 @@
+/* config — the service's settings, as one table.
+ *
+ * Every setting is a row of config.c's table: flag name, field, default, bounds,
+ * help.  Parsing (defaults, then FLASHSALE_<NAME> environment variables, then
+ * --flags), validation and --help all read that table.  The resulting struct is
+ * passed explicitly to the modules that need it; nothing here is global.
+ * Strings in struct config are owned by it and freed by config_deinit().
+ */
+#ifndef FLASHSALE_CONFIG_H
+#define FLASHSALE_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum config_inventory { INVENTORY_ATOMIC, INVENTORY_MUTEX, INVENTORY_SQLITE, INVENTORY_UNSAFE };
+enum config_durability { DURABILITY_FULL, DURABILITY_NORMAL };
+
+struct config {
+    int64_t port;
+    char *bind;
+    char *db;
+    char *admin_token;
+    int64_t admin;            /* 1 = admin endpoints on, 0 = off entirely */
+    int64_t inventory;        /* enum config_inventory */
+    int64_t workers;
+    int64_t queue;
+    int64_t queue_timeout_ms;
+    int64_t io_threads;
+    int64_t batch;
+    int64_t demo_stock;
+    char *static_dir;
+    int64_t durability;       /* enum config_durability */
+    int64_t max_connections;
+    int64_t per_ip_limit;
+    int64_t idle_timeout;
+    int64_t log_level;
+};
+
+/* Fills cfg from defaults, the environment and argv.  Returns 0 on success, 1 when
+ * --help was printed (exit 0), -1 after printing an error to `err` (exit 2).
+ * On any return, cfg must be released with config_deinit(). */
+int config_parse(struct config *cfg, int argc, char **argv, FILE *err);
+
+void config_deinit(struct config *cfg);
+
+/* Writes the --help text (every flag, its environment variable and default). */
+void config_usage(FILE *out);
+
+/* The name of an enum setting's value, e.g. config_name("inventory", 0) = "atomic". */
+const char *config_name(const char *setting, int64_t value);
+
+#endif

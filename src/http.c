@@ -1,0 +1,466 @@
+/* http — see http.h. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "log.h"
+
+#define HTTP_SMALL_BODY 512
+#define HTTP_SMALL_ANSWER 512
+#define HTTP_TICK_MS 100 /* longest sleep of an I/O loop: how fast it sees quiesce/stop */
+
+struct http_io {
+    struct http_server *server;
+    struct MHD_Daemon *daemon;
+    int listen_fd; /* owned until quiesce hands it back to us to close */
+    int wait_fd;   /* our epoll set: the daemon's epoll descriptor and wake_fd */
+    int wake_fd;   /* eventfd: a deferred request was completed (see http_complete) */
+    _Atomic bool wake_pending;
+    pthread_t thread;
+    bool started, quiesced;
+    void *state;
+};
+
+struct http_server {
+    struct http_hooks hooks;
+    int port;
+    size_t nio;
+    struct http_io *io;
+    _Atomic bool quiesce, stop;
+    _Atomic size_t deferred;
+};
+
+struct http_request {
+    struct http_io *io;
+    struct MHD_Connection *conn;
+    const char *method, *url; /* libmicrohttpd's, valid for the request */
+    uint64_t started_ns;
+    int status; /* what was queued; 0 = nothing yet */
+    char *body;
+    size_t body_len, body_cap;
+    bool too_large, deferred;
+    _Atomic bool completed; /* release: the answer fields below are written */
+    int answer_status;
+    char *answer;
+    size_t answer_len;
+    char answer_hname[32], answer_hvalue[192];
+    int label;
+    char small_body[HTTP_SMALL_BODY];
+    char small_answer[HTTP_SMALL_ANSWER];
+};
+
+struct http_canned {
+    struct MHD_Response *response;
+    int status;
+};
+
+/* ---- responses ---------------------------------------------------------------- */
+
+static void http_add_headers(struct MHD_Response *resp, const char *const *headers, bool json)
+{
+    bool typed = false;
+    for (const char *const *h = headers; h && h[0]; h += 2) {
+        MHD_add_response_header(resp, h[0], h[1]);
+        typed |= strcasecmp(h[0], "Content-Type") == 0;
+    }
+    if (!typed && json) MHD_add_response_header(resp, "Content-Type", "application/json");
+}
+
+static void http_queue(struct http_request *r, int status, struct MHD_Response *resp)
+{
+    if (!resp) {
+        LOG_ERROR("http: out of memory building a response");
+        return; /* libmicrohttpd closes the connection */
+    }
+    if (MHD_queue_response(r->conn, (unsigned)status, resp) == MHD_YES) r->status = status;
+}
+
+void http_reply(struct http_request *r, int status, const char *body, size_t len,
+                const char *const *headers)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    if (resp) http_add_headers(resp, headers, true);
+    http_queue(r, status, resp);
+    if (resp) MHD_destroy_response(resp);
+}
+
+void http_reply_fd(struct http_request *r, int status, int fd, uint64_t size,
+                   const char *const *headers)
+{
+    struct MHD_Response *resp = MHD_create_response_from_fd64(size, fd);
+    if (!resp) close(fd);
+    else http_add_headers(resp, headers, false);
+    http_queue(r, status, resp);
+    if (resp) MHD_destroy_response(resp);
+}
+
+struct http_canned *http_canned_new(int status, const char *body, size_t len,
+                                    const char *const *headers)
+{
+    struct http_canned *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->status = status;
+    c->response = MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    if (!c->response) {
+        free(c);
+        return NULL;
+    }
+    http_add_headers(c->response, headers, true);
+    return c;
+}
+
+void http_canned_free(struct http_canned *c)
+{
+    if (!c) return;
+    MHD_destroy_response(c->response);
+    free(c);
+}
+
+void http_reply_canned(struct http_request *r, const struct http_canned *c)
+{
+    /* libmicrohttpd reference-counts responses under their own mutex, so one
+     * response may be queued on many connections and threads at once. */
+    if (MHD_queue_response(r->conn, (unsigned)c->status, c->response) == MHD_YES) r->status = c->status;
+}
+
+/* ---- deferral --------------------------------------------------------------------- */
+
+void http_defer(struct http_request *r)
+{
+    r->deferred = true;
+    atomic_fetch_add(&r->io->server->deferred, 1);
+    MHD_suspend_connection(r->conn);
+}
+
+void http_complete(struct http_request *r, int status, const char *body, size_t len,
+                   const char *header_name, const char *header_value)
+{
+    r->answer = len <= sizeof r->small_answer ? r->small_answer : malloc(len);
+    if (!r->answer) { /* out of memory: say so rather than hang the client */
+        r->answer = r->small_answer;
+        status = 500;
+        len = (size_t)snprintf(r->small_answer, sizeof r->small_answer,
+                               "{\"error\":\"internal_error\",\"message\":\"out of memory\"}");
+        header_name = NULL;
+    }
+    memcpy(r->answer, body, len);
+    r->answer_len = len;
+    r->answer_status = status;
+    r->answer_hname[0] = 0;
+    if (header_name) {
+        snprintf(r->answer_hname, sizeof r->answer_hname, "%s", header_name);
+        snprintf(r->answer_hvalue, sizeof r->answer_hvalue, "%s", header_value);
+    }
+    /* Once resumed, the I/O thread may answer and free r at any moment: read what
+     * we still need first. */
+    struct http_io *io = r->io;
+    struct MHD_Connection *conn = r->conn;
+    atomic_store_explicit(&r->completed, true, memory_order_release);
+    MHD_resume_connection(conn);
+    /* Without an internal thread libmicrohttpd signals nobody on resume: wake the
+     * I/O loop ourselves, once per round however many requests complete. */
+    if (!atomic_exchange(&io->wake_pending, true)) {
+        uint64_t one = 1;
+        ssize_t w = write(io->wake_fd, &one, sizeof one);
+        (void)w;
+    }
+}
+
+/* On the I/O thread, after libmicrohttpd resumed the connection. */
+static void http_send_completed(struct http_request *r)
+{
+    const char *headers[] = {r->answer_hname, r->answer_hvalue, NULL};
+    if (!r->answer_hname[0]) headers[0] = NULL;
+    http_reply(r, r->answer_status, r->answer, r->answer_len, headers);
+    if (r->answer != r->small_answer) free(r->answer);
+    r->answer = NULL;
+    r->deferred = false;
+    atomic_fetch_sub(&r->io->server->deferred, 1);
+}
+
+/* ---- accessors ------------------------------------------------------------------ */
+
+const char *http_method(const struct http_request *r) { return r->method; }
+const char *http_path(const struct http_request *r) { return r->url; }
+const char *http_header(const struct http_request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+int64_t http_content_length(const struct http_request *r)
+{
+    const char *v = http_header(r, "Content-Length");
+    if (!v) return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    return (errno || end == v || *end || n < 0) ? INT64_MAX : n;
+}
+const char *http_body(const struct http_request *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body ? r->body : "";
+}
+bool http_body_too_large(const struct http_request *r) { return r->too_large; }
+void *http_thread_state(const struct http_request *r) { return r->io->state; }
+void http_set_label(struct http_request *r, int label) { r->label = label; }
+int http_label(const struct http_request *r) { return r->label; }
+
+/* ---- libmicrohttpd callbacks ----------------------------------------------------- */
+
+static void http_append(struct http_request *r, const char *data, size_t len)
+{
+    if (r->too_large || len > HTTP_BODY_MAX - r->body_len) {
+        r->too_large = true; /* keep reading and discarding: the answer is 413 */
+        return;
+    }
+    if (r->body_len + len > r->body_cap) {
+        char *grown = malloc(HTTP_BODY_MAX);
+        if (!grown) {
+            r->too_large = true;
+            return;
+        }
+        memcpy(grown, r->body, r->body_len);
+        if (r->body != r->small_body) free(r->body);
+        r->body = grown;
+        r->body_cap = HTTP_BODY_MAX;
+    }
+    memcpy(r->body + r->body_len, data, len);
+    r->body_len += len;
+}
+
+static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version, const char *upload,
+                                   size_t *upload_size, void **con_cls)
+{
+    struct http_io *io = cls;
+    struct http_hooks *hooks = &io->server->hooks;
+    struct http_request *r = *con_cls;
+    if (!r) {
+        r = malloc(sizeof *r);
+        if (!r) return MHD_NO;
+        memset(r, 0, offsetof(struct http_request, small_body));
+        r->io = io;
+        r->conn = conn;
+        r->method = method;
+        r->url = url;
+        r->started_ns = clock_mono_ns();
+        r->body = r->small_body;
+        r->body_cap = sizeof r->small_body;
+        *con_cls = r;
+        hooks->handle(hooks->ctx, r, HTTP_HEADERS);
+        return MHD_YES;
+    }
+    if (r->deferred) {
+        if (atomic_load_explicit(&r->completed, memory_order_acquire)) http_send_completed(r);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->status) http_append(r, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->status) return MHD_YES;
+    hooks->handle(hooks->ctx, r, HTTP_BODY);
+    if (!r->status && !r->deferred) {
+        static const char body[] = "{\"error\":\"internal_error\",\"message\":\"no answer\"}";
+        LOG_ERROR("http: %s %s got no answer", method, url);
+        http_reply(r, 500, body, sizeof body - 1, NULL);
+    }
+    return MHD_YES;
+}
+
+static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+    struct http_io *io = cls;
+    struct http_request *r = *con_cls;
+    if (!r) return;
+    io->server->hooks.finished(io->server->hooks.ctx, r, r->status, clock_mono_ns() - r->started_ns);
+    if (r->body != r->small_body) free(r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void http_log(void *cls, const char *fmt, va_list ap)
+{
+    if (log_threshold > LOG_LEVEL_DEBUG) return;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    buf[strcspn(buf, "\n")] = 0;
+    LOG_DEBUG("libmicrohttpd: %s", buf);
+}
+
+/* ---- event loops ------------------------------------------------------------------ */
+
+static void *http_io_main(void *arg)
+{
+    struct http_io *io = arg;
+    struct http_server *s = io->server;
+    if (s->hooks.thread_start) io->state = s->hooks.thread_start(s->hooks.ctx);
+    struct epoll_event ev[2];
+    while (!atomic_load(&s->stop)) {
+        if (atomic_load(&s->quiesce) && !io->quiesced) {
+            /* libmicrohttpd is not thread-safe in this mode: its own thread quiesces it. */
+            MHD_socket fd = MHD_quiesce_daemon(io->daemon);
+            if (fd != MHD_INVALID_SOCKET) close(fd);
+            io->quiesced = true;
+        }
+        int timeout = HTTP_TICK_MS;
+        MHD_UNSIGNED_LONG_LONG to;
+        if (MHD_get_timeout(io->daemon, &to) == MHD_YES && to < (MHD_UNSIGNED_LONG_LONG)timeout)
+            timeout = (int)to;
+        int n = epoll_wait(io->wait_fd, ev, 2, timeout);
+        if (n < 0 && errno != EINTR) LOG_ERROR("http: epoll_wait: %s", strerror(errno));
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u32 == 1) {
+                uint64_t count;
+                ssize_t rd = read(io->wake_fd, &count, sizeof count);
+                (void)rd;
+                atomic_store(&io->wake_pending, false); /* before MHD_run looks at resumes */
+            }
+        }
+        MHD_run(io->daemon);
+    }
+    if (s->hooks.thread_stop) s->hooks.thread_stop(s->hooks.ctx, io->state);
+    return NULL;
+}
+
+/* A non-blocking SO_REUSEPORT listening socket on addr:port; -1 on failure. */
+static int http_listen(const char *addr, int port, char *err, size_t err_size)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+        snprintf(err, err_size, "--bind '%s' is not an IPv4 address", addr);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, err_size, "cannot listen on %s:%d: %s", addr, port, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int http_bound_port(int fd)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    return getsockname(fd, (struct sockaddr *)&sa, &len) == 0 ? ntohs(sa.sin_port) : -1;
+}
+
+struct http_server *http_start(const struct config *cfg, const struct http_hooks *hooks, char *err,
+                               size_t err_size)
+{
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->hooks = *hooks;
+    s->nio = (size_t)cfg->io_threads;
+    s->io = calloc(s->nio, sizeof *s->io);
+    s->port = (int)cfg->port;
+    if (!s->io) goto fail;
+    unsigned per_thread = (unsigned)((cfg->max_connections + (int64_t)s->nio - 1) / (int64_t)s->nio);
+    for (size_t i = 0; i < s->nio; i++) s->io[i].listen_fd = s->io[i].wait_fd = s->io[i].wake_fd = -1;
+    for (size_t i = 0; i < s->nio; i++) {
+        struct http_io *io = &s->io[i];
+        io->server = s;
+        io->listen_fd = http_listen(cfg->bind, s->port, err, err_size);
+        if (io->listen_fd < 0) goto fail;
+        if (s->port == 0) s->port = http_bound_port(io->listen_fd); /* the others join it */
+        io->daemon = MHD_start_daemon(
+            MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG, 0, NULL,
+            NULL, http_access, io, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)io->listen_fd,
+            MHD_OPTION_CONNECTION_LIMIT, per_thread, MHD_OPTION_CONNECTION_TIMEOUT,
+            (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
+            MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_END);
+        if (!io->daemon) {
+            snprintf(err, err_size, "libmicrohttpd did not start");
+            goto fail;
+        }
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(io->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        io->wait_fd = epoll_create1(EPOLL_CLOEXEC);
+        io->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
+        struct epoll_event wake = {.events = EPOLLIN, .data.u32 = 1};
+        if (!info || io->wait_fd < 0 || io->wake_fd < 0 ||
+            epoll_ctl(io->wait_fd, EPOLL_CTL_ADD, info->epoll_fd, &ev) != 0 ||
+            epoll_ctl(io->wait_fd, EPOLL_CTL_ADD, io->wake_fd, &wake) != 0) {
+            snprintf(err, err_size, "cannot watch libmicrohttpd's epoll descriptor: %s", strerror(errno));
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < s->nio; i++) {
+        if (pthread_create(&s->io[i].thread, NULL, http_io_main, &s->io[i]) != 0) {
+            snprintf(err, err_size, "cannot start an I/O thread");
+            http_stop(s, 0);
+            return NULL;
+        }
+        s->io[i].started = true;
+    }
+    return s;
+fail:
+    http_stop(s, 0);
+    return NULL;
+}
+
+int http_port(const struct http_server *s) { return s->port; }
+
+void http_quiesce(struct http_server *s) { atomic_store(&s->quiesce, true); }
+
+size_t http_deferred(const struct http_server *s) { return atomic_load(&s->deferred); }
+
+void http_stop(struct http_server *s, int timeout_ms)
+{
+    if (!s) return;
+    http_quiesce(s);
+    int waited = 0;
+    for (; atomic_load(&s->deferred) > 0 && waited < timeout_ms; waited += 10)
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    size_t stuck = atomic_load(&s->deferred);
+    /* A short grace for the last answers to leave the socket buffers. */
+    if (timeout_ms) nanosleep(&(struct timespec){0, 100000000}, NULL);
+    atomic_store(&s->stop, true);
+    for (size_t i = 0; i < s->nio; i++)
+        if (s->io[i].started) pthread_join(s->io[i].thread, NULL);
+    for (size_t i = 0; i < s->nio; i++) {
+        struct http_io *io = &s->io[i];
+        /* libmicrohttpd aborts the process when stopped with a suspended connection;
+         * if one is stuck, leave the daemon to the exiting process. */
+        if (io->daemon && !stuck) {
+            if (!io->quiesced) {
+                MHD_socket fd = MHD_quiesce_daemon(io->daemon);
+                if (fd != MHD_INVALID_SOCKET) close(fd);
+            }
+            MHD_stop_daemon(io->daemon);
+        } else if (!io->daemon && io->listen_fd >= 0) {
+            close(io->listen_fd);
+        }
+        if (io->wait_fd >= 0) close(io->wait_fd);
+        if (io->wake_fd >= 0) close(io->wake_fd);
+    }
+    if (stuck) LOG_WARN("http: %zu deferred requests never completed", stuck);
+    free(s->io);
+    free(s);
+}

@@ -1,0 +1,103 @@
+/* http — the HTTP front end: libmicrohttpd daemons driven by our own event loops.
+ *
+ * --io-threads threads each own one libmicrohttpd daemon (epoll, no internal
+ * thread) on its own SO_REUSEPORT listening socket for the same port; the kernel
+ * spreads connections across them.  Each thread waits on its daemon's epoll
+ * descriptor and calls MHD_run(), which never blocks: libmicrohttpd's own
+ * blocking loop re-waits with the full timeout whenever epoll returns a full batch
+ * of 128 events, a stall we measured at 128 x k busy keep-alive connections.
+ *
+ * A request reaches the handler twice: once when its headers are in (it may
+ * refuse there, e.g. 413 on a large Content-Length), once when the whole body is
+ * in (at most HTTP_BODY_MAX bytes are kept).  The handler answers with
+ * http_reply*() on the spot, or calls http_defer() and later, from any thread,
+ * http_complete(); the connection is suspended in between, so no I/O thread ever
+ * waits.
+ *
+ * Ownership: struct http_request belongs to http.c and lives until the request's
+ * completion hook returns; pointers from http_method/path/header/body are
+ * borrowed for that long.  Between http_defer() and http_complete() only the
+ * completing thread may touch the request.
+ */
+#ifndef FLASHSALE_HTTP_H
+#define FLASHSALE_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define HTTP_BODY_MAX 16384
+
+struct http_server;
+struct http_request;
+struct http_canned; /* a response built once and reused (thread-safe) */
+
+enum http_phase { HTTP_HEADERS, HTTP_BODY };
+
+struct http_hooks {
+    /* Called on an I/O thread; must answer or defer in HTTP_BODY, may answer in
+     * HTTP_HEADERS (which closes the connection after the answer). */
+    void (*handle)(void *ctx, struct http_request *r, enum http_phase phase);
+    /* Called on an I/O thread when the answer is sent (or the client went away):
+     * status 0 means no answer was sent. */
+    void (*finished)(void *ctx, struct http_request *r, int status, uint64_t latency_ns);
+    /* Per-thread state of each I/O thread, available as http_thread_state(). */
+    void *(*thread_start)(void *ctx);
+    void (*thread_stop)(void *ctx, void *state);
+    void *ctx;
+};
+
+/* Binds and starts the I/O threads.  NULL and a reason in err on failure. */
+struct http_server *http_start(const struct config *cfg, const struct http_hooks *hooks, char *err,
+                               size_t err_size);
+
+/* The port actually bound (useful with --port 0). */
+int http_port(const struct http_server *s);
+
+/* Stops accepting connections; requests on open connections are still served. */
+void http_quiesce(struct http_server *s);
+
+/* Deferred requests not completed yet. */
+size_t http_deferred(const struct http_server *s);
+
+/* Waits up to timeout_ms for deferred requests to finish and answers to go out,
+ * then closes every connection and frees the server. */
+void http_stop(struct http_server *s, int timeout_ms);
+
+/* Request accessors (I/O thread, or the completing thread while deferred). */
+const char *http_method(const struct http_request *r);
+const char *http_path(const struct http_request *r);
+const char *http_header(const struct http_request *r, const char *name); /* NULL if absent */
+int64_t http_content_length(const struct http_request *r);              /* -1 if absent */
+const char *http_body(const struct http_request *r, size_t *len);
+bool http_body_too_large(const struct http_request *r);
+void *http_thread_state(const struct http_request *r);
+/* A number the handler keeps with the request (the api keeps its route). */
+void http_set_label(struct http_request *r, int label);
+int http_label(const struct http_request *r);
+
+/* Answers now (I/O thread only).  headers: name, value pairs, NULL-terminated, or
+ * NULL.  The body is copied; Content-Type is application/json unless given. */
+void http_reply(struct http_request *r, int status, const char *body, size_t len,
+                const char *const *headers);
+
+/* Answers with a file (sendfile); takes ownership of fd. */
+void http_reply_fd(struct http_request *r, int status, int fd, uint64_t size,
+                   const char *const *headers);
+
+struct http_canned *http_canned_new(int status, const char *body, size_t len,
+                                    const char *const *headers);
+void http_canned_free(struct http_canned *c);
+void http_reply_canned(struct http_request *r, const struct http_canned *c);
+
+/* Suspends the request until http_complete(); I/O thread, handler only. */
+void http_defer(struct http_request *r);
+
+/* Answers a deferred request from any thread; the body and header are copied.
+ * After this call the caller must not touch r. */
+void http_complete(struct http_request *r, int status, const char *body, size_t len,
+                   const char *header_name, const char *header_value);
+
+#endif

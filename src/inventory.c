@@ -1,0 +1,330 @@
+/* inventory — see inventory.h.  The four strategies sit side by side below, each
+ * as reserve / commit / release. */
+#include "inventory.h"
+
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ledger.h"
+#include "log.h"
+
+struct inventory_strategy {
+    const char *name;
+    bool fast_path; /* may the I/O thread refuse on memory alone? */
+    enum outcome (*reserve)(struct inventory *, struct sale *, const char *, int64_t, int64_t *);
+    void (*commit)(struct inventory *, struct sale *, const char *, int64_t);
+    void (*release)(struct inventory *, struct sale *, const char *, int64_t);
+};
+
+struct inventory {
+    const struct inventory_strategy *strategy;
+    enum config_inventory kind;
+    struct ledger *ledger;
+    _Atomic int64_t max_id;
+    struct sale *_Atomic *sales; /* INVENTORY_MAX_SALES + 1 slots, by id */
+};
+
+static enum outcome inventory_from_ledger(enum ledger_result r)
+{
+    switch (r) {
+    case LEDGER_OK: return OUTCOME_OK;
+    case LEDGER_OVER_LIMIT: return OUTCOME_LIMIT_EXCEEDED;
+    case LEDGER_REFUSED: return OUTCOME_SOLD_OUT;
+    case LEDGER_NO_MEMORY: return OUTCOME_UNAVAILABLE;
+    }
+    return OUTCOME_INTERNAL;
+}
+
+/* Sold and orders move together on every strategy's commit. */
+static void inventory_count_sold(struct sale *s, int64_t q)
+{
+    atomic_fetch_add(&s->sold, q);
+    atomic_fetch_add(&s->orders, 1);
+}
+
+/* ---- atomic: lock-free compare-and-swap on the stock ------------------------ */
+
+struct atomic_take {
+    _Atomic int64_t *left;
+    int64_t q;
+};
+
+/* Takes q units if at least q are left; the counter can never go below zero. */
+static bool atomic_take(void *ctx)
+{
+    struct atomic_take *t = ctx;
+    int64_t left = atomic_load(t->left);
+    while (left >= t->q)
+        if (atomic_compare_exchange_weak(t->left, &left, left - t->q)) return true;
+    return false;
+}
+
+static enum outcome atomic_reserve(struct inventory *inv, struct sale *s, const char *user,
+                                   int64_t q, int64_t *unguarded_left)
+{
+    struct atomic_take t = {&s->stock_left, q};
+    return inventory_from_ledger(ledger_reserve(inv->ledger, s->id, user, q, s->per_user_limit,
+                                                atomic_take, &t));
+}
+
+static void atomic_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+{
+    inventory_count_sold(s, q);
+}
+
+static void atomic_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+{
+    ledger_add(inv->ledger, s->id, user, -q);
+    atomic_fetch_add(&s->stock_left, q);
+}
+
+/* ---- mutex: the same decisions under one lock per sale ---------------------- */
+
+static enum outcome mutex_reserve(struct inventory *inv, struct sale *s, const char *user,
+                                  int64_t q, int64_t *unguarded_left)
+{
+    enum outcome o = OUTCOME_OK;
+    pthread_mutex_lock(&s->mu);
+    int64_t units = ledger_units(inv->ledger, s->id, user);
+    int64_t left = atomic_load_explicit(&s->stock_left, memory_order_relaxed);
+    if (q > s->per_user_limit || units > s->per_user_limit - q) o = OUTCOME_LIMIT_EXCEEDED;
+    else if (left < q) o = OUTCOME_SOLD_OUT;
+    else if (!ledger_add(inv->ledger, s->id, user, q)) o = OUTCOME_UNAVAILABLE;
+    else atomic_store_explicit(&s->stock_left, left - q, memory_order_relaxed);
+    pthread_mutex_unlock(&s->mu);
+    return o;
+}
+
+static void mutex_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+{
+    pthread_mutex_lock(&s->mu);
+    ledger_add(inv->ledger, s->id, user, -q);
+    atomic_store_explicit(&s->stock_left,
+                          atomic_load_explicit(&s->stock_left, memory_order_relaxed) + q,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- sqlite: the database decides; memory follows the commits --------------- */
+
+static enum outcome sqlite_reserve(struct inventory *inv, struct sale *s, const char *user,
+                                   int64_t q, int64_t *unguarded_left)
+{
+    return OUTCOME_OK;
+}
+
+static void sqlite_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+{
+    ledger_add(inv->ledger, s->id, user, q);
+    atomic_fetch_sub(&s->stock_left, q);
+    inventory_count_sold(s, q);
+}
+
+static void sqlite_release(struct inventory *inv, struct sale *s, const char *user, int64_t q) {}
+
+/* ---- unsafe: check-then-act with a gap, the bug every flash sale starts with -- */
+
+static enum outcome unsafe_reserve(struct inventory *inv, struct sale *s, const char *user,
+                                   int64_t q, int64_t *unguarded_left)
+{
+    /* Relaxed loads and stores: no undefined behaviour in C, but nothing makes the
+     * read-check-write one step, so two buyers can both see the last unit. */
+    int64_t units = ledger_units(inv->ledger, s->id, user);
+    int64_t left = atomic_load_explicit(&s->stock_left, memory_order_relaxed);
+    if (q > s->per_user_limit || units > s->per_user_limit - q) return OUTCOME_LIMIT_EXCEEDED;
+    if (left < q) return OUTCOME_SOLD_OUT;
+    sched_yield(); /* "business logic" between the check and the write */
+    atomic_store_explicit(&s->stock_left, left - q, memory_order_relaxed);
+    ledger_add(inv->ledger, s->id, user, q);
+    *unguarded_left = left - q;
+    return OUTCOME_OK;
+}
+
+static void unsafe_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+{
+    ledger_add(inv->ledger, s->id, user, -q);
+    atomic_store_explicit(&s->stock_left,
+                          atomic_load_explicit(&s->stock_left, memory_order_relaxed) + q,
+                          memory_order_relaxed);
+}
+
+static const struct inventory_strategy inventory_strategies[] = {
+    [INVENTORY_ATOMIC] = {"atomic", true, atomic_reserve, atomic_commit, atomic_release},
+    [INVENTORY_MUTEX] = {"mutex", true, mutex_reserve, atomic_commit, mutex_release},
+    [INVENTORY_SQLITE] = {"sqlite", true, sqlite_reserve, sqlite_commit, sqlite_release},
+    [INVENTORY_UNSAFE] = {"unsafe", false, unsafe_reserve, atomic_commit, unsafe_release},
+};
+
+/* ---- the rest is shared by every strategy ----------------------------------- */
+
+struct inventory *inventory_new(enum config_inventory strategy)
+{
+    struct inventory *inv = calloc(1, sizeof *inv);
+    if (!inv) return NULL;
+    inv->kind = strategy;
+    inv->strategy = &inventory_strategies[strategy];
+    inv->ledger = ledger_new();
+    inv->sales = calloc(INVENTORY_MAX_SALES + 1, sizeof *inv->sales);
+    if (!inv->ledger || !inv->sales) {
+        inventory_free(inv);
+        return NULL;
+    }
+    return inv;
+}
+
+void inventory_free(struct inventory *inv)
+{
+    if (!inv) return;
+    if (inv->sales) {
+        for (int64_t i = 1; i <= INVENTORY_MAX_SALES; i++) {
+            struct sale *s = atomic_load(&inv->sales[i]);
+            if (!s) continue;
+            pthread_mutex_destroy(&s->mu);
+            free(s);
+        }
+    }
+    free(inv->sales);
+    ledger_free(inv->ledger);
+    free(inv);
+}
+
+enum config_inventory inventory_strategy(const struct inventory *inv) { return inv->kind; }
+
+bool inventory_add(struct inventory *inv, const struct store_sale *row)
+{
+    if (row->id < 1 || row->id > INVENTORY_MAX_SALES || atomic_load(&inv->sales[row->id]))
+        return false;
+    struct sale *s = calloc(1, sizeof *s);
+    if (!s) return false;
+    s->id = row->id;
+    memcpy(s->name, row->name, sizeof s->name);
+    s->stock_total = row->stock_total;
+    s->per_user_limit = row->per_user_limit;
+    s->starts_at = row->starts_at;
+    s->ends_at = row->ends_at;
+    s->payment_window = row->payment_window;
+    s->created_at = row->created_at;
+    atomic_init(&s->stock_left, row->stock_left);
+    atomic_init(&s->sold, row->sold);
+    atomic_init(&s->orders, row->orders);
+    pthread_mutex_init(&s->mu, NULL);
+    atomic_store(&inv->sales[row->id], s); /* publish: the fields above are visible first */
+    int64_t max = atomic_load(&inv->max_id);
+    while (max < row->id && !atomic_compare_exchange_weak(&inv->max_id, &max, row->id)) {}
+    return true;
+}
+
+void inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units)
+{
+    if (!ledger_add(inv->ledger, sale_id, user, units))
+        LOG_FATAL("inventory: out of memory while loading the ledger");
+}
+
+struct sale *inventory_get(struct inventory *inv, int64_t id)
+{
+    if (id < 1 || id > INVENTORY_MAX_SALES) return NULL;
+    return atomic_load_explicit(&inv->sales[id], memory_order_acquire);
+}
+
+int64_t inventory_max_id(struct inventory *inv) { return atomic_load(&inv->max_id); }
+
+const char *inventory_status(const struct sale *s, int64_t now)
+{
+    if (s->ends_at && now >= s->ends_at) return "ended";
+    if (atomic_load_explicit(&s->stock_left, memory_order_relaxed) <= 0) return "sold_out";
+    if (s->starts_at && now < s->starts_at) return "upcoming";
+    return "open";
+}
+
+int64_t inventory_oversold(const struct sale *s)
+{
+    int64_t over = atomic_load_explicit(&s->sold, memory_order_relaxed) - s->stock_total;
+    return over > 0 ? over : 0;
+}
+
+static enum outcome inventory_window(const struct sale *s, int64_t now)
+{
+    if (s->starts_at && now < s->starts_at) return OUTCOME_NOT_STARTED;
+    if (s->ends_at && now >= s->ends_at) return OUTCOME_ENDED;
+    return OUTCOME_OK;
+}
+
+enum outcome inventory_check(struct inventory *inv, struct sale *s, const char *user, int64_t q,
+                             int64_t now)
+{
+    enum outcome o = inventory_window(s, now);
+    if (o != OUTCOME_OK || !inv->strategy->fast_path) return o;
+    /* Both reads may be stale by the time the purchase runs; they only ever
+     * refuse what the worker would refuse too (units only grow and stock only
+     * shrinks between resets). */
+    if (q > s->per_user_limit || ledger_units(inv->ledger, s->id, user) > s->per_user_limit - q)
+        return OUTCOME_LIMIT_EXCEEDED;
+    if (atomic_load_explicit(&s->stock_left, memory_order_relaxed) < q) return OUTCOME_SOLD_OUT;
+    return OUTCOME_OK;
+}
+
+bool inventory_admit(struct sale *s)
+{
+    /* Count first, then look (both sequentially consistent): inventory_pause sets
+     * the flag, then waits for the count, so one of the two always sees the other. */
+    atomic_fetch_add(&s->active, 1);
+    if (!atomic_load(&s->paused)) return true;
+    atomic_fetch_sub(&s->active, 1);
+    return false;
+}
+
+void inventory_leave(struct sale *s) { atomic_fetch_sub(&s->active, 1); }
+
+enum outcome inventory_reserve(struct inventory *inv, struct sale *s, const char *user, int64_t q,
+                               int64_t now, int64_t *unguarded_left)
+{
+    enum outcome o = inventory_window(s, now);
+    if (o != OUTCOME_OK) return o;
+    return inv->strategy->reserve(inv, s, user, q, unguarded_left);
+}
+
+void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+{
+    inv->strategy->commit(inv, s, user, q);
+}
+
+void inventory_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+{
+    inv->strategy->release(inv, s, user, q);
+}
+
+bool inventory_pause(struct sale *s, int timeout_ms)
+{
+    bool was = false;
+    if (!atomic_compare_exchange_strong(&s->paused, &was, true)) return false; /* reset under way */
+    for (int waited = 0; atomic_load(&s->active) > 0; waited++) {
+        if (waited >= timeout_ms) {
+            atomic_store(&s->paused, false);
+            return false;
+        }
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    return true;
+}
+
+void inventory_reset(struct inventory *inv, struct sale *s)
+{
+    ledger_clear_sale(inv->ledger, s->id);
+    atomic_store(&s->stock_left, s->stock_total);
+    atomic_store(&s->sold, 0);
+    atomic_store(&s->orders, 0);
+}
+
+void inventory_unpause(struct sale *s) { atomic_store(&s->paused, false); }
+
+int64_t inventory_users_over_limit(struct inventory *inv, struct sale *s)
+{
+    return ledger_over_limit(inv->ledger, s->id, s->per_user_limit);
+}
+
+int64_t inventory_units(struct inventory *inv, struct sale *s, const char *user)
+{
+    return ledger_units(inv->ledger, s->id, user);
+}

@@ -1,0 +1,111 @@
+/* inventory — the sales in memory and the four strategies that guard their stock.
+ *
+ * The in-memory gate lets the flash-crowd majority be refused without touching
+ * the database: a purchase is first reserved here (stock and per-user limit), then
+ * made durable by the store, then committed here (or released if the store
+ * refused it).  The strategies, chosen with --inventory:
+ *   atomic  compare-and-swap on the stock counter, never below zero; per-user
+ *           units in the striped ledger, checked under the user's stripe lock
+ *   mutex   the same under one pthread mutex per sale
+ *   sqlite  no memory gate: the database transaction decides; memory follows
+ *           after each commit (the classic database-only design)
+ *   unsafe  read, check, yield, write: a deliberate lost-update race, and a
+ *           blind write to the database.  It oversells; that is the lesson.
+ *
+ * Threads: any thread may call anything here.  struct sale is published once and
+ * never freed while the service runs, so readers need no lock to find one; its
+ * immutable fields (id, name, totals, window) never change after publishing, and
+ * the counters are atomics.
+ */
+#ifndef FLASHSALE_INVENTORY_H
+#define FLASHSALE_INVENTORY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "outcome.h"
+#include "store.h"
+
+#define INVENTORY_MAX_SALES 65536
+
+struct sale {
+    /* immutable once published */
+    int64_t id;
+    char name[PAYLOAD_NAME_MAX + 1];
+    int64_t stock_total, per_user_limit, starts_at, ends_at, payment_window, created_at;
+    /* counters */
+    _Atomic int64_t stock_left; /* the gate: units not reserved by anyone */
+    _Atomic int64_t sold;       /* units in committed orders */
+    _Atomic int64_t orders;     /* committed orders */
+    _Atomic int64_t active;     /* purchases admitted and not yet answered */
+    _Atomic bool paused;        /* a reset is waiting for `active` to drain */
+    pthread_mutex_t mu;         /* the mutex strategy's lock */
+};
+
+struct inventory;
+
+/* NULL when out of memory. */
+struct inventory *inventory_new(enum config_inventory strategy);
+void inventory_free(struct inventory *inv);
+
+enum config_inventory inventory_strategy(const struct inventory *inv);
+
+/* Publishes a sale loaded or created in the store.  False when its id is beyond
+ * INVENTORY_MAX_SALES or memory ran out. */
+bool inventory_add(struct inventory *inv, const struct store_sale *row);
+
+/* Restores a user's live units at start. */
+void inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units);
+
+/* The sale, or NULL.  Lock-free. */
+struct sale *inventory_get(struct inventory *inv, int64_t id);
+
+/* Highest sale id published (for listing: ids 1..max, skipping holes). */
+int64_t inventory_max_id(struct inventory *inv);
+
+/* "upcoming", "open", "sold_out" or "ended" at unix second now. */
+const char *inventory_status(const struct sale *s, int64_t now);
+
+/* Units sold beyond the stock: 0 unless something oversold. */
+int64_t inventory_oversold(const struct sale *s);
+
+/* The fast path, on an I/O thread: would this purchase be refused right now?
+ * Returns the refusal (window, per-user limit, stock, in that order) or
+ * OUTCOME_OK.  Changes nothing.  The unsafe strategy always says OK. */
+enum outcome inventory_check(struct inventory *inv, struct sale *s, const char *user, int64_t q,
+                             int64_t now);
+
+/* Admission against a concurrent reset: true and counted in `active`, or false
+ * when the sale is paused.  Every admitted purchase ends with inventory_leave(). */
+bool inventory_admit(struct sale *s);
+void inventory_leave(struct sale *s);
+
+/* Claims q units for user under the strategy.  On OUTCOME_OK the claim must end
+ * with inventory_commit() or inventory_release().  For unsafe, *unguarded_left is
+ * the stock value it wrote back (the blind write for the database). */
+enum outcome inventory_reserve(struct inventory *inv, struct sale *s, const char *user, int64_t q,
+                               int64_t now, int64_t *unguarded_left);
+
+/* The order is committed in the database: count it as sold. */
+void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q);
+
+/* The database did not take it (refused, failed or replayed): give the claim back. */
+void inventory_release(struct inventory *inv, struct sale *s, const char *user, int64_t q);
+
+/* Reset, in three steps: pause (new purchases refused) and wait until admitted
+ * ones are answered (false after timeout_ms, unpaused again); the caller resets
+ * the database; then inventory_reset() restores memory and unpauses. */
+bool inventory_pause(struct sale *s, int timeout_ms);
+void inventory_reset(struct inventory *inv, struct sale *s);
+void inventory_unpause(struct sale *s);
+
+/* The user's units in the sale by the in-memory ledger (reserved or sold). */
+int64_t inventory_units(struct inventory *inv, struct sale *s, const char *user);
+
+/* Users holding more than the limit, by the in-memory ledger (audit). */
+int64_t inventory_users_over_limit(struct inventory *inv, struct sale *s);
+
+#endif

@@ -1,0 +1,125 @@
+/* main — wires the modules together, and owns start-up and shutdown.
+ *
+ * Start: config -> store (schema, demo sale) -> inventory rebuilt from the store
+ * -> api (worker pool) -> http (I/O threads).  The main thread then only ticks the
+ * per-second metrics and waits for SIGTERM/SIGINT with sigtimedwait: the signals
+ * are blocked in every thread, so no handler ever runs.
+ * Shutdown, in this order (libmicrohttpd aborts if stopped with a suspended
+ * connection, so every deferred request must be answered first):
+ *   stop accepting -> workers finish the queue -> the writer commits and answers
+ *   it -> answers leave -> I/O threads stop -> the store closes.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "api.h"
+#include "clock.h"
+#include "config.h"
+#include "http.h"
+#include "inventory.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+#define MAIN_DRAIN_MS 8000 /* of the 10 s a supervisor usually allows after SIGTERM */
+
+static void main_load_sale(void *ctx, const struct store_sale *row)
+{
+    if (!inventory_add(ctx, row)) LOG_FATAL("cannot hold sale %lld in memory", (long long)row->id);
+}
+
+static void main_load_held(void *ctx, int64_t sale_id, const char *user, int64_t units)
+{
+    inventory_hold(ctx, sale_id, user, units);
+}
+
+/* 10,000 connections need more descriptors than the usual soft limit of 1024. */
+static void main_raise_fd_limit(int64_t wanted)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t target = rl.rlim_max;
+    if (rl.rlim_cur < target) {
+        rl.rlim_cur = target;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if ((int64_t)rl.rlim_cur < wanted + 64)
+        LOG_WARN("the descriptor limit (%llu) is below --max-connections %lld",
+                 (unsigned long long)rl.rlim_cur, (long long)wanted);
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    int rc = config_parse(&cfg, argc, argv, stderr);
+    if (rc != 0) {
+        config_deinit(&cfg);
+        return rc > 0 ? 0 : 2;
+    }
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL); /* inherited by every thread */
+    signal(SIGPIPE, SIG_IGN);
+    main_raise_fd_limit(cfg.max_connections);
+    json_object_seed(0);
+    metrics_init();
+
+    if (cfg.inventory == INVENTORY_UNSAFE) {
+        LOG_WARN("**************************************************************");
+        LOG_WARN("* --inventory unsafe: a deliberate read-check-write race with *");
+        LOG_WARN("* no database guard.  This server WILL OVERSELL under load.   *");
+        LOG_WARN("* For teaching only; watch flashsale_oversold and the audit.  *");
+        LOG_WARN("**************************************************************");
+    }
+    char err[512];
+    struct store *store = store_open(&cfg, err, sizeof err);
+    if (!store) LOG_FATAL("store: %s", err);
+    struct inventory *inv = inventory_new((enum config_inventory)cfg.inventory);
+    if (!inv) LOG_FATAL("out of memory");
+    if (store_load(store, main_load_sale, main_load_held, inv) != 0)
+        LOG_FATAL("cannot load sales from %s", cfg.db);
+    struct api *api = api_new(&cfg, inv, store);
+    if (!api) LOG_FATAL("cannot start the api");
+    struct http_hooks hooks = api_http_hooks(api);
+    struct http_server *http = http_start(&cfg, &hooks, err, sizeof err);
+    if (!http) LOG_FATAL("http: %s", err);
+    LOG_INFO("flashsale listening on http://%s:%d (inventory %s, durability %s, %lld sales, "
+             "%lld io threads, %lld workers, queue %lld)",
+             cfg.bind, http_port(http), config_name("inventory", cfg.inventory),
+             config_name("durability", cfg.durability), (long long)inventory_max_id(inv),
+             (long long)cfg.io_threads, (long long)cfg.workers, (long long)cfg.queue);
+
+    int sig = 0;
+    uint64_t next_tick = clock_mono_ns() + 1000000000u;
+    while (!sig) {
+        uint64_t now = clock_mono_ns();
+        if (now >= next_tick) {
+            metrics_tick();
+            next_tick += 1000000000u;
+            continue;
+        }
+        uint64_t wait = next_tick - now;
+        struct timespec ts = {(time_t)(wait / 1000000000u), (long)(wait % 1000000000u)};
+        int got = sigtimedwait(&stop_signals, NULL, &ts);
+        if (got > 0) sig = got;
+    }
+
+    LOG_INFO("%s: draining", strsignal(sig));
+    uint64_t t0 = clock_mono_ns();
+    http_quiesce(http);
+    api_drain(api);
+    http_stop(http, MAIN_DRAIN_MS);
+    store_close(store);
+    api_free(api);
+    inventory_free(inv);
+    LOG_INFO("stopped cleanly in %.0f ms", (double)(clock_mono_ns() - t0) / 1e6);
+    config_deinit(&cfg);
+    return 0;
+}

@@ -1,0 +1,65 @@
+/* outcome — see outcome.h. */
+#include "outcome.h"
+
+#include <stdio.h>
+
+static const struct {
+    int status;
+    const char *code;
+    const char *message;
+} outcome_table[OUTCOME_COUNT] = {
+    [OUTCOME_OK] = {200, "ok", "ok"},
+    [OUTCOME_INVALID] = {400, "invalid_request", "the request is not valid"},
+    [OUTCOME_UNAUTHORIZED] = {401, "unauthorized", "a valid admin bearer token is required"},
+    [OUTCOME_FORBIDDEN] = {403, "forbidden", "this order belongs to another user"},
+    [OUTCOME_NOT_FOUND] = {404, "not_found", "no such resource"},
+    [OUTCOME_METHOD] = {405, "method_not_allowed", "this method is not allowed here"},
+    [OUTCOME_SOLD_OUT] = {409, "sold_out", "not enough stock left"},
+    [OUTCOME_LIMIT_EXCEEDED] = {409, "limit_exceeded",
+                                "this purchase would pass the per-user limit of the sale"},
+    [OUTCOME_NOT_STARTED] = {409, "sale_not_started", "the sale has not started yet"},
+    [OUTCOME_ENDED] = {409, "sale_ended", "the sale has ended"},
+    [OUTCOME_ORDER_EXPIRED] = {409, "order_expired", "the payment window of this order has passed"},
+    [OUTCOME_ORDER_CANCELLED] = {409, "order_cancelled", "this order was cancelled"},
+    [OUTCOME_TOO_MANY_SALES] = {409, "too_many_sales", "the service holds as many sales as it can"},
+    [OUTCOME_TOO_LARGE] = {413, "payload_too_large", "the request body is over 16 KiB"},
+    [OUTCOME_MEDIA_TYPE] = {415, "unsupported_media_type", "send Content-Type: application/json"},
+    [OUTCOME_RATE_LIMITED] = {429, "rate_limited", "too many requests, slow down"},
+    [OUTCOME_INTERNAL] = {500, "internal_error", "internal error"},
+    [OUTCOME_OVERLOADED] = {503, "overloaded", "the service is at capacity, retry shortly"},
+    [OUTCOME_UNAVAILABLE] = {503, "unavailable",
+                             "the order could not be stored; nothing was sold, retry shortly"},
+    [OUTCOME_RESETTING] = {503, "sale_resetting", "the sale is being reset, retry shortly"},
+};
+
+int outcome_status(enum outcome o) { return outcome_table[o].status; }
+const char *outcome_code(enum outcome o) { return outcome_table[o].code; }
+const char *outcome_message(enum outcome o) { return outcome_table[o].message; }
+
+size_t outcome_json_escape(char *buf, size_t len, size_t size, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (const unsigned char *p = (const unsigned char *)s; *p && len + 7 < size; p++) {
+        if (*p == '"' || *p == '\\') {
+            buf[len++] = '\\';
+            buf[len++] = (char)*p;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            len += (size_t)snprintf(buf + len, size - len, "\\u00%c%c", hex[*p >> 4], hex[*p & 15]);
+        } else {
+            buf[len++] = (char)*p;
+        }
+    }
+    buf[len] = 0;
+    return len;
+}
+
+size_t outcome_json(enum outcome o, const char *msg, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "{\"error\":\"%s\",\"message\":\"", outcome_table[o].code);
+    if (n < 0 || (size_t)n >= size) return 0;
+    size_t len = outcome_json_escape(buf, (size_t)n, size - 2, msg ? msg : outcome_table[o].message);
+    buf[len++] = '"';
+    buf[len++] = '}';
+    buf[len] = 0;
+    return len;
+}

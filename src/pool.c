@@ -1,0 +1,169 @@
+/* pool — see pool.h.
+ *
+ * One mutex guards the FIFO.  Workers take up to POOL_GRAB jobs per lock round so
+ * that, under a crowd, the lock and the condition variable are touched once per
+ * handful of jobs; producers signal only when some worker is asleep.  The slot
+ * counter is a separate atomic so that refusing a request when full (the common
+ * case under overload) never takes the lock.
+ */
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define POOL_GRAB 16
+
+struct pool_worker {
+    struct pool *pool;
+    size_t index;
+    pthread_t thread;
+};
+
+struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    struct pool_job *head, *tail; /* guarded by mu */
+    size_t sleeping;              /* guarded by mu */
+    bool stopping;                /* guarded by mu */
+    _Atomic bool refusing;
+    _Atomic size_t used; /* slots claimed: queued + reserved */
+    size_t capacity;
+    void *(*worker_new)(void *, size_t);
+    void (*worker_free)(void *);
+    void *arg;
+    size_t nworkers;
+    struct pool_worker *workers;
+};
+
+static uint64_t pool_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *pool_main(void *p_)
+{
+    struct pool_worker *w = p_;
+    struct pool *p = w->pool;
+    void *state = p->worker_new ? p->worker_new(p->arg, w->index) : NULL;
+    struct pool_job *grab[POOL_GRAB];
+    for (;;) {
+        size_t n = 0;
+        pthread_mutex_lock(&p->mu);
+        /* While stopping, a worker stays until no producer holds a claimed slot:
+         * that slot's job is still coming and must run. */
+        while (!p->head && !(p->stopping && atomic_load(&p->used) == 0)) {
+            p->sleeping++;
+            pthread_cond_wait(&p->wake, &p->mu);
+            p->sleeping--;
+        }
+        while (p->head && n < POOL_GRAB) {
+            grab[n++] = p->head;
+            p->head = p->head->next;
+        }
+        if (!p->head) p->tail = NULL;
+        atomic_fetch_sub(&p->used, n);
+        bool done = n == 0;
+        if (done) pthread_cond_broadcast(&p->wake); /* the others may now stop too */
+        pthread_mutex_unlock(&p->mu);
+        if (done) break;
+        for (size_t i = 0; i < n; i++) grab[i]->run(grab[i], state);
+    }
+    if (p->worker_free) p->worker_free(state);
+    return NULL;
+}
+
+struct pool *pool_new(size_t workers, size_t capacity, void *(*worker_new)(void *, size_t),
+                      void (*worker_free)(void *), void *arg)
+{
+    struct pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->workers = calloc(workers, sizeof *p->workers);
+    if (!p->workers) {
+        free(p);
+        return NULL;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    p->capacity = capacity;
+    p->worker_new = worker_new;
+    p->worker_free = worker_free;
+    p->arg = arg;
+    for (; p->nworkers < workers; p->nworkers++) {
+        struct pool_worker *w = &p->workers[p->nworkers];
+        w->pool = p;
+        w->index = p->nworkers;
+        if (pthread_create(&w->thread, NULL, pool_main, w) != 0) {
+            pool_free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+bool pool_reserve(struct pool *p)
+{
+    size_t used = atomic_load_explicit(&p->used, memory_order_relaxed);
+    do {
+        if (used >= p->capacity) return false;
+    } while (!atomic_compare_exchange_weak(&p->used, &used, used + 1));
+    /* Claim first, then look at `refusing` (both sequentially consistent): either
+     * pool_free's workers see our claim and wait for the job, or we see the flag
+     * and back out.  Neither can miss the other. */
+    if (atomic_load(&p->refusing)) {
+        pool_unreserve(p);
+        return false;
+    }
+    return true;
+}
+
+void pool_unreserve(struct pool *p)
+{
+    atomic_fetch_sub(&p->used, 1);
+    if (atomic_load(&p->refusing)) {
+        pthread_mutex_lock(&p->mu); /* a stopping worker may be waiting for this slot */
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+void pool_submit(struct pool *p, struct pool_job *job)
+{
+    job->next = NULL;
+    job->enqueued_ns = pool_now_ns();
+    pthread_mutex_lock(&p->mu);
+    if (p->tail) p->tail->next = job;
+    else p->head = job;
+    p->tail = job;
+    if (p->sleeping) pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+}
+
+size_t pool_depth(struct pool *p) { return atomic_load_explicit(&p->used, memory_order_relaxed); }
+
+size_t pool_capacity(struct pool *p) { return p->capacity; }
+
+void pool_stop(struct pool *p)
+{
+    atomic_store(&p->refusing, true);
+    pthread_mutex_lock(&p->mu);
+    bool joined = p->stopping;
+    p->stopping = true;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    if (joined) return;
+    for (size_t i = 0; i < p->nworkers; i++) pthread_join(p->workers[i].thread, NULL);
+}
+
+void pool_free(struct pool *p)
+{
+    if (!p) return;
+    pool_stop(p);
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->mu);
+    free(p->workers);
+    free(p);
+}

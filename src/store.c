@@ -1,0 +1,262 @@
+/* store — see store.h.  The group-commit writer and the commit lock live here;
+ * the SQL lives in the backend (store_sqlite.c).
+ *
+ * Writer loop: wait for jobs; take up to --batch of them; BEGIN; apply each;
+ * COMMIT; then, under the commit lock, call every job's done().  While one batch
+ * commits, the next accumulates, so under load the batch grows by itself and one
+ * fsync is shared by many purchases.
+ */
+#include "store.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "metrics.h"
+#include "store_int.h"
+
+struct store {
+    const struct store_backend *be;
+    const struct config *cfg;
+    struct store_conn *writer_conn; /* owned by the writer thread after start */
+    pthread_t writer;
+    size_t batch_max;
+
+    pthread_mutex_t mu; /* guards the queue and `stopping` */
+    pthread_cond_t wake;
+    struct store_job *head, *tail;
+    _Atomic size_t backlog;
+    bool stopping, writer_waiting;
+
+    pthread_mutex_t commit_mu; /* see store.h: done() callbacks and audit snapshots */
+};
+
+/* For store_run(): a job plus a flag to wait on. */
+struct store_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool finished;
+    void (*done)(struct store_job *);
+    void *ctx;
+};
+
+static void store_finish(struct store_job **jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->done) jobs[i]->done(jobs[i]);
+}
+
+/* One group commit.  Runs on the writer thread only. */
+static void store_commit_batch(struct store *s, struct store_job **jobs, size_t n)
+{
+    uint64_t t0 = clock_mono_ns();
+    bool failed = s->be->begin(s->writer_conn) != 0;
+    for (size_t i = 0; i < n && !failed; i++) {
+        jobs[i]->outcome = s->be->apply(s->writer_conn, jobs[i]);
+        failed = jobs[i]->outcome == OUTCOME_UNAVAILABLE;
+    }
+    if (!failed) failed = s->be->commit(s->writer_conn) != 0;
+    if (failed) {
+        /* Nothing of this batch is durable: roll back and refuse every job, so each
+         * caller gives its reservation back and nobody is told "sold". */
+        s->be->rollback(s->writer_conn);
+        for (size_t i = 0; i < n; i++) jobs[i]->outcome = OUTCOME_UNAVAILABLE;
+        metrics_count(METRIC_STORE_ERRORS, 1);
+        LOG_ERROR("store: a group commit of %zu jobs failed; all refused with 503", n);
+    }
+    metrics_batch(n, clock_mono_ns() - t0);
+    pthread_mutex_lock(&s->commit_mu);
+    store_finish(jobs, n);
+    pthread_mutex_unlock(&s->commit_mu);
+    s->be->after_commit(s->writer_conn);
+}
+
+static void *store_writer_main(void *arg)
+{
+    struct store *s = arg;
+    struct store_job **jobs = calloc(s->batch_max, sizeof *jobs);
+    if (!jobs) LOG_FATAL("store: out of memory for the writer");
+    for (;;) {
+        size_t n = 0;
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !s->stopping) {
+            s->writer_waiting = true;
+            pthread_cond_wait(&s->wake, &s->mu);
+            s->writer_waiting = false;
+        }
+        while (s->head && n < s->batch_max) {
+            jobs[n++] = s->head;
+            s->head = s->head->next;
+        }
+        if (!s->head) s->tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (n == 0) break; /* stopping, and nothing left */
+        atomic_fetch_sub_explicit(&s->backlog, n, memory_order_relaxed);
+        store_commit_batch(s, jobs, n);
+    }
+    free(jobs);
+    return NULL;
+}
+
+struct store *store_open(const struct config *cfg, char *err, size_t err_size)
+{
+    struct store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    s->be = &store_sqlite;
+    s->cfg = cfg;
+    s->batch_max = (size_t)cfg->batch;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    pthread_mutex_init(&s->commit_mu, NULL);
+    s->writer_conn = s->be->connect(cfg, true, err, err_size);
+    if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, err, err_size) != 0 ||
+        pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
+        if (s->writer_conn) s->be->disconnect(s->writer_conn);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void store_close(struct store *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->writer, NULL);
+    s->be->disconnect(s->writer_conn);
+    pthread_mutex_destroy(&s->commit_mu);
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int store_load(struct store *s, void (*each)(void *, const struct store_sale *),
+               void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
+{
+    char err[256];
+    struct store_conn *c = s->be->connect(s->cfg, false, err, sizeof err);
+    if (!c) {
+        LOG_ERROR("store: %s", err);
+        return -1;
+    }
+    int rc = s->be->load(c, each, held, ctx);
+    s->be->disconnect(c);
+    return rc;
+}
+
+void store_submit(struct store *s, struct store_job *job)
+{
+    job->next = NULL;
+    atomic_fetch_add_explicit(&s->backlog, 1, memory_order_relaxed);
+    pthread_mutex_lock(&s->mu);
+    if (s->tail) s->tail->next = job;
+    else s->head = job;
+    s->tail = job;
+    if (s->writer_waiting) pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void store_run_done(struct store_job *job)
+{
+    struct store_waiter *w = job->ctx;
+    job->ctx = w->ctx;
+    if (w->done) w->done(job);
+    pthread_mutex_lock(&w->mu);
+    w->finished = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+enum outcome store_run(struct store *s, struct store_job *job)
+{
+    struct store_waiter w = {.done = job->done, .ctx = job->ctx};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    job->done = store_run_done;
+    job->ctx = &w;
+    store_submit(s, job);
+    pthread_mutex_lock(&w.mu);
+    while (!w.finished) pthread_cond_wait(&w.cond, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.mu);
+    job->done = w.done;
+    return job->outcome;
+}
+
+struct store_conn *store_conn_open(struct store *s)
+{
+    char err[256];
+    struct store_conn *c = s->be->connect(s->cfg, false, err, sizeof err);
+    if (!c) LOG_ERROR("store: cannot open a connection: %s", err);
+    return c;
+}
+
+void store_conn_close(struct store_conn *c)
+{
+    if (c) STORE_BACKEND(c)->disconnect(c);
+}
+
+enum outcome store_order_get(struct store_conn *c, int64_t id, struct store_order *out)
+{
+    return STORE_BACKEND(c)->order_get(c, id, out);
+}
+
+enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const char *user,
+                                const char *key, struct store_order *out)
+{
+    return STORE_BACKEND(c)->order_by_key(c, sale_id, user, key, out);
+}
+
+enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job)
+{
+    assert(job->op == STORE_PURCHASE);
+    if (s->be->begin(c) != 0) {
+        job->outcome = OUTCOME_UNAVAILABLE;
+    } else {
+        job->outcome = s->be->apply(c, job);
+        if (job->outcome != OUTCOME_OK) {
+            s->be->rollback(c);
+        } else {
+            /* COMMIT and the memory update under one lock, as the writer does, so an
+             * audit never sees one without the other. */
+            pthread_mutex_lock(&s->commit_mu);
+            if (s->be->commit(c) != 0) {
+                s->be->rollback(c);
+                job->outcome = OUTCOME_UNAVAILABLE;
+            }
+            if (job->done) job->done(job);
+            pthread_mutex_unlock(&s->commit_mu);
+            return job->outcome;
+        }
+    }
+    if (job->done) job->done(job);
+    return job->outcome;
+}
+
+enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
+                         struct store_audit *out, void (*snapshot)(void *), void *ctx)
+{
+    pthread_mutex_lock(&s->commit_mu);
+    enum outcome o = s->be->audit_begin(c, sale_id, out);
+    if (o == OUTCOME_OK && snapshot) snapshot(ctx);
+    pthread_mutex_unlock(&s->commit_mu);
+    if (o != OUTCOME_OK) return o;
+    return s->be->audit_finish(c, sale_id, out);
+}
+
+size_t store_backlog(struct store *s)
+{
+    return atomic_load_explicit(&s->backlog, memory_order_relaxed);
+}

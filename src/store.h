@@ -1,0 +1,135 @@
+/* store — durable sales and orders: the source of truth.
+ *
+ * One writer thread owns the writing connection and group-commits: it takes every
+ * queued job (up to --batch), runs them in one BEGIN IMMEDIATE ... COMMIT, each
+ * purchase under its own savepoint and guarded in SQL (stock and per-user limit),
+ * and only after COMMIT returns calls each job's done().  Nothing is acknowledged
+ * before that.  If COMMIT fails, every job of the batch ends OUTCOME_UNAVAILABLE.
+ *
+ * Other threads read through their own struct store_conn (one per thread; SQLite
+ * in WAL mode lets readers run beside the writer).  The sqlite inventory strategy
+ * also writes through its worker's connection, one transaction per purchase
+ * (store_purchase_now).
+ *
+ * The commit lock: done() callbacks run under it, and store_audit() takes it while
+ * it opens its read snapshot, so an audit sees memory and database at the same
+ * commit.
+ *
+ * Ownership: jobs belong to the caller and must stay alive until done() has been
+ * called; done() may free them.  Rows are plain structs copied out.
+ */
+#ifndef FLASHSALE_STORE_H
+#define FLASHSALE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "outcome.h"
+#include "payload.h"
+
+struct store;
+struct store_conn;
+
+struct store_sale {
+    int64_t id;
+    char name[PAYLOAD_NAME_MAX + 1];
+    int64_t stock_total, stock_left, per_user_limit;
+    int64_t starts_at, ends_at; /* unix seconds, 0 = none */
+    int64_t payment_window;     /* seconds, 0 = orders final at once */
+    int64_t created_at;         /* unix ms */
+    int64_t sold;               /* units in live orders (pending, paid, confirmed) */
+    int64_t orders;             /* live orders */
+};
+
+struct store_order {
+    int64_t id, sale_id;
+    char user_id[PAYLOAD_USER_MAX + 1];
+    int64_t quantity;
+    char status[12];                   /* pending|paid|confirmed|cancelled|expired */
+    int64_t created_at, expires_at, paid_at; /* unix ms; 0 = none */
+};
+
+struct store_purchase {
+    int64_t sale_id;
+    char user_id[PAYLOAD_USER_MAX + 1];
+    int64_t quantity;
+    char idem_key[PAYLOAD_KEY_MAX + 1]; /* "" = no Idempotency-Key */
+    int64_t per_user_limit;
+    int64_t payment_window;
+    /* The unsafe strategy's blind write: set stock_left to this value, with no
+     * guard on stock or per-user limit.  Teaching only. */
+    bool unguarded;
+    int64_t unguarded_stock_left;
+    /* Out: the order (new or, when replayed, the earlier one). */
+    struct store_order order;
+    bool replayed;
+};
+
+struct store_audit {
+    int64_t stock_total, stock_left, per_user_limit;
+    int64_t units_sold, orders, users_over_limit;
+};
+
+enum store_op { STORE_PURCHASE, STORE_CREATE_SALE, STORE_RESET_SALE };
+
+struct store_job {
+    struct store_job *next;
+    enum store_op op;
+    enum outcome outcome; /* out */
+    union {
+        struct store_purchase purchase;
+        struct store_sale sale; /* create: in (id ignored) and out */
+        int64_t sale_id;        /* reset */
+    } u;
+    /* Called once, on the writer thread after COMMIT (or on failure), under the
+     * commit lock.  Must not block. */
+    void (*done)(struct store_job *job);
+    void *ctx; /* the caller's */
+};
+
+/* Opens (creating or migrating the schema) the database of cfg->db and starts the
+ * writer thread.  Returns NULL and writes a reason into err on failure. */
+struct store *store_open(const struct config *cfg, char *err, size_t err_size);
+
+/* Runs every queued job, stops the writer, closes the database. */
+void store_close(struct store *s);
+
+/* Calls each() for every sale and then held() for every (sale, user) with live
+ * units; used once at start to rebuild the in-memory counters.  Returns 0 or -1. */
+int store_load(struct store *s, void (*each)(void *ctx, const struct store_sale *sale),
+               void (*held)(void *ctx, int64_t sale_id, const char *user, int64_t units), void *ctx);
+
+/* Queues a job for the next group commit.  Never blocks on I/O. */
+void store_submit(struct store *s, struct store_job *job);
+
+/* Queues a job and waits until it is done; returns its outcome.  job->done may be
+ * NULL.  For admin operations, never on an I/O thread. */
+enum outcome store_run(struct store *s, struct store_job *job);
+
+/* A connection for the calling thread.  NULL on failure. */
+struct store_conn *store_conn_open(struct store *s);
+void store_conn_close(struct store_conn *c);
+
+enum outcome store_order_get(struct store_conn *c, int64_t id, struct store_order *out);
+
+/* The order that an Idempotency-Key already names, if any (OUTCOME_NOT_FOUND). */
+enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const char *user,
+                                const char *key, struct store_order *out);
+
+/* One purchase in its own BEGIN IMMEDIATE transaction on c (the sqlite strategy);
+ * calls job->done after COMMIT under the commit lock, as the writer would.  Returns
+ * the job's outcome. */
+enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job);
+
+/* Recomputes a sale from the database.  snapshot(ctx) is called under the commit
+ * lock at the instant the read snapshot is taken, to read memory counters that
+ * match it.  OUTCOME_NOT_FOUND when the sale does not exist. */
+enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
+                         struct store_audit *out, void (*snapshot)(void *ctx), void *ctx);
+
+/* Queue length of the writer, for metrics. */
+size_t store_backlog(struct store *s);
+
+#endif

@@ -1,0 +1,52 @@
+/* store_int — what a storage backend implements (store_sqlite.c; PostgreSQL next).
+ *
+ * store.c owns the queue, the writer thread, the commit lock and the public
+ * functions; a backend only talks to its database.  Every function gets the
+ * connection it runs on; a connection is used by one thread at a time.
+ */
+#ifndef FLASHSALE_STORE_INT_H
+#define FLASHSALE_STORE_INT_H
+
+#include "store.h"
+
+struct store_backend {
+    /* A new connection; writer = the group-commit writer's (tuned for writing). */
+    struct store_conn *(*connect)(const struct config *cfg, bool writer, char *err, size_t err_size);
+    void (*disconnect)(struct store_conn *c);
+
+    /* Creates or migrates the schema and the demo sale; on the writer's connection. */
+    int (*setup)(struct store_conn *c, const struct config *cfg, char *err, size_t err_size);
+
+    /* BEGIN IMMEDIATE / COMMIT / ROLLBACK; 0 or -1. */
+    int (*begin)(struct store_conn *c);
+    int (*commit)(struct store_conn *c);
+    void (*rollback)(struct store_conn *c);
+
+    /* Applies one job inside the open transaction, under its own savepoint: a
+     * business refusal (sold_out, limit_exceeded) undoes only this job.
+     * OUTCOME_UNAVAILABLE means the database failed and the whole transaction must
+     * be rolled back. */
+    enum outcome (*apply)(struct store_conn *c, struct store_job *job);
+
+    /* Housekeeping after a commit whose answers are already out (checkpoints). */
+    void (*after_commit)(struct store_conn *c);
+
+    int (*load)(struct store_conn *c, void (*each)(void *, const struct store_sale *),
+                void (*held)(void *, int64_t, const char *, int64_t), void *ctx);
+    enum outcome (*order_get)(struct store_conn *c, int64_t id, struct store_order *out);
+    enum outcome (*order_by_key)(struct store_conn *c, int64_t sale_id, const char *user,
+                                 const char *key, struct store_order *out);
+
+    /* Opens a read transaction and reads the sale's row (the snapshot point). */
+    enum outcome (*audit_begin)(struct store_conn *c, int64_t sale_id, struct store_audit *out);
+    /* Reads the rest in the same snapshot and ends the transaction. */
+    enum outcome (*audit_finish)(struct store_conn *c, int64_t sale_id, struct store_audit *out);
+};
+
+/* Every backend's struct store_conn begins with its backend, so that store.c can
+ * dispatch on a connection alone. */
+#define STORE_BACKEND(conn) (*(const struct store_backend *const *)(const void *)(conn))
+
+extern const struct store_backend store_sqlite;
+
+#endif

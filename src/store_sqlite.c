@@ -1,0 +1,471 @@
+/* store_sqlite — the SQLite backend of store (see store_int.h).
+ *
+ * WAL mode, synchronous FULL (or NORMAL with --durability normal), statements
+ * prepared once per connection.  The guard on every purchase is SQL:
+ *   UPDATE sales SET stock_left = stock_left - :q WHERE id = :sale AND stock_left >= :q
+ * plus the user's live units summed in the same transaction, plus
+ * CHECK (stock_left >= 0) in the schema as the last line.  Automatic checkpoints
+ * are off: they would run inside some unlucky COMMIT; after_commit() runs a
+ * PASSIVE checkpoint instead, once the answers of that commit are already out.
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "schema_sql.h"
+#include "store_int.h"
+
+#define SQLITE_SCHEMA_VERSION 1
+#define SQLITE_CHECKPOINT_PAGES 2000
+#define LIVE "('pending','paid','confirmed')"
+#define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
+
+enum sqlite_stmt {
+    ST_BEGIN, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK, ST_SAVEPOINT, ST_RELEASE, ST_ROLLBACK_TO,
+    ST_ORDER_BY_KEY, ST_USER_UNITS, ST_TAKE_STOCK, ST_BLIND_STOCK, ST_INSERT_ORDER, ST_ORDER_GET,
+    ST_SALE_INSERT, ST_SALE_ROW, ST_RESET_ORDERS, ST_RESET_STOCK, ST_AUDIT_UNITS, ST_AUDIT_OVER,
+    ST_COUNT
+};
+
+static const char *const sqlite_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_BEGIN_READ] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT purchase",
+    [ST_RELEASE] = "RELEASE purchase",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO purchase",
+    [ST_ORDER_BY_KEY] = "SELECT " ORDER_COLUMNS " FROM orders"
+                        " WHERE sale_id = ?1 AND user_id = ?2 AND idempotency_key = ?3",
+    [ST_USER_UNITS] = "SELECT COALESCE(SUM(quantity), 0) FROM orders"
+                      " WHERE sale_id = ?1 AND user_id = ?2 AND status IN " LIVE,
+    [ST_TAKE_STOCK] = "UPDATE sales SET stock_left = stock_left - ?1 WHERE id = ?2 AND stock_left >= ?1",
+    [ST_BLIND_STOCK] = "UPDATE sales SET stock_left = ?1 WHERE id = ?2",
+    [ST_INSERT_ORDER] = "INSERT INTO orders (sale_id, user_id, quantity, status, idempotency_key,"
+                        " created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_ORDER_GET] = "SELECT " ORDER_COLUMNS " FROM orders WHERE id = ?1",
+    [ST_SALE_INSERT] = "INSERT INTO sales (name, stock_total, stock_left, per_user_limit, starts_at,"
+                       " ends_at, payment_window, created_at) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_SALE_ROW] = "SELECT stock_total, stock_left, per_user_limit FROM sales WHERE id = ?1",
+    [ST_RESET_ORDERS] = "DELETE FROM orders WHERE sale_id = ?1",
+    [ST_RESET_STOCK] = "UPDATE sales SET stock_left = stock_total WHERE id = ?1",
+    [ST_AUDIT_UNITS] = "SELECT COUNT(*), COALESCE(SUM(quantity), 0) FROM orders"
+                       " WHERE sale_id = ?1 AND status IN " LIVE,
+    [ST_AUDIT_OVER] = "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE sale_id = ?1 AND status IN " LIVE
+                      " GROUP BY user_id HAVING SUM(quantity) > ?2)",
+};
+
+struct store_conn {
+    const struct store_backend *be; /* first, see store_int.h */
+    sqlite3 *db;
+    int wal_pages;
+    sqlite3_stmt *st[ST_COUNT];
+};
+
+/* Steps a statement that returns no row (or whose rows are ignored) and resets
+ * it.  Returns the SQLite result code of the step (SQLITE_DONE on success). */
+static int sqlite_exec(struct store_conn *c, enum sqlite_stmt which)
+{
+    sqlite3_stmt *st = c->st[which];
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) rc = SQLITE_DONE;
+    if (rc != SQLITE_DONE) LOG_WARN("sqlite: %s: %s", sqlite_sql[which], sqlite3_errmsg(c->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static void sqlite_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static int sqlite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct store_conn *c = arg;
+    c->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+static int sqlite_prepare(struct store_conn *c, char *err, size_t err_size);
+
+static void sqlite_disconnect(struct store_conn *c)
+{
+    if (!c) return;
+    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(c->st[i]);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+static struct store_conn *sqlite_connect(const struct config *cfg, bool writer, char *err,
+                                         size_t err_size)
+{
+    struct store_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    c->be = &store_sqlite;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(cfg->db, &c->db, flags, NULL) != SQLITE_OK) {
+        snprintf(err, err_size, "cannot open %s: %s", cfg->db,
+                 c->db ? sqlite3_errmsg(c->db) : "out of memory");
+        sqlite_disconnect(c);
+        return NULL;
+    }
+    char pragmas[256];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA foreign_keys = ON;"
+             " PRAGMA wal_autocheckpoint = 0;",
+             cfg->durability == DURABILITY_FULL ? "FULL" : "NORMAL");
+    sqlite3_busy_timeout(c->db, 5000);
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, err_size, "cannot configure %s: %s", cfg->db, msg ? msg : "?");
+        sqlite3_free(msg);
+        sqlite_disconnect(c);
+        return NULL;
+    }
+    sqlite3_wal_hook(c->db, sqlite_wal_hook, c);
+    /* The writer's connection prepares in setup(), once the tables exist; every
+     * other connection opens after that. */
+    if (!writer && sqlite_prepare(c, err, err_size) != 0) {
+        sqlite_disconnect(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Statements are prepared after setup() has created the tables. */
+static int sqlite_prepare(struct store_conn *c, char *err, size_t err_size)
+{
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (c->st[i]) continue;
+        if (sqlite3_prepare_v3(c->db, sqlite_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
+                               NULL) != SQLITE_OK) {
+            snprintf(err, err_size, "cannot prepare '%s': %s", sqlite_sql[i], sqlite3_errmsg(c->db));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int sqlite_user_version(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *err, size_t err_size)
+{
+    int version = sqlite_user_version(c->db);
+    if (version < 0 || version > SQLITE_SCHEMA_VERSION) {
+        snprintf(err, err_size, "%s has schema version %d; this flashsale knows up to %d", cfg->db,
+                 version, SQLITE_SCHEMA_VERSION);
+        return -1;
+    }
+    char *msg = NULL;
+    if (version == 0) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d;", SQLITE_SCHEMA_VERSION);
+        if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(c->db, schema_sqlite_sql, NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(c->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+            snprintf(err, err_size, "cannot create the schema in %s: %s", cfg->db, msg ? msg : "?");
+            sqlite3_free(msg);
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        LOG_INFO("store: created schema version %d in %s", SQLITE_SCHEMA_VERSION, cfg->db);
+    }
+    if (sqlite_prepare(c, err, err_size) != 0) return -1;
+    if (cfg->demo_stock > 0) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO sales (id, name, stock_total, stock_left, per_user_limit, created_at)"
+                 " SELECT 1, 'Demo sale', %lld, %lld, 1, %lld WHERE NOT EXISTS (SELECT 1 FROM sales)",
+                 (long long)cfg->demo_stock, (long long)cfg->demo_stock, (long long)clock_wall_ms());
+        if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+            snprintf(err, err_size, "cannot create the demo sale: %s", msg ? msg : "?");
+            sqlite3_free(msg);
+            return -1;
+        }
+        if (sqlite3_changes(c->db)) LOG_INFO("store: created demo sale 1 with %lld units", (long long)cfg->demo_stock);
+    }
+    return 0;
+}
+
+static int sqlite_begin(struct store_conn *c) { return sqlite_exec(c, ST_BEGIN) == SQLITE_DONE ? 0 : -1; }
+static int sqlite_commit(struct store_conn *c) { return sqlite_exec(c, ST_COMMIT) == SQLITE_DONE ? 0 : -1; }
+
+static void sqlite_rollback(struct store_conn *c)
+{
+    /* After some errors SQLite has already rolled back; ROLLBACK would then fail. */
+    if (!sqlite3_get_autocommit(c->db)) sqlite_exec(c, ST_ROLLBACK);
+}
+
+static void sqlite_read_order(sqlite3_stmt *st, struct store_order *o)
+{
+    o->id = sqlite3_column_int64(st, 0);
+    o->sale_id = sqlite3_column_int64(st, 1);
+    snprintf(o->user_id, sizeof o->user_id, "%s", (const char *)sqlite3_column_text(st, 2));
+    o->quantity = sqlite3_column_int64(st, 3);
+    snprintf(o->status, sizeof o->status, "%s", (const char *)sqlite3_column_text(st, 4));
+    o->created_at = sqlite3_column_int64(st, 5);
+    o->expires_at = sqlite3_column_int64(st, 6);
+    o->paid_at = sqlite3_column_int64(st, 7);
+}
+
+/* Finds an order by Idempotency-Key.  OUTCOME_OK (found), NOT_FOUND or UNAVAILABLE. */
+static enum outcome sqlite_order_by_key(struct store_conn *c, int64_t sale_id, const char *user,
+                                        const char *key, struct store_order *out)
+{
+    sqlite3_stmt *st = c->st[ST_ORDER_BY_KEY];
+    sqlite3_bind_int64(st, 1, sale_id);
+    sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) sqlite_read_order(st, out);
+    sqlite_done(st);
+    return rc == SQLITE_ROW ? OUTCOME_OK : rc == SQLITE_DONE ? OUTCOME_NOT_FOUND : OUTCOME_UNAVAILABLE;
+}
+
+/* The body of one purchase, inside the savepoint.  Business refusals come back as
+ * their outcome; database failures as OUTCOME_UNAVAILABLE. */
+static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase *p)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (!p->unguarded) {
+        st = c->st[ST_USER_UNITS];
+        sqlite3_bind_int64(st, 1, p->sale_id);
+        sqlite3_bind_text(st, 2, p->user_id, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        int64_t units = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        sqlite_done(st);
+        if (rc != SQLITE_ROW) return OUTCOME_UNAVAILABLE;
+        if (p->quantity > p->per_user_limit || units > p->per_user_limit - p->quantity)
+            return OUTCOME_LIMIT_EXCEEDED;
+
+        st = c->st[ST_TAKE_STOCK];
+        sqlite3_bind_int64(st, 1, p->quantity);
+        sqlite3_bind_int64(st, 2, p->sale_id);
+        rc = sqlite3_step(st);
+        sqlite_done(st);
+        if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+        if (sqlite3_changes(c->db) == 0) return OUTCOME_SOLD_OUT;
+    } else {
+        st = c->st[ST_BLIND_STOCK];
+        sqlite3_bind_int64(st, 1, p->unguarded_stock_left);
+        sqlite3_bind_int64(st, 2, p->sale_id);
+        rc = sqlite3_step(st);
+        sqlite_done(st);
+        if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    }
+
+    struct store_order *o = &p->order;
+    o->sale_id = p->sale_id;
+    snprintf(o->user_id, sizeof o->user_id, "%s", p->user_id);
+    o->quantity = p->quantity;
+    o->created_at = clock_wall_ms();
+    o->expires_at = p->payment_window ? o->created_at + p->payment_window * 1000 : 0;
+    o->paid_at = 0;
+    snprintf(o->status, sizeof o->status, "%s", p->payment_window ? "pending" : "confirmed");
+    st = c->st[ST_INSERT_ORDER];
+    sqlite3_bind_int64(st, 1, o->sale_id);
+    sqlite3_bind_text(st, 2, o->user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, o->quantity);
+    sqlite3_bind_text(st, 4, o->status, -1, SQLITE_STATIC);
+    if (p->idem_key[0]) sqlite3_bind_text(st, 5, p->idem_key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, o->created_at);
+    if (o->expires_at) sqlite3_bind_int64(st, 7, o->expires_at);
+    rc = sqlite3_step(st);
+    sqlite_done(st);
+    if (rc == SQLITE_CONSTRAINT) return OUTCOME_INTERNAL;
+    if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    o->id = sqlite3_last_insert_rowid(c->db);
+    return OUTCOME_OK;
+}
+
+static enum outcome sqlite_create_sale(struct store_conn *c, struct store_sale *s)
+{
+    sqlite3_stmt *st = c->st[ST_SALE_INSERT];
+    s->created_at = clock_wall_ms();
+    s->stock_left = s->stock_total;
+    sqlite3_bind_text(st, 1, s->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, s->stock_total);
+    sqlite3_bind_int64(st, 3, s->per_user_limit);
+    if (s->starts_at) sqlite3_bind_int64(st, 4, s->starts_at);
+    if (s->ends_at) sqlite3_bind_int64(st, 5, s->ends_at);
+    sqlite3_bind_int64(st, 6, s->payment_window);
+    sqlite3_bind_int64(st, 7, s->created_at);
+    int rc = sqlite3_step(st);
+    sqlite_done(st);
+    if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    s->id = sqlite3_last_insert_rowid(c->db);
+    return OUTCOME_OK;
+}
+
+static enum outcome sqlite_reset_sale(struct store_conn *c, int64_t sale_id)
+{
+    sqlite3_bind_int64(c->st[ST_RESET_ORDERS], 1, sale_id);
+    if (sqlite_exec(c, ST_RESET_ORDERS) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    sqlite3_bind_int64(c->st[ST_RESET_STOCK], 1, sale_id);
+    if (sqlite_exec(c, ST_RESET_STOCK) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    return sqlite3_changes(c->db) ? OUTCOME_OK : OUTCOME_NOT_FOUND;
+}
+
+static enum outcome sqlite_apply(struct store_conn *c, struct store_job *job)
+{
+    if (job->op == STORE_PURCHASE && job->u.purchase.idem_key[0]) {
+        /* A key seen before: replay that order, touch nothing. */
+        struct store_purchase *p = &job->u.purchase;
+        enum outcome o = sqlite_order_by_key(c, p->sale_id, p->user_id, p->idem_key, &p->order);
+        if (o == OUTCOME_OK) {
+            p->replayed = true;
+            return OUTCOME_OK;
+        }
+        if (o != OUTCOME_NOT_FOUND) return o;
+    }
+    if (sqlite_exec(c, ST_SAVEPOINT) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    enum outcome o;
+    switch (job->op) {
+    case STORE_PURCHASE: o = sqlite_purchase(c, &job->u.purchase); break;
+    case STORE_CREATE_SALE: o = sqlite_create_sale(c, &job->u.sale); break;
+    case STORE_RESET_SALE: o = sqlite_reset_sale(c, job->u.sale_id); break;
+    default: o = OUTCOME_INTERNAL; break;
+    }
+    if (o == OUTCOME_UNAVAILABLE) return o; /* the caller rolls back everything */
+    if (o != OUTCOME_OK && sqlite_exec(c, ST_ROLLBACK_TO) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    if (sqlite_exec(c, ST_RELEASE) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    return o;
+}
+
+static void sqlite_after_commit(struct store_conn *c)
+{
+    if (c->wal_pages < SQLITE_CHECKPOINT_PAGES) return;
+    int log = 0, done = 0;
+    if (sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
+        log == done)
+        c->wal_pages = 0;
+}
+
+static int sqlite_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
+                       void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
+{
+    static const char sales_sql[] =
+        "SELECT s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, s.starts_at,"
+        " s.ends_at, s.payment_window, s.created_at, COALESCE(SUM(o.quantity), 0), COUNT(o.id)"
+        " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id AND o.status IN " LIVE
+        " GROUP BY s.id ORDER BY s.id";
+    static const char held_sql[] = "SELECT sale_id, user_id, SUM(quantity) FROM orders"
+                                   " WHERE status IN " LIVE " GROUP BY sale_id, user_id";
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(c->db, sales_sql, -1, &st, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_sale s = {0};
+        s.id = sqlite3_column_int64(st, 0);
+        snprintf(s.name, sizeof s.name, "%s", (const char *)sqlite3_column_text(st, 1));
+        s.stock_total = sqlite3_column_int64(st, 2);
+        s.stock_left = sqlite3_column_int64(st, 3);
+        s.per_user_limit = sqlite3_column_int64(st, 4);
+        s.starts_at = sqlite3_column_int64(st, 5);
+        s.ends_at = sqlite3_column_int64(st, 6);
+        s.payment_window = sqlite3_column_int64(st, 7);
+        s.created_at = sqlite3_column_int64(st, 8);
+        s.sold = sqlite3_column_int64(st, 9);
+        s.orders = sqlite3_column_int64(st, 10);
+        each(ctx, &s);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == SQLITE_DONE) rc = sqlite3_prepare_v2(c->db, held_sql, -1, &st, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        held(ctx, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+             sqlite3_column_int64(st, 2));
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_DONE) {
+        LOG_ERROR("store: loading sales failed: %s", sqlite3_errmsg(c->db));
+        return -1;
+    }
+    return 0;
+}
+
+static enum outcome sqlite_order_get(struct store_conn *c, int64_t id, struct store_order *out)
+{
+    sqlite3_stmt *st = c->st[ST_ORDER_GET];
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) sqlite_read_order(st, out);
+    sqlite_done(st);
+    return rc == SQLITE_ROW ? OUTCOME_OK : rc == SQLITE_DONE ? OUTCOME_NOT_FOUND : OUTCOME_UNAVAILABLE;
+}
+
+static enum outcome sqlite_audit_begin(struct store_conn *c, int64_t sale_id, struct store_audit *out)
+{
+    if (sqlite_exec(c, ST_BEGIN_READ) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    sqlite3_stmt *st = c->st[ST_SALE_ROW];
+    sqlite3_bind_int64(st, 1, sale_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->stock_total = sqlite3_column_int64(st, 0);
+        out->stock_left = sqlite3_column_int64(st, 1);
+        out->per_user_limit = sqlite3_column_int64(st, 2);
+    }
+    sqlite_done(st);
+    if (rc != SQLITE_ROW) sqlite_exec(c, ST_ROLLBACK);
+    return rc == SQLITE_ROW ? OUTCOME_OK : rc == SQLITE_DONE ? OUTCOME_NOT_FOUND : OUTCOME_UNAVAILABLE;
+}
+
+static enum outcome sqlite_audit_finish(struct store_conn *c, int64_t sale_id, struct store_audit *out)
+{
+    sqlite3_stmt *st = c->st[ST_AUDIT_UNITS];
+    sqlite3_bind_int64(st, 1, sale_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->orders = sqlite3_column_int64(st, 0);
+        out->units_sold = sqlite3_column_int64(st, 1);
+    }
+    sqlite_done(st);
+    if (rc == SQLITE_ROW) {
+        st = c->st[ST_AUDIT_OVER];
+        sqlite3_bind_int64(st, 1, sale_id);
+        sqlite3_bind_int64(st, 2, out->per_user_limit);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) out->users_over_limit = sqlite3_column_int64(st, 0);
+        sqlite_done(st);
+    }
+    sqlite_exec(c, ST_COMMIT);
+    return rc == SQLITE_ROW ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
+}
+
+const struct store_backend store_sqlite = {
+    .connect = sqlite_connect,
+    .disconnect = sqlite_disconnect,
+    .setup = sqlite_setup,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .apply = sqlite_apply,
+    .after_commit = sqlite_after_commit,
+    .load = sqlite_load,
+    .order_get = sqlite_order_get,
+    .order_by_key = sqlite_order_by_key,
+    .audit_begin = sqlite_audit_begin,
+    .audit_finish = sqlite_audit_finish,
+};
