@@ -47,7 +47,7 @@ struct api_call {
     struct api *api;
     struct http_request *req;
     struct sale *sale;
-    int64_t id;
+    bool reserved; /* the inventory holds a claim for this purchase */
     struct payload_sale new_sale;
 };
 
@@ -231,7 +231,7 @@ static void api_purchase_done(struct store_job *sj)
         inventory_commit(a->inv, c->sale, p->user_id, p->quantity);
         metrics_count(METRIC_ORDERS, 1);
         metrics_count(METRIC_UNITS, (uint64_t)p->quantity);
-    } else {
+    } else if (c->reserved) {
         inventory_release(a->inv, c->sale, p->user_id, p->quantity);
     }
     if (sj->outcome == OUTCOME_OK) {
@@ -264,7 +264,7 @@ static void api_purchase_run(struct pool_job *job, void *worker)
         if (o == OUTCOME_OK) {
             p->replayed = true;
             c->sj.outcome = OUTCOME_OK;
-            api_purchase_done(&c->sj); /* releases nothing reserved: sqlite/atomic alike */
+            api_purchase_done(&c->sj); /* nothing was reserved, nothing to release */
             return;
         }
         o = o == OUTCOME_NOT_FOUND ? OUTCOME_OK : o;
@@ -279,9 +279,7 @@ static void api_purchase_run(struct pool_job *job, void *worker)
         free(c);
         return;
     }
-    c->sj.op = STORE_PURCHASE;
-    c->sj.done = api_purchase_done;
-    c->sj.ctx = c;
+    c->reserved = true;
     if (inventory_strategy(a->inv) == INVENTORY_SQLITE) {
         if (conn) {
             store_purchase_now(a->store, conn, &c->sj);
@@ -325,6 +323,9 @@ static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
         return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
     }
     c->sale = sale;
+    c->sj.op = STORE_PURCHASE;
+    c->sj.done = api_purchase_done;
+    c->sj.ctx = c;
     struct store_purchase *p = &c->sj.u.purchase;
     p->sale_id = sale->id;
     memcpy(p->user_id, order.user_id, sizeof p->user_id);

@@ -299,6 +299,35 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     *con_cls = NULL;
 }
 
+static int http_hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decoding of paths and query arguments.  libmicrohttpd's own decoder turns
+ * "%00" into a NUL, which silently cuts the path short ("/index.html%00.js" would
+ * serve index.html); here a decoded NUL becomes 0x01, which no route and no file
+ * name accepts. */
+static size_t http_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *out = s;
+    for (const char *in = s; *in; in++) {
+        int hi, lo;
+        if (in[0] == '%' && (hi = http_hexval(in[1])) >= 0 && (lo = http_hexval(in[2])) >= 0) {
+            char ch = (char)(hi * 16 + lo);
+            *out++ = ch ? ch : 0x01;
+            in += 2;
+        } else {
+            *out++ = *in;
+        }
+    }
+    *out = 0;
+    return (size_t)(out - s);
+}
+
 static void http_log(void *cls, const char *fmt, va_list ap)
 {
     if (log_threshold > LOG_LEVEL_DEBUG) return;
@@ -394,7 +423,8 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
             MHD_OPTION_CONNECTION_LIMIT, per_thread, MHD_OPTION_CONNECTION_TIMEOUT,
             (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
-            MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_END);
+            MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+            http_unescape, NULL, MHD_OPTION_END);
         if (!io->daemon) {
             snprintf(err, err_size, "libmicrohttpd did not start");
             goto fail;

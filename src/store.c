@@ -222,27 +222,28 @@ enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const cha
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job)
 {
     assert(job->op == STORE_PURCHASE);
+    bool locked = false;
     if (s->be->begin(c) != 0) {
         job->outcome = OUTCOME_UNAVAILABLE;
+    } else if ((job->outcome = s->be->apply(c, job)) != OUTCOME_OK) {
+        s->be->rollback(c);
     } else {
-        job->outcome = s->be->apply(c, job);
-        if (job->outcome != OUTCOME_OK) {
+        /* COMMIT and the memory update under one lock, as the writer does, so an
+         * audit never sees one without the other. */
+        pthread_mutex_lock(&s->commit_mu);
+        locked = true;
+        if (s->be->commit(c) != 0) {
             s->be->rollback(c);
-        } else {
-            /* COMMIT and the memory update under one lock, as the writer does, so an
-             * audit never sees one without the other. */
-            pthread_mutex_lock(&s->commit_mu);
-            if (s->be->commit(c) != 0) {
-                s->be->rollback(c);
-                job->outcome = OUTCOME_UNAVAILABLE;
-            }
-            if (job->done) job->done(job);
-            pthread_mutex_unlock(&s->commit_mu);
-            return job->outcome;
+            job->outcome = OUTCOME_UNAVAILABLE;
         }
     }
+    enum outcome o = job->outcome; /* done() may free the job */
     if (job->done) job->done(job);
-    return job->outcome;
+    if (locked) {
+        pthread_mutex_unlock(&s->commit_mu);
+        s->be->after_commit(c);
+    }
+    return o;
 }
 
 enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
