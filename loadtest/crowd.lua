@@ -1,12 +1,19 @@
 -- Flash crowd: every request is a new user trying to buy one unit.
--- wrk -s loadtest/crowd.lua http://127.0.0.1:8080 -- SALE_ID [PREFIX]
-local sale, prefix = "1", nil
-local counter, thread_id = 0, 0
-local statuses = {}
+--   wrk -s loadtest/crowd.lua http://127.0.0.1:8080 -- SALE_ID [RUN_ID]
+-- User ids are "<run>-<thread>-<n>", so reruns and threads never collide.
+local next_thread = 0
+
+function setup(thread)
+  next_thread = next_thread + 1
+  thread:set("tid", next_thread)
+end
+
+local counter, prefix = 0, nil
 
 function init(args)
-  sale = args[1] or "1"
-  prefix = (args[2] or "crowd") .. "-" .. tostring(math.random(1, 1e9))
+  local sale = args[1] or "1"
+  local run = args[2] or string.format("%d%06d", os.time(), math.floor(os.clock() * 1e6) % 1000000)
+  prefix = run .. "-" .. tostring(tid or 0)
   wrk.method = "POST"
   wrk.path = "/api/v1/sales/" .. sale .. "/orders"
   wrk.headers["Content-Type"] = "application/json"
@@ -14,5 +21,5 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format(nil, nil, nil, '{"user_id":"' .. prefix .. "-" .. counter .. '"}')
+  return wrk.format(nil, nil, nil, '{"user_id":"u' .. prefix .. "-" .. counter .. '"}')
 end

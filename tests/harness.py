@@ -1,0 +1,259 @@
+"""harness — start the real flashsale binary and talk to it over HTTP.
+
+Black-box tests import this: Server starts build/flashsale (or a sanitizer build) on a
+free port with a temporary database, and reports every check as a line
+"PASS <suite>:<name>" or "FAIL <suite>:<name>: <why>" that tests/run.sh counts.
+Only the Python standard library is used.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKEN = "test-admin-token"
+FAILED = 0
+
+
+def check(suite, name, ok, why=""):
+    """Reports one case; returns ok so callers can chain."""
+    global FAILED
+    if ok:
+        print(f"PASS {suite}:{name}", flush=True)
+    else:
+        FAILED += 1
+        print(f"FAIL {suite}:{name}: {why}", flush=True)
+    return ok
+
+
+def finish():
+    sys.exit(1 if FAILED else 0)
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.raw = body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def error(self):
+        return self.json.get("error") if isinstance(self.json, dict) else None
+
+    def __repr__(self):
+        return f"<{self.status} {self.raw[:200]!r}>"
+
+
+class Client:
+    """One keep-alive connection; reconnects when the server closed it."""
+
+    def __init__(self, port, timeout=30):
+        self.port = port
+        self.timeout = timeout
+        self.conn = None
+
+    def request(self, method, path, body=None, headers=None, json_body=None):
+        hdrs = dict(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body)
+            hdrs.setdefault("Content-Type", "application/json")
+        if isinstance(body, str):
+            body = body.encode()
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            try:
+                self.conn.request(method, path, body=body, headers=hdrs)
+                r = self.conn.getresponse()
+                data = r.read()
+                if r.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return Response(r.status, r.getheaders(), data)
+            except (ConnectionError, http.client.HTTPException, socket.timeout, OSError):
+                self.close()
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, json_body=body, **kw)
+
+    def admin(self, path, body=None):
+        return self.request("POST", path, json_body=body, headers={"Authorization": "Bearer " + TOKEN})
+
+    def create_sale(self, **fields):
+        fields.setdefault("name", "Test sale")
+        r = self.admin("/api/v1/sales", fields)
+        if r.status != 201:
+            raise AssertionError(f"creating a sale failed: {r}")
+        return r.json["id"]
+
+
+class Server:
+    """The real binary on a free port.  db=None makes a fresh temporary database."""
+
+    def __init__(self, binary=None, args=(), db=None, env=None, demo_stock=0):
+        self.binary = binary or os.path.join(ROOT, "build", "flashsale")
+        self.tmp = tempfile.mkdtemp(prefix="flashsale-test-")
+        self.db = db or os.path.join(self.tmp, "flashsale.db")
+        self.args = list(args)
+        self.env = env or {}
+        self.demo_stock = demo_stock
+        self.proc = None
+        self.port = None
+        self.log = []
+        self._reader = None
+
+    def start(self, timeout=15):
+        cmd = [self.binary, "--port", "0", "--db", self.db, "--admin-token", TOKEN,
+               "--static", os.path.join(ROOT, "static"), "--demo-stock", str(self.demo_stock)] + self.args
+        env = dict(os.environ)
+        env.update(self.env)
+        self.log = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        ready = threading.Event()
+
+        def read():
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.log.append(line)
+                m = re.search(r"listening on http://[\d.]+:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                    ready.set()
+            ready.set()
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        if not ready.wait(timeout) or self.port is None:
+            self.kill()
+            raise AssertionError("server did not start:\n" + "\n".join(self.log[-30:]))
+        return self
+
+    def client(self, timeout=30):
+        return Client(self.port, timeout)
+
+    def stop(self, timeout=15):
+        """SIGTERM; returns (exit code, seconds taken)."""
+        t0 = time.time()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+            code = "timeout"
+        self._reader.join(5)
+        return code, time.time() - t0
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self._reader:
+            self._reader.join(5)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def sanitizer_reports(self):
+        """Lines of sanitizer output in the server's log."""
+        pats = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "runtime error:",
+                "ERROR: LeakSanitizer", "SUMMARY: ")
+        return [l for l in self.log if any(p in l for p in pats)]
+
+    def cleanup(self):
+        self.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def sql(self, query, args=()):
+        """Reads the database directly, as anyone could with the sqlite3 shell."""
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            return con.execute(query, args).fetchall()
+        finally:
+            con.close()
+
+
+def metric(text, name, labels=None):
+    """The value of one Prometheus sample, or None."""
+    want = name + ("{" + labels + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def crowd(port, sale_id, users, tries=2, threads=32, quantity=1, key=None):
+    """Every user tries `tries` times from `threads` keep-alive connections.
+    Returns (statuses: dict status->count, orders: list of 201 bodies)."""
+    lock = threading.Lock()
+    statuses, orders = {}, []
+    work = [u for _ in range(tries) for u in users]
+    idx = [0]
+
+    def worker():
+        c = Client(port)
+        while True:
+            with lock:
+                if idx[0] >= len(work):
+                    break
+                u = work[idx[0]]
+                idx[0] += 1
+            headers = {"Idempotency-Key": key(u)} if key else None
+            try:
+                r = c.request("POST", f"/api/v1/sales/{sale_id}/orders",
+                              json_body={"user_id": u, "quantity": quantity}, headers=headers)
+                st, body = r.status, r.json
+            except Exception:
+                st, body = "error", None
+            with lock:
+                statuses[st] = statuses.get(st, 0) + 1
+                if st == 201:
+                    orders.append(body)
+        c.close()
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return statuses, orders
+
+
+def db_truth(server, sale_id):
+    """(stock_total, stock_left, units_sold, orders, users_over_limit) from the file."""
+    total, left, limit = server.sql("SELECT stock_total, stock_left, per_user_limit FROM sales WHERE id=?",
+                                    (sale_id,))[0]
+    units, n = server.sql("SELECT COALESCE(SUM(quantity),0), COUNT(*) FROM orders WHERE sale_id=? "
+                          "AND status IN ('pending','paid','confirmed')", (sale_id,))[0]
+    over = server.sql("SELECT COUNT(*) FROM (SELECT user_id FROM orders WHERE sale_id=? AND status IN "
+                      "('pending','paid','confirmed') GROUP BY user_id HAVING SUM(quantity) > ?)",
+                      (sale_id, limit))[0][0]
+    return total, left, units, n, over
