@@ -106,9 +106,8 @@ $(BUILD)/loadgen: loadtest/loadgen.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $< -lm
 
-$(BUILD)/storebench: loadtest/storebench.c
-	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) $(shell pkg-config --cflags sqlite3) -o $@ $< $(shell pkg-config --libs sqlite3) -lpthread
+$(BUILD)/storebench: loadtest/storebench.c $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(OBJS) $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c tests/unit.h $(OBJS)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(OBJS) $(LDLIBS)

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs test suites and prints one closing line: "N passed, N failed".
+#
+# Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
+# tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
+# without printing a FAIL line (a crash) counts as one failure of its own.
+#   tests/run.sh all | unit | api | crowd | kill | tsan | asan | e2e | cluster
+set -u
+cd "$(dirname "$0")/.."
+mkdir -p tests/out
+passed=0 failed=0
+# ThreadSanitizer needs a non-randomized layout on kernels with large mmap_rnd_bits.
+NORAND="setarch $(uname -m) -R"
+
+suite() { # name, command...
+    local name=$1; shift
+    local log="tests/out/$name.log" t0=$SECONDS
+    printf '== %-12s ' "$name"
+    "$@" >"$log" 2>&1
+    local rc=$?
+    local p f
+    p=$(grep -c '^PASS ' "$log")
+    f=$(grep -c '^FAIL ' "$log")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1
+        echo "FAIL $name: exited $rc without a FAIL line (crash?); see $log" >>"$log"
+    fi
+    passed=$((passed + p)) failed=$((failed + f))
+    printf '%4d passed, %d failed  (%ds)\n' "$p" "$f" $((SECONDS - t0))
+    grep -E '^(FAIL|# )' "$log" | sed 's/^/   /'
+    if [ "$f" -gt 0 ]; then tail -n 20 "$log" | grep -vE '^(PASS|FAIL|# )' | sed 's/^/   | /'; fi
+}
+
+units() { # build dir
+    local rc=0
+    for t in "$1"/test_*; do
+        [ -x "$t" ] || continue
+        case "$t" in *.d|*.o) continue ;; esac
+        "$t" || rc=1
+    done
+    return $rc
+}
+
+tsan_units() {
+    local rc=0
+    for t in build/tsan/test_*; do
+        [ -x "$t" ] || continue
+        case "$t" in *.d|*.o) continue ;; esac
+        TSAN_OPTIONS="halt_on_error=1" $NORAND "$t" || rc=1
+    done
+    return $rc
+}
+
+what=${1:-all}
+case $what in
+unit) suite unit units build ;;
+api) suite api python3 tests/test_api.py ;;
+crowd) suite crowd python3 tests/test_crowd.py ;;
+kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
+tsan)
+    suite tsan-unit tsan_units
+    suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite ;;
+asan)
+    suite asan-unit units build/asan
+    suite asan-api python3 tests/test_api.py build/asan/flashsale
+    suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite ;;
+e2e) suite e2e node tests/e2e/dashboard.test.mjs ;;
+all)
+    suite unit units build
+    suite api python3 tests/test_api.py
+    suite crowd python3 tests/test_crowd.py
+    suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
+    suite tsan-unit tsan_units
+    suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
+    suite asan-unit units build/asan
+    suite asan-api python3 tests/test_api.py build/asan/flashsale
+    suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
+    if [ -f tests/e2e/dashboard.test.mjs ] && command -v chromium >/dev/null && command -v node >/dev/null; then
+        suite e2e node tests/e2e/dashboard.test.mjs
+    fi
+    ;;
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|tsan|asan|e2e" >&2; exit 2 ;;
+esac
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
