@@ -14,7 +14,7 @@ PKGS      := libmicrohttpd jansson sqlite3
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev sqlite3
 DEB_TEST  := python3 clang libclang-rt-dev wrk curl procps
 DEB_BENCH := nginx-light gnuplot-nox
-DEB_E2E   := chromium nodejs npm
+DEB_E2E   := chromium
 DEB_PG    := postgresql docker-compose
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH)
 
@@ -83,9 +83,11 @@ endef
 deps:
 	$(call apt_install,$(DEB_ALL))
 
+# Node.js comes from Debian only when the machine has none (Debian 12's is v18).
 deps-e2e:
-	$(call apt_install,$(DEB_E2E))
-	@test -d tests/e2e/node_modules/playwright-core || (cd tests/e2e && npm install --no-audit --no-fund --silent)
+	$(call apt_install,$(DEB_E2E) $(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm))
+	@test -d tests/e2e/node_modules/playwright-core || \
+	  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 
 deps-pg:
 	$(call apt_install,$(DEB_PG))
@@ -124,9 +126,9 @@ run: deps
 
 # --- tests --------------------------------------------------------------------
 # tests/run.sh runs each suite, counts every case and prints one closing line.
-test: deps
+test: deps deps-e2e
 	$(MAKE) WERROR=1 all $(UNITS:%=build/%)
-	$(MAKE) WERROR=1 SANITIZE=thread build/tsan/flashsale
+	$(MAKE) WERROR=1 SANITIZE=thread build/tsan/flashsale $(UNITS:%=build/tsan/%)
 	$(MAKE) WERROR=1 SANITIZE=address build/asan/flashsale $(UNITS:%=build/asan/%)
 	tests/run.sh all
 
@@ -140,10 +142,15 @@ test-crowd: all
 	tests/run.sh crowd
 
 test-kill: all
-	tests/run.sh kill
+	KILL_ROUNDS=$(or $(KILL_ROUNDS),20) tests/run.sh kill
 
-test-tsan: tsan all
+test-tsan: all
+	$(MAKE) SANITIZE=thread build/tsan/flashsale $(UNITS:%=build/tsan/%)
 	tests/run.sh tsan
+
+test-asan: all
+	$(MAKE) SANITIZE=address build/asan/flashsale $(UNITS:%=build/asan/%)
+	tests/run.sh asan
 
 test-e2e: all deps-e2e
 	tests/run.sh e2e
@@ -152,10 +159,10 @@ fuzz:
 	tests/fuzz.sh $(FUZZ_RUNS)
 
 loadtest: deps all
-	loadtest/run.sh
+	python3 loadtest/run.py
 
 bench: deps all
-	loadtest/bench.sh
+	python3 loadtest/bench.py
 
 clean:
 	rm -rf build

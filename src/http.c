@@ -25,6 +25,12 @@
 #define HTTP_SMALL_BODY 512
 #define HTTP_SMALL_ANSWER 512
 #define HTTP_TICK_MS 100 /* longest sleep of an I/O loop: how fast it sees quiesce/stop */
+/* libmicrohttpd's per-connection memory pool holds the request line, headers and
+ * read buffer, and is zeroed whole after each request, so its size is resident for
+ * every connection: 32 KiB by default = 320 MiB for 10,000 connections.  8 KiB holds
+ * any sane request (nginx's default header limit is 8 KiB too); larger headers
+ * are answered 431 by libmicrohttpd. */
+#define HTTP_CONN_MEMORY 8192
 
 struct http_io {
     struct http_server *server;
@@ -372,6 +378,30 @@ static void *http_io_main(void *arg)
     return NULL;
 }
 
+/* SO_REUSEPORT lets a second process join our port silently and take half the
+ * traffic.  Binding once without it first makes a taken port fail loudly; returns
+ * the port to use (the free one the kernel chose when port is 0), or -1. */
+static int http_claim_port(const char *addr, int port, char *err, size_t err_size)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+        snprintf(err, err_size, "--bind '%s' is not an IPv4 address", addr);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    socklen_t len = sizeof sa;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        snprintf(err, err_size, "cannot listen on %s:%d: %s", addr, port, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
 /* A non-blocking SO_REUSEPORT listening socket on addr:port; -1 on failure. */
 static int http_listen(const char *addr, int port, char *err, size_t err_size)
 {
@@ -392,13 +422,6 @@ static int http_listen(const char *addr, int port, char *err, size_t err_size)
     return fd;
 }
 
-static int http_bound_port(int fd)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof sa;
-    return getsockname(fd, (struct sockaddr *)&sa, &len) == 0 ? ntohs(sa.sin_port) : -1;
-}
-
 struct http_server *http_start(const struct config *cfg, const struct http_hooks *hooks, char *err,
                                size_t err_size)
 {
@@ -407,8 +430,9 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
     s->hooks = *hooks;
     s->nio = (size_t)cfg->io_threads;
     s->io = calloc(s->nio, sizeof *s->io);
-    s->port = (int)cfg->port;
     if (!s->io) goto fail;
+    s->port = http_claim_port(cfg->bind, (int)cfg->port, err, err_size);
+    if (s->port < 0) goto fail;
     unsigned per_thread = (unsigned)((cfg->max_connections + (int64_t)s->nio - 1) / (int64_t)s->nio);
     for (size_t i = 0; i < s->nio; i++) s->io[i].listen_fd = s->io[i].wait_fd = s->io[i].wake_fd = -1;
     for (size_t i = 0; i < s->nio; i++) {
@@ -416,11 +440,11 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
         io->server = s;
         io->listen_fd = http_listen(cfg->bind, s->port, err, err_size);
         if (io->listen_fd < 0) goto fail;
-        if (s->port == 0) s->port = http_bound_port(io->listen_fd); /* the others join it */
         io->daemon = MHD_start_daemon(
             MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG, 0, NULL,
             NULL, http_access, io, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)io->listen_fd,
-            MHD_OPTION_CONNECTION_LIMIT, per_thread, MHD_OPTION_CONNECTION_TIMEOUT,
+            MHD_OPTION_CONNECTION_LIMIT, per_thread, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+            (size_t)HTTP_CONN_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
             (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
             MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,

@@ -8,10 +8,14 @@
  * are off: they would run inside some unlucky COMMIT; after_commit() runs a
  * PASSIVE checkpoint instead, once the answers of that commit are already out.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
@@ -61,6 +65,7 @@ static const char *const sqlite_sql[ST_COUNT] = {
 struct store_conn {
     const struct store_backend *be; /* first, see store_int.h */
     sqlite3 *db;
+    int lock_fd; /* the writer's: flock on "<db>.lock" for the whole run, else -1 */
     int wal_pages;
     sqlite3_stmt *st[ST_COUNT];
 };
@@ -98,6 +103,7 @@ static void sqlite_disconnect(struct store_conn *c)
     if (!c) return;
     for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(c->st[i]);
     sqlite3_close(c->db);
+    if (c->lock_fd >= 0) close(c->lock_fd);
     free(c);
 }
 
@@ -110,6 +116,21 @@ static struct store_conn *sqlite_connect(const struct config *cfg, bool writer, 
         return NULL;
     }
     c->be = &store_sqlite;
+    c->lock_fd = -1;
+    if (writer) {
+        /* Two servers on one file would each trust their own memory gate.  A lock
+         * file (not the database: closing any descriptor of it would drop
+         * SQLite's own POSIX locks) makes the second one refuse to start. */
+        char lock_path[4096];
+        snprintf(lock_path, sizeof lock_path, "%s.lock", cfg->db);
+        c->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (c->lock_fd < 0 || flock(c->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            snprintf(err, err_size, "%s is in use by another flashsale (%s: %s)", cfg->db, lock_path,
+                     strerror(errno));
+            sqlite_disconnect(c);
+            return NULL;
+        }
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(cfg->db, &c->db, flags, NULL) != SQLITE_OK) {
         snprintf(err, err_size, "cannot open %s: %s", cfg->db,
