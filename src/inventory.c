@@ -256,9 +256,9 @@ enum outcome inventory_check(struct inventory *inv, struct sale *s, const char *
 {
     enum outcome o = inventory_window(s, now);
     if (o != OUTCOME_OK || !inv->strategy->fast_path) return o;
-    /* Both reads may be stale by the time the purchase runs; they only ever
-     * refuse what the worker would refuse too (units only grow and stock only
-     * shrinks between resets). */
+    /* Both reads may be stale by the time the purchase runs.  A refusal may race
+     * a unit coming back (a failed write releasing it): the buyer is told
+     * sold_out a moment early, never sold something that is not there. */
     if (q > s->per_user_limit || ledger_units(inv->ledger, s->id, user) > s->per_user_limit - q)
         return OUTCOME_LIMIT_EXCEEDED;
     if (atomic_load_explicit(&s->stock_left, memory_order_relaxed) < q) return OUTCOME_SOLD_OUT;

@@ -74,7 +74,8 @@ int64_t inventory_oversold(const struct sale *s);
 
 /* The fast path, on an I/O thread: would this purchase be refused right now?
  * Returns the refusal (window, per-user limit, stock, in that order) or
- * OUTCOME_OK.  Changes nothing.  The unsafe strategy always says OK. */
+ * OUTCOME_OK.  Changes nothing.  For the unsafe strategy only the window is
+ * checked here: its purchases must all reach the race. */
 enum outcome inventory_check(struct inventory *inv, struct sale *s, const char *user, int64_t q,
                              int64_t now);
 

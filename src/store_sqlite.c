@@ -332,6 +332,8 @@ static enum outcome sqlite_create_sale(struct store_conn *c, struct store_sale *
     sqlite3_bind_int64(st, 7, s->created_at);
     int rc = sqlite3_step(st);
     sqlite_done(st);
+    /* A CHECK refusing the row is this job's fault alone: undo it, keep the batch. */
+    if (rc == SQLITE_CONSTRAINT) return OUTCOME_INVALID;
     if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
     s->id = sqlite3_last_insert_rowid(c->db);
     return OUTCOME_OK;

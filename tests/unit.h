@@ -55,10 +55,11 @@ static char unit_why[512];
 
 static inline int unit_run_named(const char *file, const struct unit_case *cases)
 {
-    int failed = 0;
+    /* volatile: both live across setjmp/longjmp */
+    volatile int failed = 0;
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;
-    for (const struct unit_case *c = cases; c->name; c++) {
+    for (const struct unit_case *volatile c = cases; c->name; c++) {
         unit_why[0] = 0;
         if (setjmp(unit_jump) == 0) {
             c->fn();
