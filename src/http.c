@@ -299,6 +299,12 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     struct http_io *io = cls;
     struct http_request *r = *con_cls;
     if (!r) return;
+    if (r->deferred) {
+        /* Completed and resumed, but the client left before the answer went out:
+         * libmicrohttpd ends the request without calling the handler again. */
+        if (r->answer && r->answer != r->small_answer) free(r->answer);
+        atomic_fetch_sub(&io->server->deferred, 1);
+    }
     io->server->hooks.finished(io->server->hooks.ctx, r, r->status, clock_mono_ns() - r->started_ns);
     if (r->body != r->small_body) free(r->body);
     free(r);
@@ -373,6 +379,7 @@ static void *http_io_main(void *arg)
             }
         }
         MHD_run(io->daemon);
+        if (s->hooks.round_done) s->hooks.round_done(s->hooks.ctx, io->state);
     }
     if (s->hooks.thread_stop) s->hooks.thread_stop(s->hooks.ctx, io->state);
     return NULL;

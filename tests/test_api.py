@@ -46,8 +46,11 @@ def main():
     srv = Server(binary=BINARY, demo_stock=7).start()
     try:
         run(srv)
+        clients_leave(srv)
         code, secs = srv.stop()
         check(SUITE, "sigterm_exits_0_within_10s", code == 0 and secs < 10, f"exit {code} after {secs:.1f}s")
+        check(SUITE, "sigterm_nothing_left_deferred", secs < 3 and not any("never completed" in l for l in srv.log),
+              f"{secs:.1f}s; " + " | ".join(l for l in srv.log if "never" in l))
         check(SUITE, "no_sanitizer_reports", not srv.sanitizer_reports(), "\n".join(srv.sanitizer_reports()[:20]))
         restart(srv)
     finally:
@@ -242,6 +245,29 @@ def run(srv):
             "inventory", "history", "totals"}
     check(SUITE, "stats_json", s.status == 200 and keys <= set(s.json), repr(s))
     srv.state = {a: c.get(f"/api/v1/sales/{a}").json, d: c.get(f"/api/v1/sales/{d}").json}
+    c.close()
+
+
+def clients_leave(srv):
+    """Buyers who hang up while their purchase is in flight: the orders still
+    commit, and shutdown does not wait for answers nobody will read."""
+    import socket
+    sale = srv.client().create_sale(name="Hang up", stock=100000)
+    socks = []
+    for i in range(200):
+        sk = socket.create_connection(("127.0.0.1", srv.port))
+        body = f'{{"user_id":"gone-{i}"}}'.encode()
+        sk.sendall(b"POST /api/v1/sales/%d/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (sale, len(body), body))
+        socks.append(sk)
+    for sk in socks:
+        sk.close()
+    time.sleep(1)
+    c = srv.client()
+    audit = c.get(f"/api/v1/sales/{sale}/audit").json
+    check(SUITE, "hung_up_buyers_consistent", audit["consistent"] is True and audit["orders"] <= 200, repr(audit))
+    stats = c.get("/api/v1/stats").json
+    check(SUITE, "hung_up_buyers_nothing_stuck", stats["queue_depth"] == 0 and stats["store_backlog"] == 0, repr(stats))
     c.close()
 
 
