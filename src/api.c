@@ -40,6 +40,19 @@ struct api {
     struct http_canned *healthz;
 };
 
+/* What each I/O thread and each worker keeps: its own database connection, and
+ * the jobs it produced during one round of its loop, handed on together at the
+ * end of the round (one lock and at most one wake-up per round instead of per
+ * job: under a crowd, thread switches are where the time goes). */
+struct api_thread {
+    struct store_conn *conn;
+    struct pool_job *queued_first, *queued_last; /* I/O thread -> pool */
+    size_t queued;
+    struct store_job *commit_first, *commit_last; /* worker -> writer */
+    size_t commits;
+    struct store *commit_store;
+};
+
 /* A request that leaves the I/O thread: a purchase, an admin write or an audit. */
 struct api_call {
     struct pool_job job;
@@ -205,17 +218,46 @@ static struct api_call *api_call_new(struct api *a, struct http_request *r,
     return c;
 }
 
-/* Suspends r and queues c, or answers 503 when the queue is full. */
-static void api_enqueue(struct api *a, struct http_request *r, struct api_call *c)
+/* Suspends r and queues c for a worker (at the end of this I/O round), or
+ * answers 503 when the queue is full.  False when refused (c is freed). */
+static bool api_enqueue(struct api *a, struct http_request *r, struct api_call *c)
 {
     if (!pool_reserve(a->pool)) {
         free(c);
         api_refuse(a, r, OUTCOME_OVERLOADED, NULL);
-        return;
+        return false;
     }
     /* Suspend before queueing: once queued, a worker may complete it at once. */
     http_defer(r);
-    pool_submit(a->pool, &c->job);
+    struct api_thread *t = http_thread_state(r);
+    c->job.next = NULL;
+    if (t->queued_last) t->queued_last->next = &c->job;
+    else t->queued_first = &c->job;
+    t->queued_last = &c->job;
+    t->queued++;
+    return true;
+}
+
+/* End of an I/O round: hand the collected calls to the workers. */
+static void api_io_round_done(void *ctx, void *state)
+{
+    struct api *a = ctx;
+    struct api_thread *t = state;
+    if (!t->queued) return;
+    pool_submit_chain(a->pool, t->queued_first, t->queued_last, t->queued);
+    t->queued_first = t->queued_last = NULL;
+    t->queued = 0;
+}
+
+/* End of a worker round (and before any job that waits for the writer): hand the
+ * collected purchases to the writer. */
+static void api_worker_round_done(void *state)
+{
+    struct api_thread *t = state;
+    if (!t->commits) return;
+    store_submit_chain(t->commit_store, t->commit_first, t->commit_last, t->commits);
+    t->commit_first = t->commit_last = NULL;
+    t->commits = 0;
 }
 
 /* ---- purchases ------------------------------------------------------------------- */
@@ -252,7 +294,8 @@ static void api_purchase_run(struct pool_job *job, void *worker)
 {
     struct api_call *c = (struct api_call *)job;
     struct api *a = c->api;
-    struct store_conn *conn = worker;
+    struct api_thread *t = worker;
+    struct store_conn *conn = t->conn;
     struct store_purchase *p = &c->sj.u.purchase;
     enum outcome o = OUTCOME_OK;
 
@@ -288,7 +331,11 @@ static void api_purchase_run(struct pool_job *job, void *worker)
             api_purchase_done(&c->sj);
         }
     } else {
-        store_submit(a->store, &c->sj);
+        c->sj.next = NULL;
+        if (t->commit_last) t->commit_last->next = &c->sj;
+        else t->commit_first = &c->sj;
+        t->commit_last = &c->sj;
+        t->commits++;
     }
 }
 
@@ -334,13 +381,7 @@ static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
     p->per_user_limit = sale->per_user_limit;
     p->payment_window = sale->payment_window;
     p->unguarded = inventory_strategy(a->inv) == INVENTORY_UNSAFE;
-    if (!pool_reserve(a->pool)) {
-        free(c);
-        inventory_leave(sale);
-        return api_refuse(a, r, OUTCOME_OVERLOADED, NULL);
-    }
-    http_defer(r);
-    pool_submit(a->pool, &c->job);
+    if (!api_enqueue(a, r, c)) inventory_leave(sale);
 }
 
 /* ---- admin: create and reset --------------------------------------------------- */
@@ -369,6 +410,7 @@ static void api_create_run(struct pool_job *job, void *worker)
 {
     struct api_call *c = (struct api_call *)job;
     struct api *a = c->api;
+    api_worker_round_done(worker);
     struct store_sale *row = &c->sj.u.sale;
     const struct payload_sale *in = &c->new_sale;
     memset(row, 0, sizeof *row);
@@ -396,6 +438,7 @@ static void api_reset_run(struct pool_job *job, void *worker)
 {
     struct api_call *c = (struct api_call *)job;
     struct api *a = c->api;
+    api_worker_round_done(worker); /* purchases we hold would keep the sale busy */
     struct sale *s = c->sale;
     if (!inventory_pause(s, API_RESET_WAIT_MS)) {
         api_complete_outcome(c, OUTCOME_RESETTING, "purchases did not drain in time; retry");
@@ -462,8 +505,10 @@ static void api_audit_run(struct pool_job *job, void *worker)
     struct api *a = c->api;
     struct store_audit au = {0};
     struct api_memory mem = {.sale = c->sale};
-    enum outcome o = worker ? store_audit(a->store, worker, c->sale->id, &au, api_audit_snapshot, &mem)
-                            : OUTCOME_UNAVAILABLE;
+    struct api_thread *t = worker;
+    api_worker_round_done(t);
+    enum outcome o = t->conn ? store_audit(a->store, t->conn, c->sale->id, &au, api_audit_snapshot, &mem)
+                             : OUTCOME_UNAVAILABLE;
     if (o != OUTCOME_OK) {
         api_complete_outcome(c, o, NULL);
         free(c);
@@ -496,7 +541,7 @@ static void api_audit_run(struct pool_job *job, void *worker)
 
 static void api_order_get(struct api *a, struct http_request *r, int64_t id)
 {
-    struct store_conn *conn = http_thread_state(r);
+    struct store_conn *conn = ((struct api_thread *)http_thread_state(r))->conn;
     struct store_order o;
     enum outcome out = conn ? store_order_get(conn, id, &o) : OUTCOME_UNAVAILABLE;
     if (out != OUTCOME_OK) return api_refuse(a, r, out, out == OUTCOME_NOT_FOUND ? "no such order" : NULL);
@@ -647,7 +692,8 @@ static void api_handle(void *ctx, struct http_request *r, enum http_phase phase)
         struct api_call *c = api_call_new(a, r, api_audit_run);
         if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
         c->sale = s;
-        return api_enqueue(a, r, c);
+        api_enqueue(a, r, c);
+        return;
     }
     case ROUTE_STATIC: return api_static(a, r);
     default: return api_refuse(a, r, OUTCOME_NOT_FOUND, NULL);
@@ -663,19 +709,29 @@ static void api_finished(void *ctx, struct http_request *r, int status, uint64_t
 static void *api_thread_start(void *ctx)
 {
     struct api *a = ctx;
-    return store_conn_open(a->store);
+    struct api_thread *t = calloc(1, sizeof *t);
+    if (!t) LOG_FATAL("api: out of memory");
+    t->conn = store_conn_open(a->store);
+    t->commit_store = a->store;
+    return t;
 }
 
-static void api_thread_stop(void *ctx, void *state) { store_conn_close(state); }
+static void api_thread_stop(void *ctx, void *state)
+{
+    struct api_thread *t = state;
+    store_conn_close(t->conn);
+    free(t);
+}
 
 static void *api_worker_new(void *ctx, size_t index) { return api_thread_start(ctx); }
 
-static void api_worker_free(void *state) { store_conn_close(state); }
+static void api_worker_free(void *state) { api_thread_stop(NULL, state); }
 
 struct http_hooks api_http_hooks(struct api *a)
 {
     return (struct http_hooks){.handle = api_handle,
                                .finished = api_finished,
+                               .round_done = api_io_round_done,
                                .thread_start = api_thread_start,
                                .thread_stop = api_thread_stop,
                                .ctx = a};
@@ -716,7 +772,8 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
         a->canned[o] = http_canned_new(outcome_status((enum outcome)o), body, len, retry ? headers : NULL);
     }
     a->healthz = http_canned_new(200, "{\"status\":\"ok\"}", 15, NULL);
-    a->pool = pool_new((size_t)cfg->workers, (size_t)cfg->queue, api_worker_new, api_worker_free, a);
+    struct pool_hooks hooks = {api_worker_new, api_worker_round_done, api_worker_free, a};
+    a->pool = pool_new((size_t)cfg->workers, (size_t)cfg->queue, &hooks);
     if (!a->pool || !a->healthz) {
         api_free(a);
         return NULL;

@@ -43,6 +43,9 @@ struct http_hooks {
     /* Called on an I/O thread when the answer is sent (or the client went away):
      * status 0 means no answer was sent. */
     void (*finished)(void *ctx, struct http_request *r, int status, uint64_t latency_ns);
+    /* Called on each I/O thread after every round of its event loop: work the
+     * handlers collected (e.g. deferred requests) can be handed on in one go. */
+    void (*round_done)(void *ctx, void *state);
     /* Per-thread state of each I/O thread, available as http_thread_state(). */
     void *(*thread_start)(void *ctx);
     void (*thread_stop)(void *ctx, void *state);

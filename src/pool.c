@@ -30,9 +30,7 @@ struct pool {
     _Atomic bool refusing;
     _Atomic size_t used; /* slots claimed: queued + reserved */
     size_t capacity;
-    void *(*worker_new)(void *, size_t);
-    void (*worker_free)(void *);
-    void *arg;
+    struct pool_hooks hooks;
     size_t nworkers;
     struct pool_worker *workers;
 };
@@ -48,7 +46,7 @@ static void *pool_main(void *p_)
 {
     struct pool_worker *w = p_;
     struct pool *p = w->pool;
-    void *state = p->worker_new ? p->worker_new(p->arg, w->index) : NULL;
+    void *state = p->hooks.worker_new ? p->hooks.worker_new(p->hooks.arg, w->index) : NULL;
     struct pool_job *grab[POOL_GRAB];
     for (;;) {
         size_t n = 0;
@@ -71,13 +69,13 @@ static void *pool_main(void *p_)
         pthread_mutex_unlock(&p->mu);
         if (done) break;
         for (size_t i = 0; i < n; i++) grab[i]->run(grab[i], state);
+        if (p->hooks.after_round) p->hooks.after_round(state);
     }
-    if (p->worker_free) p->worker_free(state);
+    if (p->hooks.worker_free) p->hooks.worker_free(state);
     return NULL;
 }
 
-struct pool *pool_new(size_t workers, size_t capacity, void *(*worker_new)(void *, size_t),
-                      void (*worker_free)(void *), void *arg)
+struct pool *pool_new(size_t workers, size_t capacity, const struct pool_hooks *hooks)
 {
     struct pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
@@ -89,9 +87,7 @@ struct pool *pool_new(size_t workers, size_t capacity, void *(*worker_new)(void 
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     p->capacity = capacity;
-    p->worker_new = worker_new;
-    p->worker_free = worker_free;
-    p->arg = arg;
+    if (hooks) p->hooks = *hooks;
     for (; p->nworkers < workers; p->nworkers++) {
         struct pool_worker *w = &p->workers[p->nworkers];
         w->pool = p;
@@ -133,12 +129,23 @@ void pool_unreserve(struct pool *p)
 void pool_submit(struct pool *p, struct pool_job *job)
 {
     job->next = NULL;
-    job->enqueued_ns = pool_now_ns();
+    pool_submit_chain(p, job, job, 1);
+}
+
+void pool_submit_chain(struct pool *p, struct pool_job *first, struct pool_job *last, size_t n)
+{
+    uint64_t now = pool_now_ns();
+    for (struct pool_job *j = first; j; j = j->next) j->enqueued_ns = now;
+    last->next = NULL;
     pthread_mutex_lock(&p->mu);
-    if (p->tail) p->tail->next = job;
-    else p->head = job;
-    p->tail = job;
-    if (p->sleeping) pthread_cond_signal(&p->wake);
+    if (p->tail) p->tail->next = first;
+    else p->head = first;
+    p->tail = last;
+    /* One worker per POOL_GRAB jobs is enough; waking more only adds switches. */
+    if (p->sleeping) {
+        if (n > POOL_GRAB && p->sleeping > 1) pthread_cond_broadcast(&p->wake);
+        else pthread_cond_signal(&p->wake);
+    }
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -22,11 +22,21 @@ struct pool_job {
 
 struct pool;
 
-/* Starts `workers` threads.  Each calls worker_new(arg, index) first and keeps the
- * returned pointer as its state; worker_free(state) runs when it exits.  Either
- * hook may be NULL.  Returns NULL on failure (nothing left running). */
-struct pool *pool_new(size_t workers, size_t capacity, void *(*worker_new)(void *arg, size_t index),
-                      void (*worker_free)(void *state), void *arg);
+/* What each worker thread does around its jobs; any hook may be NULL. */
+struct pool_hooks {
+    /* First, on the worker: its state, passed to every run() and to the others. */
+    void *(*worker_new)(void *arg, size_t index);
+    /* After each handful of jobs taken in one round: a place to hand their
+     * results on in one go. */
+    void (*after_round)(void *state);
+    /* Last, when the worker exits. */
+    void (*worker_free)(void *state);
+    void *arg;
+};
+
+/* Starts `workers` threads.  hooks may be NULL.  Returns NULL on failure (nothing
+ * left running). */
+struct pool *pool_new(size_t workers, size_t capacity, const struct pool_hooks *hooks);
 
 /* Claims a queue slot; false when the queue is full or the pool is stopping. */
 bool pool_reserve(struct pool *p);
@@ -34,6 +44,10 @@ void pool_unreserve(struct pool *p);
 
 /* Queues a job into a slot claimed by pool_reserve().  Never fails. */
 void pool_submit(struct pool *p, struct pool_job *job);
+
+/* Queues n jobs linked through next (first..last), each in its own claimed slot,
+ * under one lock and at most one wake-up. */
+void pool_submit_chain(struct pool *p, struct pool_job *first, struct pool_job *last, size_t n);
 
 /* Jobs queued or claimed but not yet picked up by a worker. */
 size_t pool_depth(struct pool *p);

@@ -157,12 +157,17 @@ int store_load(struct store *s, void (*each)(void *, const struct store_sale *),
 
 void store_submit(struct store *s, struct store_job *job)
 {
-    job->next = NULL;
-    atomic_fetch_add_explicit(&s->backlog, 1, memory_order_relaxed);
+    store_submit_chain(s, job, job, 1);
+}
+
+void store_submit_chain(struct store *s, struct store_job *first, struct store_job *last, size_t n)
+{
+    last->next = NULL;
+    atomic_fetch_add_explicit(&s->backlog, n, memory_order_relaxed);
     pthread_mutex_lock(&s->mu);
-    if (s->tail) s->tail->next = job;
-    else s->head = job;
-    s->tail = job;
+    if (s->tail) s->tail->next = first;
+    else s->head = first;
+    s->tail = last;
     if (s->writer_waiting) pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->mu);
 }

@@ -104,6 +104,9 @@ int store_load(struct store *s, void (*each)(void *ctx, const struct store_sale 
 /* Queues a job for the next group commit.  Never blocks on I/O. */
 void store_submit(struct store *s, struct store_job *job);
 
+/* Queues n jobs linked through next (first..last) under one lock. */
+void store_submit_chain(struct store *s, struct store_job *first, struct store_job *last, size_t n);
+
 /* Queues a job and waits until it is done; returns its outcome.  job->done may be
  * NULL.  For admin operations, never on an I/O thread. */
 enum outcome store_run(struct store *s, struct store_job *job);

@@ -62,7 +62,7 @@ static void *produce(void *arg)
 static void test_all_jobs_once(void)
 {
     _Atomic int total = 0;
-    struct pool *p = pool_new(3, 64, NULL, NULL, NULL);
+    struct pool *p = pool_new(3, 64, NULL);
     CHECK(p != NULL);
     CHECK_EQ_INT(pool_capacity(p), 64);
     struct job *jobs = calloc(PRODUCERS * PER_PRODUCER, sizeof *jobs);
@@ -84,7 +84,7 @@ static void test_all_jobs_once(void)
 
 static void test_capacity(void)
 {
-    struct pool *p = pool_new(1, 4, NULL, NULL, NULL);
+    struct pool *p = pool_new(1, 4, NULL);
     CHECK(p != NULL);
     for (int i = 0; i < 4; i++) CHECK(pool_reserve(p));
     CHECK_EQ_INT(pool_depth(p), 4);
@@ -123,7 +123,7 @@ static void test_capacity_with_queued_jobs(void)
 {
     _Atomic int total = 0;
     atomic_store(&gate_open, 0);
-    struct pool *p = pool_new(1, 3, NULL, NULL, NULL);
+    struct pool *p = pool_new(1, 3, NULL);
     struct job blocker, q[3];
     job_init(&blocker, &total);
     blocker.base.run = gate_run;
@@ -150,7 +150,7 @@ static void test_stop_drains_then_refuses(void)
 {
     _Atomic int total = 0;
     atomic_store(&gate_open, 0);
-    struct pool *p = pool_new(2, 1000, NULL, NULL, NULL);
+    struct pool *p = pool_new(2, 1000, NULL);
     static struct job jobs[500];
     for (int i = 0; i < 500; i++) {
         CHECK(pool_reserve(p));
@@ -186,7 +186,7 @@ static void *stop_thread(void *arg)
 static void test_reserved_before_stop_runs(void)
 {
     _Atomic int total = 0;
-    struct stopper s = {.p = pool_new(2, 8, NULL, NULL, NULL)};
+    struct stopper s = {.p = pool_new(2, 8, NULL)};
     CHECK(s.p != NULL);
     CHECK(pool_reserve(s.p));
     pthread_t th;
@@ -206,7 +206,7 @@ static void test_reserved_before_stop_runs(void)
 /* A slot claimed before stop and given back also lets stop finish. */
 static void test_unreserve_during_stop(void)
 {
-    struct stopper s = {.p = pool_new(1, 8, NULL, NULL, NULL)};
+    struct stopper s = {.p = pool_new(1, 8, NULL)};
     CHECK(pool_reserve(s.p));
     pthread_t th;
     CHECK_EQ_INT(pthread_create(&th, NULL, stop_thread, &s), 0);
@@ -223,11 +223,30 @@ static void test_unreserve_during_stop(void)
 enum { HOOK_WORKERS = 5 };
 
 struct hooks {
-    _Atomic int created, freed;
+    _Atomic int created, freed, rounds;
     _Atomic int by_index[HOOK_WORKERS];
     int states[HOOK_WORKERS];
     _Atomic int freed_by_index[HOOK_WORKERS];
 };
+
+/* A chain of jobs submitted in one call: each runs exactly once. */
+static void test_submit_chain(void)
+{
+    struct pool *p = pool_new(2, 100, NULL);
+    CHECK(p != NULL);
+    _Atomic int total = 0;
+    static struct job jobs[100];
+    for (int i = 0; i < 100; i++) {
+        CHECK(pool_reserve(p));
+        job_init(&jobs[i], &total);
+        jobs[i].base.next = i + 1 < 100 ? &jobs[i + 1].base : NULL;
+    }
+    CHECK(!pool_reserve(p)); /* all 100 slots are claimed */
+    pool_submit_chain(p, &jobs[0].base, &jobs[99].base, 100);
+    pool_free(p);
+    CHECK_EQ_INT(atomic_load(&total), 100);
+    for (int i = 0; i < 100; i++) CHECK_EQ_INT(atomic_load(&jobs[i].runs), 1);
+}
 
 static void *hook_new(void *arg, size_t index)
 {
@@ -239,6 +258,11 @@ static void *hook_new(void *arg, size_t index)
 }
 
 static struct hooks *hooks_for_free;
+
+static void hook_after_round(void *state)
+{
+    atomic_fetch_add(&hooks_for_free->rounds, 1);
+}
 
 static void hook_free(void *state)
 {
@@ -252,7 +276,8 @@ static void test_worker_hooks(void)
     static struct hooks h;
     memset(&h, 0, sizeof h);
     hooks_for_free = &h;
-    struct pool *p = pool_new(HOOK_WORKERS, 256, hook_new, hook_free, &h);
+    struct pool_hooks ph = {hook_new, hook_after_round, hook_free, &h};
+    struct pool *p = pool_new(HOOK_WORKERS, 256, &ph);
     CHECK(p != NULL);
     /* jobs see a worker's state */
     _Atomic int total = 0;
@@ -266,6 +291,8 @@ static void test_worker_hooks(void)
     CHECK_EQ_INT(atomic_load(&total), 200);
     CHECK_EQ_INT(atomic_load(&h.created), HOOK_WORKERS);
     CHECK_EQ_INT(atomic_load(&h.freed), HOOK_WORKERS);
+    /* after_round ran after every round of jobs: at least one, at most one per job */
+    CHECK(atomic_load(&h.rounds) >= 1 && atomic_load(&h.rounds) <= 200);
     for (int i = 0; i < HOOK_WORKERS; i++) {
         CHECK_EQ_INT(atomic_load(&h.by_index[i]), 1);
         CHECK_EQ_INT(atomic_load(&h.freed_by_index[i]), 1);
@@ -280,7 +307,7 @@ static void test_worker_hooks(void)
 static void test_null_hooks(void)
 {
     _Atomic int total = 0;
-    struct pool *p = pool_new(2, 4, NULL, NULL, NULL);
+    struct pool *p = pool_new(2, 4, NULL);
     struct job j;
     job_init(&j, &total);
     j.worker_seen = &j;
@@ -295,6 +322,7 @@ static void test_null_hooks(void)
 
 static const struct unit_case cases[] = {
     {"all_jobs_once", test_all_jobs_once},
+    {"submit_chain", test_submit_chain},
     {"capacity", test_capacity},
     {"capacity_with_queued_jobs", test_capacity_with_queued_jobs},
     {"stop_drains_then_refuses", test_stop_drains_then_refuses},
