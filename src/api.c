@@ -6,7 +6,7 @@
  *                -> admitted (not resetting) -> a queue slot (else 503) -> suspend
  *   worker       waited too long? (503) -> Idempotency-Key seen? (replay)
  *                -> inventory_reserve (strategy) -> store_submit
- *   writer       BEGIN, guarded UPDATE + INSERT under a savepoint, COMMIT
+ *   writer       BEGIN, guarded UPDATE + INSERT for each purchase, COMMIT
  *   writer       api_purchase_done: commit or release the reservation, answer, resume
  * With --inventory sqlite the worker runs the transaction itself instead.
  */

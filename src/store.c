@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "clock.h"
 #include "log.h"
@@ -34,7 +35,15 @@ struct store {
     bool stopping, writer_waiting;
 
     pthread_mutex_t commit_mu; /* see store.h: done() callbacks and audit snapshots */
+
+    pthread_t housekeeper; /* runs be->housekeep on its own connection */
+    pthread_cond_t housekeep_wake; /* its own: a signal meant for the writer must
+                                    * never wake the housekeeper instead */
+    struct store_conn *housekeep_conn;
+    bool housekeeping;
 };
+
+#define STORE_HOUSEKEEP_MS 200
 
 /* For store_run(): a job plus a flag to wait on. */
 struct store_waiter {
@@ -73,7 +82,7 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
     pthread_mutex_lock(&s->commit_mu);
     store_finish(jobs, n);
     pthread_mutex_unlock(&s->commit_mu);
-    s->be->after_commit(s->writer_conn);
+    if (s->be->after_commit) s->be->after_commit(s->writer_conn);
 }
 
 static void *store_writer_main(void *arg)
@@ -103,6 +112,26 @@ static void *store_writer_main(void *arg)
     return NULL;
 }
 
+static void *store_housekeeper_main(void *arg)
+{
+    struct store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += STORE_HOUSEKEEP_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&s->housekeep_wake, &s->mu, &until);
+        if (s->stopping) break;
+        pthread_mutex_unlock(&s->mu);
+        s->be->housekeep(s->housekeep_conn);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
 struct store *store_open(const struct config *cfg, char *err, size_t err_size)
 {
     struct store *s = calloc(1, sizeof *s);
@@ -115,6 +144,7 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
     s->batch_max = (size_t)cfg->batch;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
+    pthread_cond_init(&s->housekeep_wake, NULL);
     pthread_mutex_init(&s->commit_mu, NULL);
     s->writer_conn = s->be->connect(cfg, true, err, err_size);
     if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, err, err_size) != 0 ||
@@ -122,6 +152,12 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
         if (s->writer_conn) s->be->disconnect(s->writer_conn);
         free(s);
         return NULL;
+    }
+    if (s->be->housekeep) {
+        s->housekeep_conn = s->be->connect(cfg, false, err, err_size);
+        s->housekeeping = s->housekeep_conn &&
+                          pthread_create(&s->housekeeper, NULL, store_housekeeper_main, s) == 0;
+        if (!s->housekeeping) LOG_WARN("store: no housekeeping thread: %s", err);
     }
     return s;
 }
@@ -132,11 +168,15 @@ void store_close(struct store *s)
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_signal(&s->wake);
+    pthread_cond_signal(&s->housekeep_wake);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL);
+    if (s->housekeeping) pthread_join(s->housekeeper, NULL);
+    if (s->housekeep_conn) s->be->disconnect(s->housekeep_conn);
     s->be->disconnect(s->writer_conn);
     pthread_mutex_destroy(&s->commit_mu);
     pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->housekeep_wake);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -244,10 +284,7 @@ enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct st
     }
     enum outcome o = job->outcome; /* done() may free the job */
     if (job->done) job->done(job);
-    if (locked) {
-        pthread_mutex_unlock(&s->commit_mu);
-        s->be->after_commit(c);
-    }
+    if (locked) pthread_mutex_unlock(&s->commit_mu);
     return o;
 }
 

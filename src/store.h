@@ -2,9 +2,10 @@
  *
  * One writer thread owns the writing connection and group-commits: it takes every
  * queued job (up to --batch), runs them in one BEGIN IMMEDIATE ... COMMIT, each
- * purchase under its own savepoint and guarded in SQL (stock and per-user limit),
- * and only after COMMIT returns calls each job's done().  Nothing is acknowledged
- * before that.  If COMMIT fails, every job of the batch ends OUTCOME_UNAVAILABLE.
+ * purchase guarded in SQL (stock and per-user limit) so that a refusal writes
+ * nothing and leaves the rest of the batch alone, and only after COMMIT returns
+ * calls each job's done().  Nothing is acknowledged before that.  If COMMIT fails,
+ * every job of the batch ends OUTCOME_UNAVAILABLE.
  *
  * Other threads read through their own struct store_conn (one per thread; SQLite
  * in WAL mode lets readers run beside the writer).  The sqlite inventory strategy

@@ -22,13 +22,19 @@ struct store_backend {
     int (*commit)(struct store_conn *c);
     void (*rollback)(struct store_conn *c);
 
-    /* Applies one job inside the open transaction, under its own savepoint: a
-     * business refusal (sold_out, limit_exceeded) undoes only this job.
-     * OUTCOME_UNAVAILABLE means the database failed and the whole transaction must
-     * be rolled back. */
+    /* Applies one job inside the open transaction.  A business refusal
+     * (sold_out, limit_exceeded, invalid) leaves nothing of this job written and
+     * the rest of the batch intact.  OUTCOME_UNAVAILABLE means the database failed
+     * and the whole transaction must be rolled back. */
     enum outcome (*apply)(struct store_conn *c, struct store_job *job);
 
-    /* Housekeeping after a commit whose answers are already out (checkpoints). */
+    /* Housekeeping on a connection of its own, called every STORE_HOUSEKEEP_MS by a
+     * thread of its own (SQLite: WAL checkpoints), so the writer never waits for
+     * it.  May be NULL. */
+    void (*housekeep)(struct store_conn *c);
+
+    /* On the writer, after a commit whose answers are already out: bounded,
+     * usually instant upkeep (SQLite: let the WAL restart).  May be NULL. */
     void (*after_commit)(struct store_conn *c);
 
     int (*load)(struct store_conn *c, void (*each)(void *, const struct store_sale *),

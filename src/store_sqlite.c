@@ -3,10 +3,11 @@
  * WAL mode, synchronous FULL (or NORMAL with --durability normal), statements
  * prepared once per connection.  The guard on every purchase is SQL:
  *   UPDATE sales SET stock_left = stock_left - :q WHERE id = :sale AND stock_left >= :q
- * plus the user's live units summed in the same transaction, plus
- * CHECK (stock_left >= 0) in the schema as the last line.  Automatic checkpoints
- * are off: they would run inside some unlucky COMMIT; after_commit() runs a
- * PASSIVE checkpoint instead, once the answers of that commit are already out.
+ *     AND :q + (the user's live units in the sale) <= per_user_limit
+ * with CHECK (stock_left >= 0) in the schema as the last line.  Automatic checkpoints
+ * are off: they would run inside some unlucky COMMIT and stall every purchase
+ * queued behind it; housekeep() runs PASSIVE checkpoints from a connection and a
+ * thread of their own instead, beside the writer.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,13 +24,12 @@
 #include "store_int.h"
 
 #define SQLITE_SCHEMA_VERSION 1
-#define SQLITE_CHECKPOINT_PAGES 2000
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
 
 enum sqlite_stmt {
-    ST_BEGIN, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK, ST_SAVEPOINT, ST_RELEASE, ST_ROLLBACK_TO,
-    ST_ORDER_BY_KEY, ST_USER_UNITS, ST_TAKE_STOCK, ST_BLIND_STOCK, ST_INSERT_ORDER, ST_ORDER_GET,
+    ST_BEGIN, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK,
+    ST_ORDER_BY_KEY, ST_USER_UNITS, ST_TAKE_STOCK, ST_GIVE_BACK, ST_BLIND_STOCK, ST_INSERT_ORDER, ST_ORDER_GET,
     ST_SALE_INSERT, ST_SALE_ROW, ST_RESET_ORDERS, ST_RESET_STOCK, ST_AUDIT_UNITS, ST_AUDIT_OVER,
     ST_COUNT
 };
@@ -39,14 +39,16 @@ static const char *const sqlite_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_SAVEPOINT] = "SAVEPOINT purchase",
-    [ST_RELEASE] = "RELEASE purchase",
-    [ST_ROLLBACK_TO] = "ROLLBACK TO purchase",
     [ST_ORDER_BY_KEY] = "SELECT " ORDER_COLUMNS " FROM orders"
                         " WHERE sale_id = ?1 AND user_id = ?2 AND idempotency_key = ?3",
-    [ST_USER_UNITS] = "SELECT COALESCE(SUM(quantity), 0) FROM orders"
-                      " WHERE sale_id = ?1 AND user_id = ?2 AND status IN " LIVE,
-    [ST_TAKE_STOCK] = "UPDATE sales SET stock_left = stock_left - ?1 WHERE id = ?2 AND stock_left >= ?1",
+    [ST_USER_UNITS] = "SELECT COALESCE(SUM(quantity), 0), (SELECT per_user_limit FROM sales WHERE id = ?1)"
+                      " FROM orders WHERE sale_id = ?1 AND user_id = ?2 AND status IN " LIVE,
+    /* The guard, stock and per-user limit in one statement: it changes a row only
+     * when both allow the purchase. */
+    [ST_TAKE_STOCK] = "UPDATE sales SET stock_left = stock_left - ?1"
+                      " WHERE id = ?2 AND stock_left >= ?1 AND ?1 + (SELECT COALESCE(SUM(quantity), 0)"
+                      " FROM orders WHERE sale_id = ?2 AND user_id = ?3 AND status IN " LIVE ") <= per_user_limit",
+    [ST_GIVE_BACK] = "UPDATE sales SET stock_left = stock_left + ?1 WHERE id = ?2",
     [ST_BLIND_STOCK] = "UPDATE sales SET stock_left = ?1 WHERE id = ?2",
     [ST_INSERT_ORDER] = "INSERT INTO orders (sale_id, user_id, quantity, status, idempotency_key,"
                         " created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -66,7 +68,7 @@ struct store_conn {
     const struct store_backend *be; /* first, see store_int.h */
     sqlite3 *db;
     int lock_fd; /* the writer's: flock on "<db>.lock" for the whole run, else -1 */
-    int wal_pages;
+    int wal_pages; /* the WAL's length after this connection's last commit */
     sqlite3_stmt *st[ST_COUNT];
 };
 
@@ -89,14 +91,8 @@ static void sqlite_done(sqlite3_stmt *st)
     sqlite3_clear_bindings(st);
 }
 
-static int sqlite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
-{
-    struct store_conn *c = arg;
-    c->wal_pages = pages;
-    return SQLITE_OK;
-}
-
 static int sqlite_prepare(struct store_conn *c, char *err, size_t err_size);
+static int sqlite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 
 static void sqlite_disconnect(struct store_conn *c)
 {
@@ -151,7 +147,7 @@ static struct store_conn *sqlite_connect(const struct config *cfg, bool writer, 
         sqlite_disconnect(c);
         return NULL;
     }
-    sqlite3_wal_hook(c->db, sqlite_wal_hook, c);
+    if (writer) sqlite3_wal_hook(c->db, sqlite_wal_hook, c);
     /* The writer's connection prepares in setup(), once the tables exist; every
      * other connection opens after that. */
     if (!writer && sqlite_prepare(c, err, err_size) != 0) {
@@ -261,30 +257,42 @@ static enum outcome sqlite_order_by_key(struct store_conn *c, int64_t sale_id, c
     return rc == SQLITE_ROW ? OUTCOME_OK : rc == SQLITE_DONE ? OUTCOME_NOT_FOUND : OUTCOME_UNAVAILABLE;
 }
 
-/* The body of one purchase, inside the savepoint.  Business refusals come back as
- * their outcome; database failures as OUTCOME_UNAVAILABLE. */
+/* Why the guarded UPDATE changed nothing: the limit (checked first, as the API
+ * documents) or the stock. */
+static enum outcome sqlite_refusal(struct store_conn *c, struct store_purchase *p)
+{
+    sqlite3_stmt *st = c->st[ST_USER_UNITS];
+    sqlite3_bind_int64(st, 1, p->sale_id);
+    sqlite3_bind_text(st, 2, p->user_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int64_t units = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    int64_t limit = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+    bool no_sale = rc == SQLITE_ROW && sqlite3_column_type(st, 1) == SQLITE_NULL;
+    sqlite_done(st);
+    if (rc != SQLITE_ROW) return OUTCOME_UNAVAILABLE;
+    if (no_sale) return OUTCOME_NOT_FOUND;
+    return p->quantity > limit || units > limit - p->quantity ? OUTCOME_LIMIT_EXCEEDED : OUTCOME_SOLD_OUT;
+}
+
+/* One purchase inside the open transaction: the guarded UPDATE, then the INSERT.
+ * Business refusals come back as their outcome with nothing written; database
+ * failures as OUTCOME_UNAVAILABLE (the caller rolls the batch back).  Two
+ * statements in the common case, no savepoint: a refused UPDATE writes nothing,
+ * and the one write that could need undoing (an INSERT refused by a constraint
+ * after the UPDATE) is undone by hand. */
 static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase *p)
 {
     sqlite3_stmt *st;
     int rc;
     if (!p->unguarded) {
-        st = c->st[ST_USER_UNITS];
-        sqlite3_bind_int64(st, 1, p->sale_id);
-        sqlite3_bind_text(st, 2, p->user_id, -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        int64_t units = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-        sqlite_done(st);
-        if (rc != SQLITE_ROW) return OUTCOME_UNAVAILABLE;
-        if (p->quantity > p->per_user_limit || units > p->per_user_limit - p->quantity)
-            return OUTCOME_LIMIT_EXCEEDED;
-
         st = c->st[ST_TAKE_STOCK];
         sqlite3_bind_int64(st, 1, p->quantity);
         sqlite3_bind_int64(st, 2, p->sale_id);
+        sqlite3_bind_text(st, 3, p->user_id, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         sqlite_done(st);
         if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
-        if (sqlite3_changes(c->db) == 0) return OUTCOME_SOLD_OUT;
+        if (sqlite3_changes(c->db) == 0) return sqlite_refusal(c, p);
     } else {
         st = c->st[ST_BLIND_STOCK];
         sqlite3_bind_int64(st, 1, p->unguarded_stock_left);
@@ -312,7 +320,15 @@ static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase 
     if (o->expires_at) sqlite3_bind_int64(st, 7, o->expires_at);
     rc = sqlite3_step(st);
     sqlite_done(st);
-    if (rc == SQLITE_CONSTRAINT) return OUTCOME_INTERNAL;
+    if (rc == SQLITE_CONSTRAINT && !p->unguarded) {
+        st = c->st[ST_GIVE_BACK];
+        sqlite3_bind_int64(st, 1, p->quantity);
+        sqlite3_bind_int64(st, 2, p->sale_id);
+        rc = sqlite3_step(st);
+        sqlite_done(st);
+        LOG_ERROR("store: an order row was refused by a constraint: %s", sqlite3_errmsg(c->db));
+        return rc == SQLITE_DONE ? OUTCOME_INTERNAL : OUTCOME_UNAVAILABLE;
+    }
     if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
     o->id = sqlite3_last_insert_rowid(c->db);
     return OUTCOME_OK;
@@ -360,27 +376,42 @@ static enum outcome sqlite_apply(struct store_conn *c, struct store_job *job)
         }
         if (o != OUTCOME_NOT_FOUND) return o;
     }
-    if (sqlite_exec(c, ST_SAVEPOINT) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
-    enum outcome o;
     switch (job->op) {
-    case STORE_PURCHASE: o = sqlite_purchase(c, &job->u.purchase); break;
-    case STORE_CREATE_SALE: o = sqlite_create_sale(c, &job->u.sale); break;
-    case STORE_RESET_SALE: o = sqlite_reset_sale(c, job->u.sale_id); break;
-    default: o = OUTCOME_INTERNAL; break;
+    case STORE_PURCHASE: return sqlite_purchase(c, &job->u.purchase);
+    case STORE_CREATE_SALE: return sqlite_create_sale(c, &job->u.sale);
+    case STORE_RESET_SALE: return sqlite_reset_sale(c, job->u.sale_id);
     }
-    if (o == OUTCOME_UNAVAILABLE) return o; /* the caller rolls back everything */
-    if (o != OUTCOME_OK && sqlite_exec(c, ST_ROLLBACK_TO) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
-    if (sqlite_exec(c, ST_RELEASE) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
-    return o;
+    return OUTCOME_INTERNAL;
+}
+
+/* The WAL restarts from its beginning only when a write transaction begins after
+ * every frame was copied back, which a busy writer never waits for: the
+ * housekeeper keeps copying, and past SQLITE_WAL_RESTART_PAGES the writer runs one
+ * PASSIVE checkpoint itself, between batches.  Most frames are already copied by
+ * then, so it is short, and the file stops growing. */
+#define SQLITE_WAL_RESTART_PAGES 8192
+
+static int sqlite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    ((struct store_conn *)arg)->wal_pages = pages;
+    return SQLITE_OK;
 }
 
 static void sqlite_after_commit(struct store_conn *c)
 {
-    if (c->wal_pages < SQLITE_CHECKPOINT_PAGES) return;
+    if (c->wal_pages < SQLITE_WAL_RESTART_PAGES) return;
+    c->wal_pages = 0;
+    if (sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) != SQLITE_OK)
+        LOG_WARN("store: checkpoint: %s", sqlite3_errmsg(c->db));
+}
+
+static void sqlite_housekeep(struct store_conn *c)
+{
+    /* PASSIVE copies what it can without blocking the writer or readers; the
+     * writer restarts the WAL from its start once everything was copied. */
     int log = 0, done = 0;
-    if (sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
-        log == done)
-        c->wal_pages = 0;
+    if (sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) != SQLITE_OK)
+        LOG_WARN("store: checkpoint: %s", sqlite3_errmsg(c->db));
 }
 
 static int sqlite_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
@@ -485,6 +516,7 @@ const struct store_backend store_sqlite = {
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,
     .apply = sqlite_apply,
+    .housekeep = sqlite_housekeep,
     .after_commit = sqlite_after_commit,
     .load = sqlite_load,
     .order_get = sqlite_order_get,

@@ -330,8 +330,8 @@ static void test_guarded_never_oversells(void)
     CHECK_EQ_INT(buy(o.st, two, "x", 2, 5, NULL, NULL), OUTCOME_OK);
     CHECK_EQ_INT(buy(o.st, two, "y", 1, 5, NULL, NULL), OUTCOME_SOLD_OUT);
     CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales WHERE id = 2"), 0);
-    /* an unknown sale: nothing to take */
-    CHECK_EQ_INT(buy(o.st, 77, "x", 1, 5, NULL, NULL), OUTCOME_SOLD_OUT);
+    /* an unknown sale: nothing to take, and said so */
+    CHECK_EQ_INT(buy(o.st, 77, "x", 1, 5, NULL, NULL), OUTCOME_NOT_FOUND);
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM orders WHERE sale_id = 77"), 0);
     close_store(&o);
 }
