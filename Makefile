@@ -93,9 +93,10 @@ deps-pg:
 	$(call apt_install,$(DEB_PG))
 
 # --- build --------------------------------------------------------------------
-$(BUILD)/gen/schema_sql.h: sql/schema.sql sql/embed.sh
+$(BUILD)/gen/schema_sql.h: sql/schema.sql sql/migrations/*.sql sql/embed.sh
 	@mkdir -p $(dir $@)
-	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql
+	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql \
+	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql
 
 $(BUILD)/%.o: src/%.c | $(GEN)
 	@mkdir -p $(dir $@)

@@ -1,5 +1,7 @@
 -- flashsale schema for SQLite (the embedded default store).
--- Compiled into the binary (sql/embed.sh); applied when PRAGMA user_version is 0.
+-- Compiled into the binary (sql/embed.sh); applied to an empty database, which then
+-- gets PRAGMA user_version = 2.  Older databases are brought up to date by the
+-- files in sql/migrations/ (sqlite-<version>-*.sql), in order, at start.
 -- The database is the source of truth: the in-memory counters are rebuilt from
 -- these tables at every start, and the CHECKs are the last line against oversell.
 
@@ -27,7 +29,8 @@ CREATE TABLE IF NOT EXISTS orders (
   idempotency_key TEXT,
   created_at      INTEGER NOT NULL, -- unix milliseconds
   expires_at      INTEGER,          -- unix milliseconds, pending orders only
-  paid_at         INTEGER           -- unix milliseconds
+  paid_at         INTEGER,          -- unix milliseconds
+  closed_at       INTEGER           -- unix milliseconds: when cancelled or expired (v2)
 );
 
 -- The per-user limit is checked in SQL with this index (sum of a user's live units).

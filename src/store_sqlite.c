@@ -23,7 +23,15 @@
 #include "schema_sql.h"
 #include "store_int.h"
 
-#define SQLITE_SCHEMA_VERSION 1
+#define SQLITE_SCHEMA_VERSION 2
+
+/* Each migration takes a database from version - 1 to version (sql/migrations/). */
+static const struct {
+    int version;
+    const char *sql;
+} sqlite_migrations[] = {
+    {2, migrate_sqlite_002},
+};
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
 
@@ -182,6 +190,24 @@ static int sqlite_user_version(sqlite3 *db)
     return v;
 }
 
+/* Runs sql and sets user_version in one transaction: all of it or none. */
+static int sqlite_schema_step(struct store_conn *c, const char *sql, int version, char *err,
+                              size_t err_size)
+{
+    char *msg = NULL, set[64];
+    snprintf(set, sizeof set, "PRAGMA user_version = %d;", version);
+    if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(c->db, set, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(c->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, err_size, "cannot bring the schema to version %d: %s", version, msg ? msg : "?");
+        sqlite3_free(msg);
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *err, size_t err_size)
 {
     int version = sqlite_user_version(c->db);
@@ -192,18 +218,15 @@ static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *er
     }
     char *msg = NULL;
     if (version == 0) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA user_version = %d;", SQLITE_SCHEMA_VERSION);
-        if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(c->db, schema_sqlite_sql, NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(c->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-            snprintf(err, err_size, "cannot create the schema in %s: %s", cfg->db, msg ? msg : "?");
-            sqlite3_free(msg);
-            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
-        }
+        if (sqlite_schema_step(c, schema_sqlite_sql, SQLITE_SCHEMA_VERSION, err, err_size) != 0) return -1;
         LOG_INFO("store: created schema version %d in %s", SQLITE_SCHEMA_VERSION, cfg->db);
+    }
+    for (size_t i = 0; i < sizeof sqlite_migrations / sizeof sqlite_migrations[0]; i++) {
+        if (sqlite_migrations[i].version <= sqlite_user_version(c->db)) continue;
+        if (sqlite_schema_step(c, sqlite_migrations[i].sql, sqlite_migrations[i].version, err,
+                               err_size) != 0)
+            return -1;
+        LOG_INFO("store: migrated %s to schema version %d", cfg->db, sqlite_migrations[i].version);
     }
     if (sqlite_prepare(c, err, err_size) != 0) return -1;
     if (cfg->demo_stock > 0) {
@@ -319,6 +342,8 @@ static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase 
     sqlite3_bind_int64(st, 6, o->created_at);
     if (o->expires_at) sqlite3_bind_int64(st, 7, o->expires_at);
     rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT)
+        LOG_WARN("store: an order row was refused: %s", sqlite3_errmsg(c->db));
     sqlite_done(st);
     if (rc == SQLITE_CONSTRAINT && !p->unguarded) {
         st = c->st[ST_GIVE_BACK];
@@ -326,7 +351,6 @@ static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase 
         sqlite3_bind_int64(st, 2, p->sale_id);
         rc = sqlite3_step(st);
         sqlite_done(st);
-        LOG_ERROR("store: an order row was refused by a constraint: %s", sqlite3_errmsg(c->db));
         return rc == SQLITE_DONE ? OUTCOME_INTERNAL : OUTCOME_UNAVAILABLE;
     }
     if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;

@@ -167,7 +167,7 @@ static void test_schema_and_demo(void)
     const char *path = new_db_path();
     struct opened o;
     open_at(&o, path, "5");
-    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 1);
+    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 2);
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM sales"), 1);
     CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales WHERE id = 1"), 5);
     CHECK_EQ_INT(sql_int(path, "SELECT per_user_limit FROM sales WHERE id = 1"), 1);
@@ -187,7 +187,7 @@ static void test_schema_and_demo(void)
     /* reopened: the demo sale is not created twice, the version stays */
     open_at(&o, path, "5");
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM sales"), 1);
-    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 1);
+    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 2);
     close_store(&o);
     /* demo-stock 0: no demo sale */
     path = new_db_path();
@@ -196,17 +196,54 @@ static void test_schema_and_demo(void)
     close_store(&o);
 }
 
+/* The schema of the first release (version 1): orders had no closed_at. */
+static const char schema_v1[] =
+    "CREATE TABLE sales (id INTEGER PRIMARY KEY, name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),"
+    " stock_total INTEGER NOT NULL CHECK (stock_total > 0), stock_left INTEGER NOT NULL CHECK (stock_left >= 0),"
+    " per_user_limit INTEGER NOT NULL DEFAULT 1 CHECK (per_user_limit >= 1), starts_at INTEGER, ends_at INTEGER,"
+    " payment_window INTEGER NOT NULL DEFAULT 0 CHECK (payment_window >= 0), created_at INTEGER NOT NULL);"
+    "CREATE TABLE orders (id INTEGER PRIMARY KEY, sale_id INTEGER NOT NULL REFERENCES sales(id),"
+    " user_id TEXT NOT NULL CHECK (length(CAST(user_id AS BLOB)) BETWEEN 1 AND 64),"
+    " quantity INTEGER NOT NULL CHECK (quantity >= 1), status TEXT NOT NULL DEFAULT 'confirmed'"
+    " CHECK (status IN ('pending', 'paid', 'confirmed', 'cancelled', 'expired')), idempotency_key TEXT,"
+    " created_at INTEGER NOT NULL, expires_at INTEGER, paid_at INTEGER);"
+    "CREATE INDEX orders_sale_user ON orders (sale_id, user_id);"
+    "CREATE UNIQUE INDEX orders_idempotency ON orders (sale_id, user_id, idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL;"
+    "CREATE INDEX orders_pending_expiry ON orders (expires_at) WHERE status = 'pending';"
+    "INSERT INTO sales VALUES (1, 'Old sale', 10, 7, 2, NULL, NULL, 0, 1);"
+    "INSERT INTO orders (sale_id, user_id, quantity, created_at) VALUES (1, 'a', 2, 1), (1, 'b', 1, 2);"
+    "PRAGMA user_version = 1;";
+
+/* A database written by version 1 is migrated at start, its data intact. */
+static void test_migrates_v1(void)
+{
+    const char *path = new_db_path();
+    CHECK_EQ_INT(sql_exec(path, schema_v1), 0);
+    struct opened o;
+    open_at(&o, path, "0");
+    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 2);
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM pragma_table_info('orders') WHERE name = 'closed_at'"), 1);
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM orders WHERE closed_at IS NULL"), 2);
+    CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales WHERE id = 1"), 7);
+    /* and it keeps working: a purchase on the old sale */
+    CHECK_EQ_INT(buy(o.st, 1, "c", 1, 2, NULL, NULL), OUTCOME_OK);
+    CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales WHERE id = 1"), 6);
+    close_store(&o);
+    CHECK_EQ_INT(sql_int(path, "SELECT integrity_check = 'ok' FROM pragma_integrity_check"), 1);
+}
+
 static void test_newer_schema_refused(void)
 {
     const char *path = new_db_path();
-    CHECK_EQ_INT(sql_exec(path, "CREATE TABLE x(a); PRAGMA user_version = 2;"), 0);
+    CHECK_EQ_INT(sql_exec(path, "CREATE TABLE x(a); PRAGMA user_version = 3;"), 0);
     struct config cfg;
     CHECK_EQ_INT(parse_args(&cfg, (const char *const[]){"x", "--db", path, "--log-level", "error", NULL}), 0);
     char err[256] = "";
     struct store *st = store_open(&cfg, err, sizeof err);
     CHECK(st == NULL);
-    CHECK(strstr(err, "schema version 2") != NULL);
-    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 2); /* left alone */
+    CHECK(strstr(err, "schema version 3") != NULL);
+    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 3); /* left alone */
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'sales'"), 0);
 
     /* not a database at all */
@@ -841,6 +878,7 @@ static void remove_dir(void)
 
 static const struct unit_case cases[] = {
     {"schema_and_demo", test_schema_and_demo},
+    {"migrates_v1", test_migrates_v1},
     {"newer_schema_refused", test_newer_schema_refused},
     {"create_sale_rows", test_create_sale_rows},
     {"guarded_never_oversells", test_guarded_never_oversells},
