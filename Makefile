@@ -52,7 +52,7 @@ OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
-.PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill \
+.PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill test-lifecycle \
         test-tsan test-asan test-e2e test-cluster asan tsan fuzz loadtest bench clean
 
 all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench
@@ -141,6 +141,9 @@ test-api: all
 
 test-crowd: all
 	tests/run.sh crowd
+
+test-lifecycle: all
+	tests/run.sh lifecycle
 
 test-kill: all
 	KILL_ROUNDS=$(or $(KILL_ROUNDS),20) tests/run.sh kill

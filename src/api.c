@@ -38,6 +38,7 @@ struct api {
     size_t token_len;
     struct http_canned *canned[OUTCOME_COUNT]; /* default error answers */
     struct http_canned *healthz;
+    _Atomic bool sweeping; /* a sweep job is queued or running */
 };
 
 /* What each I/O thread and each worker keeps: its own database connection, and
@@ -93,25 +94,40 @@ static void api_sale_json(FILE *out, const struct sale *s, int64_t now)
             inventory_status(s, now));
     api_json_time_or_null(out, "starts_at", s->starts_at);
     api_json_time_or_null(out, "ends_at", s->ends_at);
-    fprintf(out, ",\"payment_window\":%lld}", (long long)s->payment_window);
+    fprintf(out,
+            ",\"payment_window\":%lld,\"pending\":%lld,\"paid\":%lld,\"expired\":%lld,"
+            "\"cancelled\":%lld}",
+            (long long)s->payment_window, (long long)atomic_load_explicit(&s->pending, memory_order_relaxed),
+            (long long)atomic_load_explicit(&s->paid, memory_order_relaxed),
+            (long long)atomic_load_explicit(&s->expired, memory_order_relaxed),
+            (long long)atomic_load_explicit(&s->cancelled, memory_order_relaxed));
 }
 
-/* The order as JSON into buf; the same bytes for a first answer and a replay. */
-static size_t api_order_json(const struct store_order *o, char *buf, size_t size)
+/* The order as JSON into buf.  as_created renders it as it was when first
+ * acknowledged (pending or confirmed, unpaid), so a replayed Idempotency-Key gets
+ * the very same bytes whatever happened to the order since. */
+static size_t api_order_json(const struct store_order *o, bool as_created, char *buf, size_t size)
 {
-    char user[PAYLOAD_USER_MAX * 6 + 1], created[32], expires[48] = "";
+    char user[PAYLOAD_USER_MAX * 6 + 1], created[32], expires[48] = "null", paid[48] = "null";
     outcome_json_escape(user, 0, sizeof user, o->user_id);
     clock_rfc3339(o->created_at, created, sizeof created);
     if (o->expires_at) {
-        char t[32];
-        clock_rfc3339(o->expires_at, t, sizeof t);
-        snprintf(expires, sizeof expires, ",\"expires_at\":\"%s\"", t);
+        expires[0] = '"';
+        size_t n = 1 + clock_rfc3339(o->expires_at, expires + 1, sizeof expires - 2);
+        snprintf(expires + n, sizeof expires - n, "\"");
+    }
+    const char *status = o->status;
+    if (as_created) status = o->expires_at ? "pending" : "confirmed";
+    else if (o->paid_at) {
+        paid[0] = '"';
+        size_t n = 1 + clock_rfc3339(o->paid_at, paid + 1, sizeof paid - 2);
+        snprintf(paid + n, sizeof paid - n, "\"");
     }
     int n = snprintf(buf, size,
                      "{\"order_id\":%lld,\"sale_id\":%lld,\"user_id\":\"%s\",\"quantity\":%lld,"
-                     "\"status\":\"%s\",\"created_at\":\"%s\"%s}",
-                     (long long)o->id, (long long)o->sale_id, user, (long long)o->quantity,
-                     o->status, created, expires);
+                     "\"status\":\"%s\",\"created_at\":\"%s\",\"expires_at\":%s,\"paid_at\":%s}",
+                     (long long)o->id, (long long)o->sale_id, user, (long long)o->quantity, status,
+                     created, expires, paid);
     return n > 0 && (size_t)n < size ? (size_t)n : 0;
 }
 
@@ -270,7 +286,7 @@ static void api_purchase_done(struct store_job *sj)
     struct store_purchase *p = &sj->u.purchase;
     bool sold = sj->outcome == OUTCOME_OK && !p->replayed;
     if (sold) {
-        inventory_commit(a->inv, c->sale, p->user_id, p->quantity);
+        inventory_commit(a->inv, c->sale, p->user_id, p->quantity, p->order.expires_at != 0);
         metrics_count(METRIC_ORDERS, 1);
         metrics_count(METRIC_UNITS, (uint64_t)p->quantity);
     } else if (c->reserved) {
@@ -279,7 +295,7 @@ static void api_purchase_done(struct store_job *sj)
     if (sj->outcome == OUTCOME_OK) {
         char body[512], location[64];
         if (p->replayed) metrics_count(METRIC_REPLAYS, 1);
-        size_t len = api_order_json(&p->order, body, sizeof body);
+        size_t len = api_order_json(&p->order, true, body, sizeof body);
         snprintf(location, sizeof location, "/api/v1/orders/%lld", (long long)p->order.id);
         http_complete(c->req, 201, body, len, "Location", location);
     } else {
@@ -382,6 +398,100 @@ static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
     p->payment_window = sale->payment_window;
     p->unguarded = inventory_strategy(a->inv) == INVENTORY_UNSAFE;
     if (!api_enqueue(a, r, c)) inventory_leave(sale);
+}
+
+/* ---- the payment window: pay, cancel, expire ---------------------------------- */
+
+/* On the writer thread after COMMIT: memory follows what the database did. */
+static void api_settle_done(struct store_job *sj)
+{
+    struct api_call *c = sj->ctx;
+    struct api *a = c->api;
+    struct store_settle *t = &sj->u.settle;
+    bool committed = sj->outcome == OUTCOME_OK || sj->outcome == OUTCOME_ORDER_EXPIRED;
+    struct sale *sale = committed ? inventory_get(a->inv, t->order.sale_id) : NULL;
+    if (sale && t->paid_now) {
+        inventory_paid(sale, t->order.quantity);
+        metrics_count(METRIC_PAID, 1);
+    }
+    if (sale && t->returned) {
+        bool expired = strcmp(t->order.status, "expired") == 0;
+        inventory_give_back(a->inv, sale, t->order.user_id, t->order.quantity, expired);
+        metrics_count(expired ? METRIC_EXPIRED : METRIC_CANCELLED, 1);
+    }
+    if (sj->outcome == OUTCOME_OK) {
+        char body[512];
+        size_t len = api_order_json(&t->order, false, body, sizeof body);
+        http_complete(c->req, 200, body, len, NULL, NULL);
+    } else {
+        api_complete_outcome(c, sj->outcome, sj->outcome == OUTCOME_NOT_FOUND ? "no such order" : NULL);
+    }
+    free(c);
+}
+
+/* On a worker: queue for the writer with this round's purchases. */
+static void api_settle_run(struct pool_job *job, void *worker)
+{
+    struct api_call *c = (struct api_call *)job;
+    struct api_thread *t = worker;
+    c->sj.next = NULL;
+    if (t->commit_last) t->commit_last->next = &c->sj;
+    else t->commit_first = &c->sj;
+    t->commit_last = &c->sj;
+    t->commits++;
+}
+
+static void api_settle(struct api *a, struct http_request *r, enum route route, int64_t order_id)
+{
+    enum outcome o = api_body_checks(r);
+    if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
+    char user[PAYLOAD_USER_MAX + 1], msg[256];
+    size_t len;
+    const char *body = http_body(r, &len);
+    o = payload_user_parse(body, len, user, msg, sizeof msg);
+    if (o != OUTCOME_OK) return api_refuse(a, r, o, msg);
+    struct api_call *c = api_call_new(a, r, api_settle_run);
+    if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
+    c->sj.op = route == ROUTE_PAY ? STORE_PAY : STORE_CANCEL;
+    c->sj.done = api_settle_done;
+    c->sj.ctx = c;
+    c->sj.u.settle.order_id = order_id;
+    memcpy(c->sj.u.settle.user_id, user, sizeof user);
+    api_enqueue(a, r, c);
+}
+
+/* The sweeper's job, one at a time: the writer expires what is due and memory
+ * gives the units back. */
+static void api_sweep_done(struct store_job *sj)
+{
+    struct api *a = sj->ctx;
+    struct store_sweep *sw = &sj->u.sweep;
+    for (size_t i = 0; sj->outcome == OUTCOME_OK && i < sw->n; i++) {
+        struct sale *sale = inventory_get(a->inv, sw->rows[i].sale_id);
+        if (!sale) continue;
+        inventory_give_back(a->inv, sale, sw->rows[i].user_id, sw->rows[i].quantity, true);
+        metrics_count(METRIC_EXPIRED, 1);
+    }
+    if (sw->n) LOG_DEBUG("api: the sweeper expired %zu orders", sw->n);
+    free(sw->rows);
+    free(sj);
+    atomic_store(&a->sweeping, false);
+}
+
+void api_sweep(struct api *a)
+{
+    if (!inventory_has_windows(a->inv) || atomic_exchange(&a->sweeping, true)) return;
+    struct store_job *sj = calloc(1, sizeof *sj);
+    if (!sj) {
+        atomic_store(&a->sweeping, false);
+        return;
+    }
+    sj->op = STORE_SWEEP;
+    sj->u.sweep.now_ms = clock_wall_ms();
+    sj->u.sweep.max = 4096;
+    sj->done = api_sweep_done;
+    sj->ctx = a;
+    store_submit(a->store, sj);
 }
 
 /* ---- admin: create and reset --------------------------------------------------- */
@@ -519,17 +629,23 @@ static void api_audit_run(struct pool_job *job, void *worker)
      * stock than the database has: the difference is purchases in flight. */
     bool memory_agrees = mem.sold == au.units_sold && mem.stock_left >= 0 &&
                          mem.stock_left <= au.stock_left;
-    bool consistent = au.stock_left + au.units_sold == au.stock_total && oversold == 0 &&
-                      au.users_over_limit == 0 && memory_agrees;
-    char body[768];
+    /* stock_total == stock_left + pending + paid + confirmed, and no late payment */
+    bool consistent = au.stock_left + au.units_sold == au.stock_total &&
+                      au.pending + au.paid + au.confirmed == au.units_sold && oversold == 0 &&
+                      au.users_over_limit == 0 && au.paid_late == 0 && memory_agrees;
+    char body[1024];
     int n = snprintf(body, sizeof body,
                      "{\"sale_id\":%lld,\"stock_total\":%lld,\"stock_left\":%lld,\"units_sold\":%lld,"
                      "\"orders\":%lld,\"oversold\":%lld,\"users_over_limit\":%lld,"
-                     "\"consistent\":%s,\"memory\":{\"stock_left\":%lld,\"sold\":%lld,"
-                     "\"in_flight\":%lld,\"agrees\":%s},\"inventory\":\"%s\"}",
+                     "\"consistent\":%s,\"pending\":%lld,\"paid\":%lld,\"confirmed\":%lld,"
+                     "\"expired\":%lld,\"cancelled\":%lld,\"paid_after_expiry\":%lld,"
+                     "\"memory\":{\"stock_left\":%lld,\"sold\":%lld,\"in_flight\":%lld,\"agrees\":%s},"
+                     "\"inventory\":\"%s\"}",
                      (long long)c->sale->id, (long long)au.stock_total, (long long)au.stock_left,
                      (long long)au.units_sold, (long long)au.orders, (long long)oversold,
                      (long long)au.users_over_limit, consistent ? "true" : "false",
+                     (long long)au.pending, (long long)au.paid, (long long)au.confirmed,
+                     (long long)au.expired, (long long)au.cancelled, (long long)au.paid_late,
                      (long long)mem.stock_left, (long long)mem.sold,
                      (long long)(au.stock_left - mem.stock_left), memory_agrees ? "true" : "false",
                      config_name("inventory", inventory_strategy(a->inv)));
@@ -546,7 +662,7 @@ static void api_order_get(struct api *a, struct http_request *r, int64_t id)
     enum outcome out = conn ? store_order_get(conn, id, &o) : OUTCOME_UNAVAILABLE;
     if (out != OUTCOME_OK) return api_refuse(a, r, out, out == OUTCOME_NOT_FOUND ? "no such order" : NULL);
     char body[512];
-    size_t len = api_order_json(&o, body, sizeof body);
+    size_t len = api_order_json(&o, false, body, sizeof body);
     http_reply(r, 200, body, len, NULL);
 }
 
@@ -614,6 +730,10 @@ static void api_metrics_fill(FILE *out, void *arg)
         {"flashsale_sale_stock_left", "Units not yet reserved or sold."},
         {"flashsale_sale_sold", "Units in committed orders."},
         {"flashsale_oversold", "Units sold beyond the stock. Must read 0."},
+        {"flashsale_sale_pending", "Units in orders waiting for payment."},
+        {"flashsale_sale_paid", "Units in paid orders."},
+        {"flashsale_sale_expired", "Units in orders that expired unpaid (back on sale)."},
+        {"flashsale_sale_cancelled", "Units in cancelled orders (back on sale)."},
     };
     int64_t max = inventory_max_id(a->inv);
     for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
@@ -621,10 +741,12 @@ static void api_metrics_fill(FILE *out, void *arg)
         for (int64_t id = 1; id <= max; id++) {
             struct sale *s = inventory_get(a->inv, id);
             if (!s) continue;
+            const _Atomic int64_t *by_status[] = {&s->pending, &s->paid, &s->expired, &s->cancelled};
             int64_t v = g == 0 ? s->stock_total
                       : g == 1 ? atomic_load(&s->stock_left)
                       : g == 2 ? atomic_load(&s->sold)
-                               : inventory_oversold(s);
+                      : g == 3 ? inventory_oversold(s)
+                               : atomic_load(by_status[g - 4]);
             fprintf(out, "%s{sale=\"%lld\"} %lld\n", gauges[g].name, (long long)id, (long long)v);
         }
     }
@@ -686,6 +808,8 @@ static void api_handle(void *ctx, struct http_request *r, enum http_phase phase)
     case ROUTE_METRICS:
         return api_reply_stream(r, 200, "text/plain; version=0.0.4; charset=utf-8", api_metrics_fill, &list);
     case ROUTE_ORDER: return api_order_get(a, r, m.id);
+    case ROUTE_PAY:
+    case ROUTE_CANCEL: return api_settle(a, r, m.route, m.id);
     case ROUTE_AUDIT: {
         struct sale *s = inventory_get(a->inv, m.id);
         if (!s) return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");

@@ -25,6 +25,10 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
 /* The hooks to give http_start(). */
 struct http_hooks api_http_hooks(struct api *a);
 
+/* Queues one sweep of expired unpaid orders, unless one is still running or no
+ * sale has a payment window.  Called by the main thread every --sweep-ms. */
+void api_sweep(struct api *a);
+
 /* Refuses new purchases (503) and runs every queued one to the store; once the
  * store has answered them (http_stop waits for that), the store can be closed.
  * The api keeps answering reads until api_free. */

@@ -55,6 +55,8 @@ static const struct config_row config_table[] = {
      "most connections per client IP and I/O thread (0 = no limit)"},
     {"idle-timeout", CFG_INT, F(idle_timeout), "30", 1, 3600, NULL,
      "seconds of silence before a connection is closed"},
+    {"sweep-ms", CFG_INT, F(sweep_ms), "1000", 10, 60000, NULL,
+     "how often expired unpaid orders give their units back"},
     {"log-level", CFG_ENUM, F(log_level), "info", 0, 0, config_levels, "log verbosity"},
 };
 

@@ -33,6 +33,7 @@ struct config {
     int64_t max_connections;
     int64_t per_ip_limit;
     int64_t idle_timeout;
+    int64_t sweep_ms;
     int64_t log_level;
 };
 

@@ -16,6 +16,8 @@ struct inventory_strategy {
     enum outcome (*reserve)(struct inventory *, struct sale *, const char *, int64_t, int64_t *);
     void (*commit)(struct inventory *, struct sale *, const char *, int64_t);
     void (*release)(struct inventory *, struct sale *, const char *, int64_t);
+    /* Units of a committed order coming back (cancelled, expired). */
+    void (*give_back)(struct inventory *, struct sale *, const char *, int64_t);
 };
 
 struct inventory {
@@ -23,6 +25,7 @@ struct inventory {
     enum config_inventory kind;
     struct ledger *ledger;
     _Atomic int64_t max_id;
+    _Atomic int64_t windows; /* sales with a payment window */
     struct sale *_Atomic *sales; /* INVENTORY_MAX_SALES + 1 slots, by id */
 };
 
@@ -124,6 +127,13 @@ static void sqlite_commit(struct inventory *inv, struct sale *s, const char *use
 
 static void sqlite_release(struct inventory *inv, struct sale *s, const char *user, int64_t q) {}
 
+/* The database already put the units back; memory follows, as after a purchase. */
+static void sqlite_give_back(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+{
+    ledger_add(inv->ledger, s->id, user, -q);
+    atomic_fetch_add(&s->stock_left, q);
+}
+
 /* ---- unsafe: check-then-act with a gap, the bug every flash sale starts with -- */
 
 static enum outcome unsafe_reserve(struct inventory *inv, struct sale *s, const char *user,
@@ -151,10 +161,10 @@ static void unsafe_release(struct inventory *inv, struct sale *s, const char *us
 }
 
 static const struct inventory_strategy inventory_strategies[] = {
-    [INVENTORY_ATOMIC] = {"atomic", true, atomic_reserve, atomic_commit, atomic_release},
-    [INVENTORY_MUTEX] = {"mutex", true, mutex_reserve, atomic_commit, mutex_release},
-    [INVENTORY_SQLITE] = {"sqlite", true, sqlite_reserve, sqlite_commit, sqlite_release},
-    [INVENTORY_UNSAFE] = {"unsafe", false, unsafe_reserve, atomic_commit, unsafe_release},
+    [INVENTORY_ATOMIC] = {"atomic", true, atomic_reserve, atomic_commit, atomic_release, atomic_release},
+    [INVENTORY_MUTEX] = {"mutex", true, mutex_reserve, atomic_commit, mutex_release, mutex_release},
+    [INVENTORY_SQLITE] = {"sqlite", true, sqlite_reserve, sqlite_commit, sqlite_release, sqlite_give_back},
+    [INVENTORY_UNSAFE] = {"unsafe", false, unsafe_reserve, atomic_commit, unsafe_release, unsafe_release},
 };
 
 /* ---- the rest is shared by every strategy ----------------------------------- */
@@ -209,7 +219,12 @@ bool inventory_add(struct inventory *inv, const struct store_sale *row)
     atomic_init(&s->stock_left, row->stock_left);
     atomic_init(&s->sold, row->sold);
     atomic_init(&s->orders, row->orders);
+    atomic_init(&s->pending, row->pending);
+    atomic_init(&s->paid, row->paid);
+    atomic_init(&s->expired, row->expired);
+    atomic_init(&s->cancelled, row->cancelled);
     pthread_mutex_init(&s->mu, NULL);
+    if (s->payment_window) atomic_fetch_add(&inv->windows, 1);
     atomic_store(&inv->sales[row->id], s); /* publish: the fields above are visible first */
     int64_t max = atomic_load(&inv->max_id);
     while (max < row->id && !atomic_compare_exchange_weak(&inv->max_id, &max, row->id)) {}
@@ -285,10 +300,28 @@ enum outcome inventory_reserve(struct inventory *inv, struct sale *s, const char
     return inv->strategy->reserve(inv, s, user, q, unguarded_left);
 }
 
-void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q)
+void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool pending)
 {
     inv->strategy->commit(inv, s, user, q);
+    if (pending) atomic_fetch_add(&s->pending, q);
 }
+
+void inventory_paid(struct sale *s, int64_t q)
+{
+    atomic_fetch_sub(&s->pending, q);
+    atomic_fetch_add(&s->paid, q);
+}
+
+void inventory_give_back(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool expired)
+{
+    inv->strategy->give_back(inv, s, user, q);
+    atomic_fetch_sub(&s->sold, q);
+    atomic_fetch_sub(&s->orders, 1);
+    atomic_fetch_sub(&s->pending, q);
+    atomic_fetch_add(expired ? &s->expired : &s->cancelled, q);
+}
+
+bool inventory_has_windows(struct inventory *inv) { return atomic_load(&inv->windows) > 0; }
 
 void inventory_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
 {
@@ -315,6 +348,10 @@ void inventory_reset(struct inventory *inv, struct sale *s)
     atomic_store(&s->stock_left, s->stock_total);
     atomic_store(&s->sold, 0);
     atomic_store(&s->orders, 0);
+    atomic_store(&s->pending, 0);
+    atomic_store(&s->paid, 0);
+    atomic_store(&s->expired, 0);
+    atomic_store(&s->cancelled, 0);
 }
 
 void inventory_unpause(struct sale *s) { atomic_store(&s->paused, false); }

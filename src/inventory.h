@@ -38,8 +38,9 @@ struct sale {
     int64_t stock_total, per_user_limit, starts_at, ends_at, payment_window, created_at;
     /* counters */
     _Atomic int64_t stock_left; /* the gate: units not reserved by anyone */
-    _Atomic int64_t sold;       /* units in committed orders */
-    _Atomic int64_t orders;     /* committed orders */
+    _Atomic int64_t sold;       /* units in live orders: pending + paid + confirmed */
+    _Atomic int64_t orders;     /* live orders */
+    _Atomic int64_t pending, paid, expired, cancelled; /* units by status */
     _Atomic int64_t active;     /* purchases admitted and not yet answered */
     _Atomic bool paused;        /* a reset is waiting for `active` to drain */
     pthread_mutex_t mu;         /* the mutex strategy's lock */
@@ -90,8 +91,19 @@ void inventory_leave(struct sale *s);
 enum outcome inventory_reserve(struct inventory *inv, struct sale *s, const char *user, int64_t q,
                                int64_t now, int64_t *unguarded_left);
 
-/* The order is committed in the database: count it as sold. */
-void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q);
+/* The order is committed in the database: count it as sold (and as pending when
+ * it waits for payment). */
+void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool pending);
+
+/* A pending order was paid. */
+void inventory_paid(struct sale *s, int64_t q);
+
+/* A pending order was cancelled or expired in the database: its units are for
+ * sale again, at once (stock, the user's ledger, the counters). */
+void inventory_give_back(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool expired);
+
+/* True when some sale has a payment window (the sweeper has work to look for). */
+bool inventory_has_windows(struct inventory *inv);
 
 /* The database did not take it (refused, failed or replayed): give the claim back. */
 void inventory_release(struct inventory *inv, struct sale *s, const char *user, int64_t q);

@@ -2,8 +2,9 @@
  *
  * Start: config -> store (schema, demo sale) -> inventory rebuilt from the store
  * -> api (worker pool) -> http (I/O threads).  The main thread then only ticks the
- * per-second metrics and waits for SIGTERM/SIGINT with sigtimedwait: the signals
- * are blocked in every thread, so no handler ever runs.
+ * per-second metrics, queues the expiry sweep every --sweep-ms, and waits for
+ * SIGTERM/SIGINT with sigtimedwait: the signals are blocked in every thread, so
+ * no handler ever runs.
  * Shutdown, in this order (libmicrohttpd aborts if stopped with a suspended
  * connection, so every deferred request must be answered first):
  *   stop accepting -> workers finish the queue -> the writer commits and answers
@@ -97,7 +98,8 @@ int main(int argc, char **argv)
              (long long)cfg.io_threads, (long long)cfg.workers, (long long)cfg.queue);
 
     int sig = 0;
-    uint64_t next_tick = clock_mono_ns() + 1000000000u;
+    uint64_t sweep_every = (uint64_t)cfg.sweep_ms * 1000000u;
+    uint64_t next_tick = clock_mono_ns() + 1000000000u, next_sweep = clock_mono_ns() + sweep_every;
     while (!sig) {
         uint64_t now = clock_mono_ns();
         if (now >= next_tick) {
@@ -105,7 +107,12 @@ int main(int argc, char **argv)
             next_tick += 1000000000u;
             continue;
         }
-        uint64_t wait = next_tick - now;
+        if (now >= next_sweep) {
+            api_sweep(api);
+            next_sweep = now + sweep_every;
+            continue;
+        }
+        uint64_t wait = (next_tick < next_sweep ? next_tick : next_sweep) - now;
         struct timespec ts = {(time_t)(wait / 1000000000u), (long)(wait % 1000000000u)};
         int got = sigtimedwait(&stop_signals, NULL, &ts);
         if (got > 0) sig = got;

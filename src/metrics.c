@@ -189,6 +189,11 @@ void metrics_prometheus(FILE *out)
                                  "Group commits that failed (their purchases answered 503)."},
         [METRIC_REPLAYS] = {"flashsale_idempotent_replays_total",
                             "Purchases answered by replaying an earlier order."},
+        [METRIC_PAID] = {"flashsale_orders_paid_total", "Pending orders paid in time."},
+        [METRIC_CANCELLED] = {"flashsale_orders_cancelled_total",
+                              "Pending orders cancelled; their units went back on sale."},
+        [METRIC_EXPIRED] = {"flashsale_orders_expired_total",
+                            "Pending orders not paid in time; their units went back on sale."},
     };
     fprintf(out, "# HELP flashsale_uptime_seconds Seconds since the service started.\n"
                  "# TYPE flashsale_uptime_seconds gauge\nflashsale_uptime_seconds %.3f\n",

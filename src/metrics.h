@@ -25,6 +25,9 @@ enum metrics_counter {
     METRIC_RATE_LIMITED,   /* requests refused by a rate limit */
     METRIC_STORE_ERRORS,   /* batches whose COMMIT failed */
     METRIC_REPLAYS,        /* idempotent replays */
+    METRIC_PAID,           /* orders paid */
+    METRIC_CANCELLED,      /* orders cancelled (units returned) */
+    METRIC_EXPIRED,        /* orders expired unpaid (units returned) */
     METRIC_COUNTERS
 };
 

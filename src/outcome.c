@@ -21,6 +21,7 @@ static const struct {
     [OUTCOME_ENDED] = {409, "sale_ended", "the sale has ended"},
     [OUTCOME_ORDER_EXPIRED] = {409, "order_expired", "the payment window of this order has passed"},
     [OUTCOME_ORDER_CANCELLED] = {409, "order_cancelled", "this order was cancelled"},
+    [OUTCOME_ORDER_FINAL] = {409, "order_final", "this order is paid or final and cannot be cancelled"},
     [OUTCOME_TOO_MANY_SALES] = {409, "too_many_sales", "the service holds as many sales as it can"},
     [OUTCOME_TOO_LARGE] = {413, "payload_too_large", "the request body is over 16 KiB"},
     [OUTCOME_MEDIA_TYPE] = {415, "unsupported_media_type", "send Content-Type: application/json"},

@@ -22,6 +22,7 @@ enum outcome {
     OUTCOME_ENDED,             /* 409 sale_ended */
     OUTCOME_ORDER_EXPIRED,     /* 409 */
     OUTCOME_ORDER_CANCELLED,   /* 409 */
+    OUTCOME_ORDER_FINAL,       /* 409: paid or confirmed, cannot be cancelled */
     OUTCOME_TOO_MANY_SALES,    /* 409 */
     OUTCOME_TOO_LARGE,         /* 413 payload_too_large */
     OUTCOME_MEDIA_TYPE,        /* 415 unsupported_media_type */

@@ -69,6 +69,9 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
         jobs[i]->outcome = s->be->apply(s->writer_conn, jobs[i]);
         failed = jobs[i]->outcome == OUTCOME_UNAVAILABLE;
     }
+    /* COMMIT and the memory updates under one lock: an audit taking its snapshot
+     * sees both or neither. */
+    pthread_mutex_lock(&s->commit_mu);
     if (!failed) failed = s->be->commit(s->writer_conn) != 0;
     if (failed) {
         /* Nothing of this batch is durable: roll back and refuse every job, so each
@@ -79,7 +82,6 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
         LOG_ERROR("store: a group commit of %zu jobs failed; all refused with 503", n);
     }
     metrics_batch(n, clock_mono_ns() - t0);
-    pthread_mutex_lock(&s->commit_mu);
     store_finish(jobs, n);
     pthread_mutex_unlock(&s->commit_mu);
     if (s->be->after_commit) s->be->after_commit(s->writer_conn);

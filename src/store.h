@@ -12,9 +12,9 @@
  * also writes through its worker's connection, one transaction per purchase
  * (store_purchase_now).
  *
- * The commit lock: done() callbacks run under it, and store_audit() takes it while
- * it opens its read snapshot, so an audit sees memory and database at the same
- * commit.
+ * The commit lock: every COMMIT and the done() callbacks after it run under it,
+ * and store_audit() takes it while it opens its read snapshot, so an audit sees
+ * memory and database at the same commit.
  *
  * Ownership: jobs belong to the caller and must stay alive until done() has been
  * called; done() may free them.  Rows are plain structs copied out.
@@ -42,6 +42,8 @@ struct store_sale {
     int64_t created_at;         /* unix ms */
     int64_t sold;               /* units in live orders (pending, paid, confirmed) */
     int64_t orders;             /* live orders */
+    /* units by status; sold = pending + paid + confirmed */
+    int64_t pending, paid, expired, cancelled;
 };
 
 struct store_order {
@@ -71,9 +73,42 @@ struct store_purchase {
 struct store_audit {
     int64_t stock_total, stock_left, per_user_limit;
     int64_t units_sold, orders, users_over_limit;
+    int64_t pending, paid, confirmed, expired, cancelled; /* units by status */
+    int64_t paid_late; /* paid orders whose payment came at or after expiry: must be 0 */
 };
 
-enum store_op { STORE_PURCHASE, STORE_CREATE_SALE, STORE_RESET_SALE };
+/* Pay or cancel one order (by its own user). */
+struct store_settle {
+    int64_t order_id;
+    char user_id[PAYLOAD_USER_MAX + 1];
+    struct store_order order; /* out: the order as it is now */
+    bool paid_now;            /* out: this job moved it from pending to paid */
+    bool returned;            /* out: this job gave its units back (cancelled or expired) */
+};
+
+/* One order the sweeper expired. */
+struct store_expired {
+    int64_t sale_id;
+    char user_id[PAYLOAD_USER_MAX + 1];
+    int64_t quantity;
+};
+
+/* Expire pending orders whose window has passed, returning their units. */
+struct store_sweep {
+    int64_t now_ms;
+    size_t max;                 /* at most this many per job */
+    struct store_expired *rows; /* out: malloc'd by the store, freed by the caller */
+    size_t n;                   /* out */
+};
+
+enum store_op {
+    STORE_PURCHASE,
+    STORE_CREATE_SALE,
+    STORE_RESET_SALE,
+    STORE_PAY,
+    STORE_CANCEL,
+    STORE_SWEEP
+};
 
 struct store_job {
     struct store_job *next;
@@ -83,6 +118,8 @@ struct store_job {
         struct store_purchase purchase;
         struct store_sale sale; /* create: in (id ignored) and out */
         int64_t sale_id;        /* reset */
+        struct store_settle settle; /* pay, cancel */
+        struct store_sweep sweep;
     } u;
     /* Called once, on the writer thread after COMMIT (or on failure), under the
      * commit lock.  Must not block. */

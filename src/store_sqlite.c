@@ -39,7 +39,7 @@ enum sqlite_stmt {
     ST_BEGIN, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK,
     ST_ORDER_BY_KEY, ST_USER_UNITS, ST_TAKE_STOCK, ST_GIVE_BACK, ST_BLIND_STOCK, ST_INSERT_ORDER, ST_ORDER_GET,
     ST_SALE_INSERT, ST_SALE_ROW, ST_RESET_ORDERS, ST_RESET_STOCK, ST_AUDIT_UNITS, ST_AUDIT_OVER,
-    ST_COUNT
+    ST_PAY, ST_CLOSE, ST_DUE, ST_AUDIT_STATUS, ST_COUNT
 };
 
 static const char *const sqlite_sql[ST_COUNT] = {
@@ -68,6 +68,21 @@ static const char *const sqlite_sql[ST_COUNT] = {
     [ST_RESET_STOCK] = "UPDATE sales SET stock_left = stock_total WHERE id = ?1",
     [ST_AUDIT_UNITS] = "SELECT COUNT(*), COALESCE(SUM(quantity), 0) FROM orders"
                        " WHERE sale_id = ?1 AND status IN " LIVE,
+    /* The payment window: each guarded by status = 'pending', so an order changes
+     * state once, and a late payment loses to the deadline. */
+    [ST_PAY] = "UPDATE orders SET status = 'paid', paid_at = ?2"
+               " WHERE id = ?1 AND status = 'pending' AND expires_at > ?2",
+    [ST_CLOSE] = "UPDATE orders SET status = ?2, closed_at = ?3 WHERE id = ?1 AND status = 'pending'",
+    [ST_DUE] = "SELECT id, sale_id, user_id, quantity FROM orders"
+               " WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+    [ST_AUDIT_STATUS] = "SELECT"
+                        " COALESCE(SUM(CASE WHEN status = 'pending' THEN quantity END), 0),"
+                        " COALESCE(SUM(CASE WHEN status = 'paid' THEN quantity END), 0),"
+                        " COALESCE(SUM(CASE WHEN status = 'confirmed' THEN quantity END), 0),"
+                        " COALESCE(SUM(CASE WHEN status = 'expired' THEN quantity END), 0),"
+                        " COALESCE(SUM(CASE WHEN status = 'cancelled' THEN quantity END), 0),"
+                        " COUNT(CASE WHEN status = 'paid' AND paid_at >= expires_at THEN 1 END)"
+                        " FROM orders WHERE sale_id = ?1",
     [ST_AUDIT_OVER] = "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE sale_id = ?1 AND status IN " LIVE
                       " GROUP BY user_id HAVING SUM(quantity) > ?2)",
 };
@@ -101,6 +116,7 @@ static void sqlite_done(sqlite3_stmt *st)
 
 static int sqlite_prepare(struct store_conn *c, char *err, size_t err_size);
 static int sqlite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
+static enum outcome sqlite_order_get(struct store_conn *c, int64_t id, struct store_order *out);
 
 static void sqlite_disconnect(struct store_conn *c)
 {
@@ -388,6 +404,102 @@ static enum outcome sqlite_reset_sale(struct store_conn *c, int64_t sale_id)
     return sqlite3_changes(c->db) ? OUTCOME_OK : OUTCOME_NOT_FOUND;
 }
 
+/* Closes a pending order (status 'cancelled' or 'expired') and gives its units
+ * back to the sale, in the current transaction.  True when this call closed it:
+ * false means someone else already had (nothing given back twice). */
+static int sqlite_close_order(struct store_conn *c, const struct store_order *o, const char *status,
+                              int64_t now, bool *closed)
+{
+    sqlite3_stmt *st = c->st[ST_CLOSE];
+    sqlite3_bind_int64(st, 1, o->id);
+    sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now);
+    int rc = sqlite3_step(st);
+    sqlite_done(st);
+    if (rc != SQLITE_DONE) return -1;
+    *closed = sqlite3_changes(c->db) == 1;
+    if (!*closed) return 0;
+    st = c->st[ST_GIVE_BACK];
+    sqlite3_bind_int64(st, 1, o->quantity);
+    sqlite3_bind_int64(st, 2, o->sale_id);
+    rc = sqlite3_step(st);
+    sqlite_done(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Pay or cancel.  A pending order whose window has passed is expired here and
+ * now, whichever was asked: the deadline wins over a late payment. */
+static enum outcome sqlite_settle(struct store_conn *c, struct store_settle *t, bool pay)
+{
+    struct store_order *o = &t->order;
+    enum outcome got = sqlite_order_get(c, t->order_id, o);
+    if (got != OUTCOME_OK) return got;
+    if (strcmp(o->user_id, t->user_id) != 0) return OUTCOME_FORBIDDEN;
+    int64_t now = clock_wall_ms();
+    if (strcmp(o->status, "pending") == 0 && o->expires_at && o->expires_at <= now) {
+        if (sqlite_close_order(c, o, "expired", now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
+        snprintf(o->status, sizeof o->status, "expired");
+        return OUTCOME_ORDER_EXPIRED;
+    }
+    if (strcmp(o->status, "expired") == 0) return OUTCOME_ORDER_EXPIRED;
+    if (pay) {
+        if (strcmp(o->status, "cancelled") == 0) return OUTCOME_ORDER_CANCELLED;
+        if (strcmp(o->status, "pending") != 0) return OUTCOME_OK; /* paid or final already */
+        sqlite3_stmt *st = c->st[ST_PAY];
+        sqlite3_bind_int64(st, 1, o->id);
+        sqlite3_bind_int64(st, 2, now);
+        int rc = sqlite3_step(st);
+        sqlite_done(st);
+        if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+        t->paid_now = sqlite3_changes(c->db) == 1;
+        snprintf(o->status, sizeof o->status, "paid");
+        o->paid_at = now;
+        return OUTCOME_OK;
+    }
+    if (strcmp(o->status, "cancelled") == 0) return OUTCOME_OK; /* cancelling twice is fine */
+    if (strcmp(o->status, "pending") != 0) return OUTCOME_ORDER_FINAL;
+    if (sqlite_close_order(c, o, "cancelled", now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
+    snprintf(o->status, sizeof o->status, "cancelled");
+    return OUTCOME_OK;
+}
+
+/* The sweeper: expire what is due, oldest first, at most sw->max per job. */
+static enum outcome sqlite_sweep(struct store_conn *c, struct store_sweep *sw)
+{
+    sw->rows = calloc(sw->max ? sw->max : 1, sizeof *sw->rows);
+    if (!sw->rows) return OUTCOME_UNAVAILABLE;
+    sqlite3_stmt *st = c->st[ST_DUE];
+    sqlite3_bind_int64(st, 1, sw->now_ms);
+    sqlite3_bind_int64(st, 2, (int64_t)sw->max);
+    struct store_order due[64];
+    int rc;
+    /* In chunks: the statement must be reset before the UPDATEs touch its rows. */
+    size_t chunk;
+    do {
+        chunk = 0;
+        while (chunk < 64 && sw->n + chunk < sw->max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            struct store_order *o = &due[chunk++];
+            o->id = sqlite3_column_int64(st, 0);
+            o->sale_id = sqlite3_column_int64(st, 1);
+            snprintf(o->user_id, sizeof o->user_id, "%s", (const char *)sqlite3_column_text(st, 2));
+            o->quantity = sqlite3_column_int64(st, 3);
+        }
+        sqlite_done(st);
+        for (size_t i = 0; i < chunk; i++) {
+            bool closed = false;
+            if (sqlite_close_order(c, &due[i], "expired", sw->now_ms, &closed) != 0) return OUTCOME_UNAVAILABLE;
+            if (!closed) continue;
+            struct store_expired *e = &sw->rows[sw->n++];
+            e->sale_id = due[i].sale_id;
+            e->quantity = due[i].quantity;
+            memcpy(e->user_id, due[i].user_id, sizeof e->user_id);
+        }
+        sqlite3_bind_int64(st, 1, sw->now_ms);
+        sqlite3_bind_int64(st, 2, (int64_t)(sw->max - sw->n));
+    } while (chunk == 64 && sw->n < sw->max);
+    return OUTCOME_OK;
+}
+
 static enum outcome sqlite_apply(struct store_conn *c, struct store_job *job)
 {
     if (job->op == STORE_PURCHASE && job->u.purchase.idem_key[0]) {
@@ -404,6 +516,9 @@ static enum outcome sqlite_apply(struct store_conn *c, struct store_job *job)
     case STORE_PURCHASE: return sqlite_purchase(c, &job->u.purchase);
     case STORE_CREATE_SALE: return sqlite_create_sale(c, &job->u.sale);
     case STORE_RESET_SALE: return sqlite_reset_sale(c, job->u.sale_id);
+    case STORE_PAY: return sqlite_settle(c, &job->u.settle, true);
+    case STORE_CANCEL: return sqlite_settle(c, &job->u.settle, false);
+    case STORE_SWEEP: return sqlite_sweep(c, &job->u.sweep);
     }
     return OUTCOME_INTERNAL;
 }
@@ -443,9 +558,14 @@ static int sqlite_load(struct store_conn *c, void (*each)(void *, const struct s
 {
     static const char sales_sql[] =
         "SELECT s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, s.starts_at,"
-        " s.ends_at, s.payment_window, s.created_at, COALESCE(SUM(o.quantity), 0), COUNT(o.id)"
-        " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id AND o.status IN " LIVE
-        " GROUP BY s.id ORDER BY s.id";
+        " s.ends_at, s.payment_window, s.created_at,"
+        " COALESCE(SUM(CASE WHEN o.status IN " LIVE " THEN o.quantity END), 0),"
+        " COUNT(CASE WHEN o.status IN " LIVE " THEN 1 END),"
+        " COALESCE(SUM(CASE WHEN o.status = 'pending' THEN o.quantity END), 0),"
+        " COALESCE(SUM(CASE WHEN o.status = 'paid' THEN o.quantity END), 0),"
+        " COALESCE(SUM(CASE WHEN o.status = 'expired' THEN o.quantity END), 0),"
+        " COALESCE(SUM(CASE WHEN o.status = 'cancelled' THEN o.quantity END), 0)"
+        " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id GROUP BY s.id ORDER BY s.id";
     static const char held_sql[] = "SELECT sale_id, user_id, SUM(quantity) FROM orders"
                                    " WHERE status IN " LIVE " GROUP BY sale_id, user_id";
     sqlite3_stmt *st = NULL;
@@ -464,6 +584,10 @@ static int sqlite_load(struct store_conn *c, void (*each)(void *, const struct s
         s.created_at = sqlite3_column_int64(st, 8);
         s.sold = sqlite3_column_int64(st, 9);
         s.orders = sqlite3_column_int64(st, 10);
+        s.pending = sqlite3_column_int64(st, 11);
+        s.paid = sqlite3_column_int64(st, 12);
+        s.expired = sqlite3_column_int64(st, 13);
+        s.cancelled = sqlite3_column_int64(st, 14);
         each(ctx, &s);
         rc = SQLITE_OK;
     }
@@ -520,6 +644,20 @@ static enum outcome sqlite_audit_finish(struct store_conn *c, int64_t sale_id, s
         out->units_sold = sqlite3_column_int64(st, 1);
     }
     sqlite_done(st);
+    if (rc == SQLITE_ROW) {
+        st = c->st[ST_AUDIT_STATUS];
+        sqlite3_bind_int64(st, 1, sale_id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            out->pending = sqlite3_column_int64(st, 0);
+            out->paid = sqlite3_column_int64(st, 1);
+            out->confirmed = sqlite3_column_int64(st, 2);
+            out->expired = sqlite3_column_int64(st, 3);
+            out->cancelled = sqlite3_column_int64(st, 4);
+            out->paid_late = sqlite3_column_int64(st, 5);
+        }
+        sqlite_done(st);
+    }
     if (rc == SQLITE_ROW) {
         st = c->st[ST_AUDIT_OVER];
         sqlite3_bind_int64(st, 1, sale_id);

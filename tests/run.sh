@@ -4,7 +4,7 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | tsan | asan | e2e | cluster
+#   tests/run.sh all | unit | api | crowd | kill | lifecycle | tsan | asan | e2e
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tests/out
@@ -57,9 +57,11 @@ unit) suite unit units build ;;
 api) suite api python3 tests/test_api.py ;;
 crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
+lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
 tsan)
     suite tsan-unit tsan_units
-    suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite ;;
+    suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
+    suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale ;;
 asan)
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
@@ -70,8 +72,10 @@ all)
     suite api python3 tests/test_api.py
     suite crowd python3 tests/test_crowd.py
     suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
+    suite lifecycle python3 tests/test_lifecycle.py
     suite tsan-unit tsan_units
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
+    suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
@@ -79,7 +83,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|tsan|asan|e2e" >&2; exit 2 ;;
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|tsan|asan|e2e" >&2; exit 2 ;;
 esac
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -15,8 +15,8 @@ SUITE = "api"
 BINARY = sys.argv[1] if len(sys.argv) > 1 else None
 
 SALE_FIELDS = {"id", "name", "stock_total", "stock_left", "sold", "oversold", "per_user_limit", "status",
-               "starts_at", "ends_at", "payment_window"}
-ORDER_FIELDS = {"order_id", "sale_id", "user_id", "quantity", "status", "created_at"}
+               "starts_at", "ends_at", "payment_window", "pending", "paid", "expired", "cancelled"}
+ORDER_FIELDS = {"order_id", "sale_id", "user_id", "quantity", "status", "created_at", "expires_at", "paid_at"}
 
 
 def raw_post(port, path, body, headers):

@@ -33,6 +33,47 @@ static int64_t left_of(struct sale *s) { return atomic_load(&s->stock_left); }
 static int64_t sold_of(struct sale *s) { return atomic_load(&s->sold); }
 static int64_t orders_of(struct sale *s) { return atomic_load(&s->orders); }
 
+/* A pending order paid, another expired and a third cancelled: every strategy puts
+ * the returned units back on sale at once and lets the user buy again. */
+static void test_payment_window(void)
+{
+    for (size_t k = 0; k < 4; k++) {
+        struct inventory *inv = inventory_new(all_strategies[k]);
+        CHECK(!inventory_has_windows(inv));
+        struct store_sale r = row_of(1, 3, 1);
+        r.payment_window = 60;
+        struct sale *s = publish(inv, r);
+        CHECK(inventory_has_windows(inv));
+        const char *users[] = {"ann", "bob", "cat"};
+        for (int i = 0; i < 3; i++) {
+            int64_t unguarded = 0;
+            CHECK_EQ_INT(inventory_reserve(inv, s, users[i], 1, NOW, &unguarded), OUTCOME_OK);
+            inventory_commit(inv, s, users[i], 1, true);
+        }
+        CHECK_EQ_INT(atomic_load(&s->pending), 3);
+        CHECK_EQ_INT(left_of(s), 0);
+        inventory_paid(s, 1);
+        inventory_give_back(inv, s, "bob", 1, true);
+        inventory_give_back(inv, s, "cat", 1, false);
+        CHECK_EQ_INT(atomic_load(&s->pending), 0);
+        CHECK_EQ_INT(atomic_load(&s->paid), 1);
+        CHECK_EQ_INT(atomic_load(&s->expired), 1);
+        CHECK_EQ_INT(atomic_load(&s->cancelled), 1);
+        CHECK_EQ_INT(sold_of(s), 1);
+        CHECK_EQ_INT(orders_of(s), 1);
+        CHECK_EQ_INT(left_of(s), 2);
+        CHECK_EQ_INT(inventory_units(inv, s, "bob"), 0);
+        /* back on sale at once: the fast path and a new reservation see it */
+        CHECK_EQ_INT(inventory_check(inv, s, "bob", 1, NOW), OUTCOME_OK);
+        int64_t unguarded = 0;
+        CHECK_EQ_INT(inventory_reserve(inv, s, "bob", 1, NOW, &unguarded), OUTCOME_OK);
+        /* ann still holds her paid unit (unsafe has no fast path to say so) */
+        if (all_strategies[k] != INVENTORY_UNSAFE)
+            CHECK_EQ_INT(inventory_check(inv, s, "ann", 1, NOW), OUTCOME_LIMIT_EXCEEDED);
+        inventory_free(inv);
+    }
+}
+
 static void test_new_add_get(void)
 {
     for (size_t k = 0; k < 4; k++) {
@@ -99,7 +140,7 @@ static void test_guarded_reserve_commit_release(void)
         CHECK_EQ_INT(left_of(s), 3);
         CHECK_EQ_INT(inventory_units(inv, s, "ann"), 2);
         CHECK_EQ_INT(sold_of(s), 0); /* not sold until committed */
-        inventory_commit(inv, s, "ann", 2);
+        inventory_commit(inv, s, "ann", 2, false);
         CHECK_EQ_INT(sold_of(s), 2);
         CHECK_EQ_INT(orders_of(s), 1);
         CHECK_EQ_INT(left_of(s), 3);
@@ -117,14 +158,14 @@ static void test_guarded_reserve_commit_release(void)
         CHECK_EQ_INT(sold_of(s), 2);
         CHECK_EQ_INT(orders_of(s), 1);
         CHECK_EQ_INT(inventory_reserve(inv, s, "bob", 2, NOW, &ul), OUTCOME_OK);
-        inventory_commit(inv, s, "bob", 2);
+        inventory_commit(inv, s, "bob", 2, false);
 
         /* sold out: one left, two wanted */
         CHECK_EQ_INT(inventory_reserve(inv, s, "cat", 2, NOW, &ul), OUTCOME_SOLD_OUT);
         CHECK_EQ_INT(inventory_units(inv, s, "cat"), 0);
         CHECK_EQ_INT(left_of(s), 1);
         CHECK_EQ_INT(inventory_reserve(inv, s, "cat", 1, NOW, &ul), OUTCOME_OK);
-        inventory_commit(inv, s, "cat", 1);
+        inventory_commit(inv, s, "cat", 1, false);
         CHECK_EQ_INT(left_of(s), 0);
         CHECK_EQ_INT(inventory_reserve(inv, s, "dan", 1, NOW, &ul), OUTCOME_SOLD_OUT);
         CHECK_EQ_INT(sold_of(s), 5);
@@ -144,7 +185,7 @@ static void test_sqlite_strategy(void)
     CHECK_EQ_INT(inventory_reserve(inv, s, "ann", 1, NOW, &ul), OUTCOME_OK);
     CHECK_EQ_INT(left_of(s), 2); /* nothing claimed in memory */
     CHECK_EQ_INT(inventory_units(inv, s, "ann"), 0);
-    inventory_commit(inv, s, "ann", 1);
+    inventory_commit(inv, s, "ann", 1, false);
     CHECK_EQ_INT(left_of(s), 1);
     CHECK_EQ_INT(inventory_units(inv, s, "ann"), 1);
     CHECK_EQ_INT(sold_of(s), 1);
@@ -157,7 +198,7 @@ static void test_sqlite_strategy(void)
     /* reserve never refuses on memory, but the fast path does */
     CHECK_EQ_INT(inventory_reserve(inv, s, "ann", 1, NOW, &ul), OUTCOME_OK);
     CHECK_EQ_INT(inventory_check(inv, s, "ann", 1, NOW), OUTCOME_LIMIT_EXCEEDED);
-    inventory_commit(inv, s, "bob", 1);
+    inventory_commit(inv, s, "bob", 1, false);
     CHECK_EQ_INT(left_of(s), 0);
     CHECK_EQ_INT(inventory_check(inv, s, "cat", 1, NOW), OUTCOME_SOLD_OUT);
     inventory_free(inv);
@@ -174,7 +215,7 @@ static void test_unsafe_strategy(void)
     CHECK_EQ_INT(ul, 1);
     CHECK_EQ_INT(left_of(s), 1);
     CHECK_EQ_INT(inventory_units(inv, s, "ann"), 2);
-    inventory_commit(inv, s, "ann", 2);
+    inventory_commit(inv, s, "ann", 2, false);
     CHECK_EQ_INT(sold_of(s), 2);
     CHECK_EQ_INT(inventory_reserve(inv, s, "ann", 1, NOW, &ul), OUTCOME_LIMIT_EXCEEDED);
     CHECK_EQ_INT(inventory_reserve(inv, s, "bob", 2, NOW, &ul), OUTCOME_SOLD_OUT);
@@ -407,10 +448,10 @@ static void test_reset(void)
         const char *users[] = {"a", "b"};
         for (int i = 0; i < 2; i++) {
             CHECK_EQ_INT(inventory_reserve(inv, s, users[i], 2, NOW, &ul), OUTCOME_OK);
-            inventory_commit(inv, s, users[i], 2);
+            inventory_commit(inv, s, users[i], 2, false);
         }
         CHECK_EQ_INT(inventory_reserve(inv, other, "a", 1, NOW, &ul), OUTCOME_OK);
-        inventory_commit(inv, other, "a", 1);
+        inventory_commit(inv, other, "a", 1, false);
         CHECK_EQ_INT(left_of(s), 0);
         CHECK_EQ_INT(sold_of(s), 4);
         CHECK(inventory_pause(s, 100));
@@ -482,7 +523,7 @@ static void *crowd_buyer(void *arg_)
             if (rand_r(&seed) % 5 == 0) {
                 inventory_release(c->inv, c->s, user, q);
             } else {
-                inventory_commit(c->inv, c->s, user, q);
+                inventory_commit(c->inv, c->s, user, q, false);
                 atomic_fetch_add(&c->ok, 1);
                 atomic_fetch_add(&c->ok_units, q);
                 if (shared >= 0) atomic_fetch_add(&c->shared_units[shared], q);
@@ -592,6 +633,7 @@ static void test_pause_against_crowd(void)
 
 static const struct unit_case cases[] = {
     {"new_add_get", test_new_add_get},
+    {"payment_window", test_payment_window},
     {"guarded_reserve_commit_release", test_guarded_reserve_commit_release},
     {"sqlite_strategy", test_sqlite_strategy},
     {"unsafe_strategy", test_unsafe_strategy},
