@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""make bench — flashsale measured against the machine's limits, in one run.
+
+Every figure is measured here and now, with the same client settings (wrk -t1 -c64,
+keep-alive, the same Lua script), and reported as a ratio to anchors measured in the
+same run:
+  1. nginx answering a fixed 200 JSON body to the very same requests: the HTTP ceiling
+  2. flashsale under a flash crowd (stock far below demand: almost every answer a 409)
+  3. the durable path (stock far above demand: every request commits, synchronous=FULL),
+     beside storebench: the same group-committed SQLite writes with no HTTP at all
+  4. every --inventory strategy on the crowd and the durable path, with oversold counts
+  5. latency percentiles, peak RSS, a connection sweep, and 10,000 connections held
+Prints a table, writes results/bench-<time>.json (and results/latest.json), and draws
+results/bench.png with gnuplot.  Knobs: DURATION (5 s per run), CONNECTIONS (64),
+SWEEP ("64 128 256 1024 4096"), HOLD (10000), STRATEGIES ("atomic mutex sqlite unsafe").
+"""
+import json
+import os
+import socket
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import LocalServer, http, metrics  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DURATION = int(os.environ.get("DURATION", "5"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
+SWEEP = [int(x) for x in os.environ.get("SWEEP", "64 128 256 1024 4096").split()]
+HOLD = int(os.environ.get("HOLD", "10000"))
+STRATEGIES = os.environ.get("STRATEGIES", "atomic mutex sqlite unsafe").split()
+NGINX_BODY = '{"error":"sold_out","message":"not enough stock left"}'
+
+
+def step(msg):
+    print(f"-- {msg}", file=sys.stderr, flush=True)
+
+
+def wrk(url, sale, connections=CONNECTIONS, duration=DURATION, script="crowd.lua"):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s",
+           os.path.join(ROOT, "loadtest", script), url, "--", str(sale)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    m = re.search(r"WRKJSON (\{.*\})", p.stdout)
+    if not m:
+        raise RuntimeError(f"wrk failed: {p.stdout} {p.stderr}")
+    r = json.loads(m.group(1))
+    r["rps"] = r["requests"] / r["duration_s"]
+    return r
+
+
+def nginx_anchor():
+    tmp = tempfile.mkdtemp(prefix="flashsale-bench-nginx-")
+    conf = os.path.join(tmp, "nginx.conf")
+    # nginx cannot listen on port 0 and report it: pick a free port first.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {tmp};
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ default_type application/json; return 200 '{NGINX_BODY}'; }}
+  }}
+}}
+""")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([nginx, "-c", conf, "-p", tmp], stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    try:
+        return wrk(f"http://127.0.0.1:{port}", 1)
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def flashsale_run(inventory, stock, label, connections=CONNECTIONS):
+    """A fresh server and sale; returns wrk's figures plus the server's own counts."""
+    srv = LocalServer(inventory)
+    try:
+        code, body = http("POST", srv.url + "/api/v1/sales", {"name": label, "stock": stock}, srv.token)
+        sale = json.loads(body)["id"]
+        before = metrics(srv.url)
+        r = wrk(srv.url, sale, connections=connections)
+        after = metrics(srv.url)
+        created = after.get(("order_create", "201"), 0) - before.get(("order_create", "201"), 0)
+        _, body = http("GET", f"{srv.url}/api/v1/sales/{sale}/audit")
+        audit = json.loads(body)
+        r.update(orders=created, orders_per_s=created / r["duration_s"], oversold=audit["oversold"],
+                 consistent=audit["consistent"], users_over_limit=audit["users_over_limit"],
+                 rss_mib=(srv.rss_kib() or 0) / 1024, batch_mean=(
+                     after.get("flashsale_commit_batch_size_sum", 0) / max(after.get("flashsale_commit_batch_size_count", 0), 1)))
+        return r
+    finally:
+        srv.stop()
+
+
+def storebench(inflight):
+    p = subprocess.run([os.path.join(ROOT, "build", "storebench"), "--seconds", str(DURATION), "--inflight",
+                        str(inflight), "--json"], capture_output=True, text=True)
+    return json.loads(p.stdout)
+
+
+def hold_connections(n):
+    """n keep-alive connections opened, then three rounds of one purchase on each."""
+    srv = LocalServer("atomic")
+    try:
+        code, body = http("POST", srv.url + "/api/v1/sales", {"name": "hold", "stock": 1000}, srv.token)
+        sale = json.loads(body)["id"]
+        p = subprocess.run([os.path.join(ROOT, "build", "loadgen"), "--url", srv.url, "--burst", str(n), "--rounds",
+                            "3", "--source-ips", "4", "--path", f"/api/v1/sales/{sale}/orders", "--json"],
+                           capture_output=True, text=True)
+        try:
+            r = json.loads(p.stdout)
+        except ValueError:
+            raise RuntimeError(f"loadgen failed (exit {p.returncode}): {p.stderr[-2000:]}")
+        r["rss_mib"] = (srv.rss_kib() or 0) / 1024
+        return r
+    finally:
+        srv.stop()
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1)
+    except (OSError, AttributeError):
+        pass
+    ver = lambda cmd: subprocess.run(cmd, capture_output=True, text=True, shell=True).stdout.strip()  # noqa: E731
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+            "libmicrohttpd": ver("pkg-config --modversion libmicrohttpd"),
+            "sqlite": ver("pkg-config --modversion sqlite3"), "nginx": ver("nginx -v 2>&1 | sed 's/.*\\///'"),
+            "wrk": "wrk -t1 -c%d -d%ds keep-alive, loadtest/crowd.lua" % (CONNECTIONS, DURATION)}
+
+
+def chart(res, path):
+    if not shutil.which("gnuplot"):
+        return False
+    data = os.path.join(os.path.dirname(path), "bench.dat")
+    with open(data, "w") as f:
+        f.write("strategy crowd_rps durable_orders crowd_p99 durable_p99\n")
+        for s in res["strategies"]:
+            f.write(f"{s['strategy']} {s['crowd']['rps']:.0f} {s['durable']['orders_per_s']:.0f} "
+                    f"{s['crowd']['p99_ms']:.3f} {s['durable']['p99_ms']:.3f}\n")
+    nginx = res["nginx"]["rps"]
+    script = f"""
+set terminal pngcairo size 1100,460 font "sans,10"
+set output '{path}'
+set multiplot layout 1,2 title "flashsale on {res['machine']['cores']} cores — {time.strftime('%Y-%m-%d')} (nginx fixed 200: {nginx:,.0f} req/s)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set key top right
+set grid ytics
+set ylabel "per second"
+set format y "%.0s%c"
+set title "Throughput per strategy"
+plot '{data}' using 2:xtic(1) title "flash crowd req/s" lc rgb "#3b7dd8", '' using 3 title "durable orders/s" lc rgb "#2a9d5c", {nginx} with lines lw 2 dt 2 lc rgb "#888888" title "nginx 200"
+set title "p99 latency per strategy"
+set ylabel "ms"
+set format y "%g"
+set logscale y
+plot '{data}' using 4:xtic(1) title "flash crowd p99" lc rgb "#3b7dd8", '' using 5 title "durable p99" lc rgb "#2a9d5c"
+unset multiplot
+"""
+    p = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True)
+    if p.returncode != 0:
+        print(p.stderr, file=sys.stderr)
+    return p.returncode == 0
+
+
+def main():
+    for tool in ("wrk", "nginx", "gnuplot"):
+        if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
+            sys.exit(f"bench: {tool} is missing (make deps)")
+    t0 = time.time()
+    res = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "duration_s": DURATION,
+           "connections": CONNECTIONS}
+    step("nginx fixed 200 (the HTTP ceiling)")
+    res["nginx"] = nginx_anchor()
+    step("storebench: group-committed SQLite writes, no HTTP")
+    res["store"] = {"inflight_64": storebench(64), "inflight_256": storebench(256), "one_per_txn": None}
+    p = subprocess.run([os.path.join(ROOT, "build", "storebench"), "--seconds", "2", "--inflight", "1", "--batch",
+                        "1", "--json"], capture_output=True, text=True)
+    res["store"]["one_per_txn"] = json.loads(p.stdout)
+    res["strategies"] = []
+    for inv in STRATEGIES:
+        step(f"{inv}: flash crowd (stock 1000, every request a new user)")
+        crowd = flashsale_run(inv, 1000, "bench crowd")
+        step(f"{inv}: durable path (stock 10^9: every request commits)")
+        durable = flashsale_run(inv, 1000000000, "bench durable")
+        res["strategies"].append({"strategy": inv, "crowd": crowd, "durable": durable})
+    res["sweep"] = []
+    for c in SWEEP:
+        step(f"atomic flash crowd with {c} connections")
+        r = flashsale_run("atomic", 1000, "bench sweep", connections=c)
+        r["connections"] = c
+        res["sweep"].append(r)
+    step(f"{HOLD} connections held, three rounds of one purchase each (loadgen burst)")
+    res["hold"] = hold_connections(HOLD)
+    res["elapsed_s"] = time.time() - t0
+
+    nginx = res["nginx"]["rps"]
+    atomic = next(s for s in res["strategies"] if s["strategy"] == "atomic") if "atomic" in STRATEGIES else res["strategies"][0]
+    lines = []
+    m = res["machine"]
+    lines.append(f"machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}; libmicrohttpd {m['libmicrohttpd']}, "
+                 f"SQLite {m['sqlite']}, nginx {m['nginx']}; client: {m['wrk']}")
+    lines.append("")
+    lines.append(f"| what | per second | × nginx | p50 ms | p99 ms | p99.9 ms | oversold | peak RSS |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    n = res["nginx"]
+    lines.append(f"| nginx fixed 200 (HTTP ceiling) | {nginx:,.0f} req | 1.00 | {n['p50_ms']:.2f} | {n['p99_ms']:.2f} | {n['p999_ms']:.2f} | | |")
+    for s in res["strategies"]:
+        c, d = s["crowd"], s["durable"]
+        lines.append(f"| {s['strategy']}: flash crowd | {c['rps']:,.0f} req | {c['rps'] / nginx:.2f} | {c['p50_ms']:.2f} | "
+                     f"{c['p99_ms']:.2f} | {c['p999_ms']:.2f} | {c['oversold']} | {c['rss_mib']:.1f} MiB |")
+        lines.append(f"| {s['strategy']}: durable, orders committed | {d['orders_per_s']:,.0f} orders | "
+                     f"{d['orders_per_s'] / nginx:.2f} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {d['p999_ms']:.2f} | "
+                     f"{d['oversold']} | {d['rss_mib']:.1f} MiB |")
+    st = res["store"]
+    lines.append(f"| storebench, no HTTP, 64 in flight (store ceiling) | {st['inflight_64']['per_second']:,.0f} orders | "
+                 f"{st['inflight_64']['per_second'] / nginx:.2f} | | | | | |")
+    lines.append(f"| storebench, no HTTP, 256 in flight | {st['inflight_256']['per_second']:,.0f} orders | "
+                 f"{st['inflight_256']['per_second'] / nginx:.2f} | | | | | |")
+    lines.append(f"| storebench, one purchase per transaction | {st['one_per_txn']['per_second']:,.0f} orders | "
+                 f"{st['one_per_txn']['per_second'] / nginx:.2f} | | | | | |")
+    lines.append("")
+    lines.append("| connections (atomic, flash crowd) | req/s | × nginx | p50 ms | p99 ms | p99.9 ms | peak RSS |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in res["sweep"]:
+        lines.append(f"| {r['connections']} | {r['rps']:,.0f} | {r['rps'] / nginx:.2f} | {r['p50_ms']:.2f} | "
+                     f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['rss_mib']:.1f} MiB |")
+    h = res["hold"]
+    lines.append("")
+    lines.append(f"{HOLD} keep-alive connections held by loadgen --burst {HOLD} --rounds 3: {h.get('connections', HOLD)} "
+                 f"connected, {h['completed']:,} answers ({h['status']}), errors {h['errors']}, timeouts {h['timeouts']}, "
+                 f"p50 {h['latency_ms']['p50']:.1f} ms, p99 {h['latency_ms']['p99']:.1f} ms from each round's start; "
+                 f"server peak RSS {h['rss_mib']:.1f} MiB")
+    d = atomic["durable"]
+    lines.append("")
+    lines.append(f"targets: flash crowd {atomic['crowd']['rps'] / nginx:.2f}× nginx (≥ 0.80), p99 {atomic['crowd']['p99_ms']:.2f} ms "
+                 f"(< 5); durable {d['orders_per_s'] / nginx:.2f}× nginx (≥ 0.35), mean batch {d['batch_mean']:.1f} purchases/commit; "
+                 f"safe strategies oversold: {sum(s['crowd']['oversold'] + s['durable']['oversold'] for s in res['strategies'] if s['strategy'] != 'unsafe')}")
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        with open(os.path.join(ROOT, "results", name), "w") as f:
+            json.dump(res, f, indent=2)
+    with open(os.path.join(ROOT, "results", "latest.md"), "w") as f:
+        f.write(text + "\n")
+    png = os.path.join(ROOT, "results", "bench.png")
+    drew = chart(res, png)
+    print(f"\nraw results: results/bench-{stamp}.json; table: results/latest.md" + ("; chart: results/bench.png" if drew else "")
+          + f"; took {res['elapsed_s']:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
