@@ -21,10 +21,12 @@
 
 #include "assets.h"
 #include "clock.h"
+#include "hmac.h"
 #include "log.h"
 #include "metrics.h"
 #include "payload.h"
 #include "pool.h"
+#include "ratelimit.h"
 #include "route.h"
 
 #define API_RESET_WAIT_MS 5000
@@ -39,6 +41,7 @@ struct api {
     struct http_canned *canned[OUTCOME_COUNT]; /* default error answers */
     struct http_canned *healthz;
     _Atomic bool sweeping; /* a sweep job is queued or running */
+    struct ratelimit *user_rate, *ip_rate; /* NULL = no limit */
 };
 
 /* What each I/O thread and each worker keeps: its own database connection, and
@@ -188,6 +191,56 @@ static void api_refuse_method(struct http_request *r, const char *allow)
     size_t len = outcome_json(OUTCOME_METHOD, NULL, body, sizeof body);
     const char *headers[] = {"Allow", allow, NULL};
     http_reply(r, 405, body, len, headers);
+}
+
+static void api_refuse_retry(struct http_request *r, enum outcome o, int seconds)
+{
+    char body[256], retry[16];
+    size_t len = outcome_json(o, NULL, body, sizeof body);
+    snprintf(retry, sizeof retry, "%d", seconds);
+    const char *headers[] = {"Retry-After", retry, NULL};
+    api_count_refusal(o);
+    http_reply(r, outcome_status(o), body, len, headers);
+}
+
+/* With --user-secret, a buyer proves the user id was issued to them:
+ *   X-User-Token: <expiry unix seconds>.<hex HMAC-SHA256(secret, user_id "\n" expiry)>
+ * A front end that authenticates its users signs it; a bot cannot invent ids. */
+static bool api_token_ok(struct api *a, struct http_request *r, const char *user)
+{
+    const char *tok = http_header(r, "X-User-Token");
+    if (!tok) return false;
+    char *dot;
+    long long expires = strtoll(tok, &dot, 10);
+    if (dot == tok || *dot != '.' || expires <= clock_wall_ms() / 1000 || strlen(dot + 1) != 2 * HMAC_SHA256_LEN)
+        return false;
+    char msg[PAYLOAD_USER_MAX + 24];
+    int n = snprintf(msg, sizeof msg, "%s\n%lld", user, expires);
+    uint8_t want[HMAC_SHA256_LEN], got[HMAC_SHA256_LEN];
+    hmac_sha256(a->cfg->user_secret, strlen(a->cfg->user_secret), msg, (size_t)n, want);
+    for (int i = 0; i < HMAC_SHA256_LEN; i++) {
+        unsigned hi, lo;
+        if (sscanf(dot + 1 + 2 * i, "%1x%1x", &hi, &lo) != 2) return false;
+        got[i] = (uint8_t)(hi * 16 + lo);
+    }
+    return hmac_equal(want, got, sizeof want);
+}
+
+/* The checks every request naming a user goes through after its body parsed:
+ * the signed token (401) and the per-user rate (429).  False when refused. */
+static bool api_user_checks(struct api *a, struct http_request *r, const char *user)
+{
+    if (a->cfg->user_secret[0] && !api_token_ok(a, r, user)) {
+        api_refuse(a, r, OUTCOME_BAD_TOKEN, NULL);
+        return false;
+    }
+    int retry;
+    if (a->user_rate && !ratelimit_take(a->user_rate, user, strlen(user), clock_mono_ns(), &retry)) {
+        metrics_count(METRIC_RATE_LIMITED, 1);
+        api_refuse_retry(r, OUTCOME_RATE_LIMITED, retry);
+        return false;
+    }
+    return true;
 }
 
 /* Answers a deferred call from a worker or the writer, and frees it. */
@@ -371,6 +424,7 @@ static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
     const char *key = http_header(r, "Idempotency-Key");
     if (key && !payload_key_ok(key))
         return api_refuse(a, r, OUTCOME_INVALID, "Idempotency-Key must be 1 to 128 printable ASCII characters");
+    if (!api_user_checks(a, r, order.user_id)) return;
 
     /* A retry with a key may be a replay of an order this user already has: only
      * a worker, which looks the key up, can tell.  Everyone else meets the fast path. */
@@ -450,6 +504,7 @@ static void api_settle(struct api *a, struct http_request *r, enum route route, 
     const char *body = http_body(r, &len);
     o = payload_user_parse(body, len, user, msg, sizeof msg);
     if (o != OUTCOME_OK) return api_refuse(a, r, o, msg);
+    if (!api_user_checks(a, r, user)) return;
     struct api_call *c = api_call_new(a, r, api_settle_run);
     if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
     c->sj.op = route == ROUTE_PAY ? STORE_PAY : STORE_CANCEL;
@@ -788,6 +843,15 @@ static void api_handle(void *ctx, struct http_request *r, enum http_phase phase)
     }
     if (o == OUTCOME_METHOD) return api_refuse_method(r, m.allow);
     if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
+    if (a->ip_rate && m.route != ROUTE_HEALTHZ && m.route != ROUTE_METRICS && m.route != ROUTE_STATIC) {
+        char addr[64];
+        size_t n = http_client_address(r, addr, sizeof addr);
+        int retry;
+        if (n && !ratelimit_take(a->ip_rate, addr, n, clock_mono_ns(), &retry)) {
+            metrics_count(METRIC_RATE_LIMITED, 1);
+            return api_refuse_retry(r, OUTCOME_RATE_LIMITED, retry);
+        }
+    }
     bool admin_route = m.route == ROUTE_RESET || (m.route == ROUTE_SALES && route_method(http_method(r)) == METHOD_POST);
     if (admin_route && !a->cfg->admin) return api_refuse(a, r, OUTCOME_NOT_FOUND, "admin endpoints are off");
 
@@ -896,6 +960,13 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
         a->canned[o] = http_canned_new(outcome_status((enum outcome)o), body, len, retry ? headers : NULL);
     }
     a->healthz = http_canned_new(200, "{\"status\":\"ok\"}", 15, NULL);
+    /* A second's worth of requests may come at once (at least one). */
+    if (cfg->user_rate) a->user_rate = ratelimit_new((double)cfg->user_rate, (double)cfg->user_rate);
+    if (cfg->ip_rate) a->ip_rate = ratelimit_new((double)cfg->ip_rate, (double)cfg->ip_rate);
+    if ((cfg->user_rate && !a->user_rate) || (cfg->ip_rate && !a->ip_rate)) {
+        api_free(a);
+        return NULL;
+    }
     struct pool_hooks hooks = {api_worker_new, api_worker_round_done, api_worker_free, a};
     a->pool = pool_new((size_t)cfg->workers, (size_t)cfg->queue, &hooks);
     if (!a->pool || !a->healthz) {
@@ -913,6 +984,8 @@ void api_free(struct api *a)
     pool_free(a->pool);
     for (int o = 0; o < OUTCOME_COUNT; o++) http_canned_free(a->canned[o]);
     http_canned_free(a->healthz);
+    ratelimit_free(a->user_rate);
+    ratelimit_free(a->ip_rate);
     memset(a->token, 0, sizeof a->token);
     free(a);
 }

@@ -57,6 +57,12 @@ static const struct config_row config_table[] = {
      "seconds of silence before a connection is closed"},
     {"sweep-ms", CFG_INT, F(sweep_ms), "1000", 10, 60000, NULL,
      "how often expired unpaid orders give their units back"},
+    {"user-rate", CFG_INT, F(user_rate), "0", 0, 1000000, NULL,
+     "purchase/pay/cancel requests per second per user id (0 = no limit; 429 beyond)"},
+    {"ip-rate", CFG_INT, F(ip_rate), "0", 0, 10000000, NULL,
+     "API requests per second per client address (0 = no limit; 429 beyond)"},
+    {"user-secret", CFG_STR, F(user_secret), "", 0, 0, NULL,
+     "HMAC key: purchases must carry X-User-Token signed with it (empty = off)"},
     {"log-level", CFG_ENUM, F(log_level), "info", 0, 0, config_levels, "log verbosity"},
 };
 

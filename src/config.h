@@ -34,6 +34,9 @@ struct config {
     int64_t per_ip_limit;
     int64_t idle_timeout;
     int64_t sweep_ms;
+    int64_t user_rate;        /* purchases per second per user id, 0 = no limit */
+    int64_t ip_rate;          /* API requests per second per client address, 0 = no limit */
+    char *user_secret;        /* "" = purchases need no signed token */
     int64_t log_level;
 };
 

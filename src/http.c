@@ -225,6 +225,16 @@ const char *http_body(const struct http_request *r, size_t *len)
     return r->body ? r->body : "";
 }
 bool http_body_too_large(const struct http_request *r) { return r->too_large; }
+size_t http_client_address(const struct http_request *r, char *buf, size_t size)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr || size < INET6_ADDRSTRLEN) return 0;
+    const struct sockaddr *sa = ci->client_addr;
+    const void *at = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr
+                                               : (const void *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    return inet_ntop(sa->sa_family, at, buf, (socklen_t)size) ? strlen(buf) : 0;
+}
 void *http_thread_state(const struct http_request *r) { return r->io->state; }
 void http_set_label(struct http_request *r, int label) { r->label = label; }
 int http_label(const struct http_request *r) { return r->label; }

@@ -11,6 +11,8 @@ static const struct {
     [OUTCOME_OK] = {200, "ok", "ok"},
     [OUTCOME_INVALID] = {400, "invalid_request", "the request is not valid"},
     [OUTCOME_UNAUTHORIZED] = {401, "unauthorized", "a valid admin bearer token is required"},
+    [OUTCOME_BAD_TOKEN] = {401, "invalid_token",
+                           "a valid X-User-Token for this user_id is required"},
     [OUTCOME_FORBIDDEN] = {403, "forbidden", "this order belongs to another user"},
     [OUTCOME_NOT_FOUND] = {404, "not_found", "no such resource"},
     [OUTCOME_METHOD] = {405, "method_not_allowed", "this method is not allowed here"},

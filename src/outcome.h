@@ -13,6 +13,7 @@ enum outcome {
     OUTCOME_OK,
     OUTCOME_INVALID,           /* 400 invalid_request */
     OUTCOME_UNAUTHORIZED,      /* 401 */
+    OUTCOME_BAD_TOKEN,         /* 401 invalid_token: missing, forged or expired X-User-Token */
     OUTCOME_FORBIDDEN,         /* 403 */
     OUTCOME_NOT_FOUND,         /* 404 */
     OUTCOME_METHOD,            /* 405, with Allow */

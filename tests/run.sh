@@ -4,7 +4,7 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | lifecycle | tsan | asan | e2e
+#   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | tsan | asan | e2e
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tests/out
@@ -58,6 +58,7 @@ api) suite api python3 tests/test_api.py ;;
 crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
 lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
+security) suite security python3 tests/test_security.py ;;
 tsan)
     suite tsan-unit tsan_units
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
@@ -73,6 +74,7 @@ all)
     suite crowd python3 tests/test_crowd.py
     suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
     suite lifecycle python3 tests/test_lifecycle.py
+    suite security python3 tests/test_security.py
     suite tsan-unit tsan_units
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
     suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale
@@ -83,7 +85,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|tsan|asan|e2e" >&2; exit 2 ;;
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|tsan|asan|e2e" >&2; exit 2 ;;
 esac
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
