@@ -6,7 +6,7 @@
 CC        ?= cc
 SANITIZE  ?=
 WERROR    ?=
-PKGS      := libmicrohttpd jansson sqlite3
+PKGS      := libmicrohttpd jansson sqlite3 libpq
 
 # Debian packages the build, the tests, the load scripts and the benchmark need.
 # `make deps` installs whichever are missing (apt-get update first: a fresh machine
@@ -47,7 +47,7 @@ LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
 # Every module but main.c is also linked into the unit tests and fuzzers.
 MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit \
-           store store_sqlite http api assets clock
+           store store_sqlite store_pg http api assets clock
 OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
@@ -93,9 +93,9 @@ deps-pg:
 	$(call apt_install,$(DEB_PG))
 
 # --- build --------------------------------------------------------------------
-$(BUILD)/gen/schema_sql.h: sql/schema.sql sql/migrations/*.sql sql/embed.sh
+$(BUILD)/gen/schema_sql.h: sql/schema.sql sql/schema_pg.sql sql/migrations/*.sql sql/embed.sh
 	@mkdir -p $(dir $@)
-	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql \
+	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql schema_pg_sql sql/schema_pg.sql \
 	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql
 
 $(BUILD)/%.o: src/%.c | $(GEN)

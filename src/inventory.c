@@ -297,11 +297,14 @@ enum outcome inventory_reserve(struct inventory *inv, struct sale *s, const char
 {
     enum outcome o = inventory_window(s, now);
     if (o != OUTCOME_OK) return o;
-    return inv->strategy->reserve(inv, s, user, q, unguarded_left);
+    o = inv->strategy->reserve(inv, s, user, q, unguarded_left);
+    if (o == OUTCOME_OK) atomic_fetch_add(&s->reserved, q);
+    return o;
 }
 
 void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool pending)
 {
+    atomic_fetch_sub(&s->reserved, q);
     inv->strategy->commit(inv, s, user, q);
     if (pending) atomic_fetch_add(&s->pending, q);
 }
@@ -325,8 +328,34 @@ bool inventory_has_windows(struct inventory *inv) { return atomic_load(&inv->win
 
 void inventory_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
 {
+    atomic_fetch_sub(&s->reserved, q);
     inv->strategy->release(inv, s, user, q);
 }
+
+void inventory_sync(struct inventory *inv, const struct store_sale *row)
+{
+    struct sale *s = inventory_get(inv, row->id);
+    if (!s) {
+        if (!inventory_add(inv, row)) LOG_WARN("inventory: cannot hold sale %lld", (long long)row->id);
+        return;
+    }
+    int64_t gate = row->stock_left - atomic_load(&s->reserved);
+    atomic_store(&s->stock_left, gate > 0 ? gate : 0);
+    atomic_store(&s->sold, row->sold);
+    atomic_store(&s->orders, row->orders);
+    atomic_store(&s->pending, row->pending);
+    atomic_store(&s->paid, row->paid);
+    atomic_store(&s->expired, row->expired);
+    atomic_store(&s->cancelled, row->cancelled);
+}
+
+void inventory_sold_out(struct inventory *inv, int64_t sale_id)
+{
+    struct sale *s = inventory_get(inv, sale_id);
+    if (s) atomic_store(&s->stock_left, 0);
+}
+
+void inventory_forget(struct inventory *inv, int64_t sale_id) { ledger_clear_sale(inv->ledger, sale_id); }
 
 bool inventory_pause(struct sale *s, int timeout_ms)
 {

@@ -42,6 +42,7 @@ struct sale {
     _Atomic int64_t orders;     /* live orders */
     _Atomic int64_t pending, paid, expired, cancelled; /* units by status */
     _Atomic int64_t active;     /* purchases admitted and not yet answered */
+    _Atomic int64_t reserved;   /* units reserved here and not yet committed or released */
     _Atomic bool paused;        /* a reset is waiting for `active` to drain */
     pthread_mutex_t mu;         /* the mutex strategy's lock */
 };
@@ -117,6 +118,16 @@ void inventory_unpause(struct sale *s);
 
 /* The user's units in the sale by the in-memory ledger (reserved or sold). */
 int64_t inventory_units(struct inventory *inv, struct sale *s, const char *user);
+
+/* Several nodes on one database (PostgreSQL): memory follows what the database
+ * says.  inventory_sync publishes a sale new to this node or refreshes its
+ * counters (the gate becomes the database's stock less what this node has in
+ * flight); inventory_sold_out closes the gate at once; inventory_forget drops the
+ * sale's per-user ledger after another node reset it.  The database stays the
+ * arbiter: a stale gate only changes which purchases reach it. */
+void inventory_sync(struct inventory *inv, const struct store_sale *row);
+void inventory_sold_out(struct inventory *inv, int64_t sale_id);
+void inventory_forget(struct inventory *inv, int64_t sale_id);
 
 /* Users holding more than the limit, by the in-memory ledger (audit). */
 int64_t inventory_users_over_limit(struct inventory *inv, struct sale *s);

@@ -39,6 +39,11 @@ static void main_load_held(void *ctx, int64_t sale_id, const char *user, int64_t
     inventory_hold(ctx, sale_id, user, units);
 }
 
+/* Other nodes' changes (PostgreSQL), from the store's housekeeping thread. */
+static void main_sale_changed(void *ctx, const struct store_sale *row) { inventory_sync(ctx, row); }
+static void main_sold_out(void *ctx, int64_t sale_id) { inventory_sold_out(ctx, sale_id); }
+static void main_reset(void *ctx, int64_t sale_id) { inventory_forget(ctx, sale_id); }
+
 /* 10,000 connections need more descriptors than the usual soft limit of 1024. */
 static void main_raise_fd_limit(int64_t wanted)
 {
@@ -85,15 +90,19 @@ int main(int argc, char **argv)
     struct inventory *inv = inventory_new((enum config_inventory)cfg.inventory);
     if (!inv) LOG_FATAL("out of memory");
     if (store_load(store, main_load_sale, main_load_held, inv) != 0)
-        LOG_FATAL("cannot load sales from %s", cfg.db);
+        LOG_FATAL("cannot load sales from the %s store", store_kind(store));
+    if (store_shared(store)) {
+        struct store_events events = {main_sale_changed, main_sold_out, main_reset, inv};
+        store_listen(store, &events);
+    }
     struct api *api = api_new(&cfg, inv, store);
     if (!api) LOG_FATAL("cannot start the api");
     struct http_hooks hooks = api_http_hooks(api);
     struct http_server *http = http_start(&cfg, &hooks, err, sizeof err);
     if (!http) LOG_FATAL("http: %s", err);
-    LOG_INFO("flashsale listening on http://%s:%d (inventory %s, durability %s, %lld sales, "
+    LOG_INFO("flashsale listening on http://%s:%d (store %s, inventory %s, durability %s, %lld sales, "
              "%lld io threads, %lld workers, queue %lld)",
-             cfg.bind, http_port(http), config_name("inventory", cfg.inventory),
+             cfg.bind, http_port(http), store_kind(store), config_name("inventory", cfg.inventory),
              config_name("durability", cfg.durability), (long long)inventory_max_id(inv),
              (long long)cfg.io_threads, (long long)cfg.workers, (long long)cfg.queue);
 

@@ -37,13 +37,15 @@ struct store {
     pthread_mutex_t commit_mu; /* see store.h: done() callbacks and audit snapshots */
 
     pthread_t housekeeper; /* runs be->housekeep on its own connection */
+    struct store_events events;
+    _Atomic bool listening; /* events is set */
     pthread_cond_t housekeep_wake; /* its own: a signal meant for the writer must
                                     * never wake the housekeeper instead */
     struct store_conn *housekeep_conn;
     bool housekeeping;
 };
 
-#define STORE_HOUSEKEEP_MS 200
+#define STORE_RETRIES 3 /* runs of a batch that hit a deadlock before giving up */
 
 /* For store_run(): a job plus a flag to wait on. */
 struct store_waiter {
@@ -61,22 +63,43 @@ static void store_finish(struct store_job **jobs, size_t n)
 }
 
 /* One group commit.  Runs on the writer thread only. */
+/* BEGIN, every job, then COMMIT under the commit lock; false when anything failed
+ * (then rolled back).  *retry says whether running it again may succeed. */
+static bool store_try_batch(struct store *s, struct store_job **jobs, size_t n, bool *retry)
+{
+    struct store_conn *c = s->writer_conn;
+    bool failed = s->be->begin(c) != 0;
+    if (!failed && s->be->apply_batch) {
+        failed = s->be->apply_batch(c, jobs, n) != 0;
+    } else {
+        for (size_t i = 0; i < n && !failed; i++) {
+            jobs[i]->outcome = s->be->apply(c, jobs[i]);
+            failed = jobs[i]->outcome == OUTCOME_UNAVAILABLE;
+        }
+    }
+    /* COMMIT and the memory updates under one lock: an audit taking its snapshot
+     * sees both or neither.  The caller unlocks after done(). */
+    pthread_mutex_lock(&s->commit_mu);
+    if (!failed) failed = s->be->commit(c) != 0;
+    if (failed) {
+        *retry = s->be->retryable && s->be->retryable(c);
+        s->be->rollback(c);
+    }
+    return !failed;
+}
+
 static void store_commit_batch(struct store *s, struct store_job **jobs, size_t n)
 {
     uint64_t t0 = clock_mono_ns();
-    bool failed = s->be->begin(s->writer_conn) != 0;
-    for (size_t i = 0; i < n && !failed; i++) {
-        jobs[i]->outcome = s->be->apply(s->writer_conn, jobs[i]);
-        failed = jobs[i]->outcome == OUTCOME_UNAVAILABLE;
+    bool retry = false, ok;
+    for (int attempt = 1; !(ok = store_try_batch(s, jobs, n, &retry)) && retry && attempt < STORE_RETRIES;
+         attempt++) {
+        pthread_mutex_unlock(&s->commit_mu);
+        LOG_WARN("store: a group commit of %zu jobs hit a deadlock; running it again", n);
     }
-    /* COMMIT and the memory updates under one lock: an audit taking its snapshot
-     * sees both or neither. */
-    pthread_mutex_lock(&s->commit_mu);
-    if (!failed) failed = s->be->commit(s->writer_conn) != 0;
-    if (failed) {
-        /* Nothing of this batch is durable: roll back and refuse every job, so each
-         * caller gives its reservation back and nobody is told "sold". */
-        s->be->rollback(s->writer_conn);
+    if (!ok) {
+        /* Nothing of this batch is durable: refuse every job, so each caller gives
+         * its reservation back and nobody is told "sold". */
         for (size_t i = 0; i < n; i++) jobs[i]->outcome = OUTCOME_UNAVAILABLE;
         metrics_count(METRIC_STORE_ERRORS, 1);
         LOG_ERROR("store: a group commit of %zu jobs failed; all refused with 503", n);
@@ -121,13 +144,13 @@ static void *store_housekeeper_main(void *arg)
     while (!s->stopping) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += STORE_HOUSEKEEP_MS * 1000000L;
+        until.tv_nsec += s->be->housekeep_ms * 1000000L;
         until.tv_sec += until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&s->housekeep_wake, &s->mu, &until);
         if (s->stopping) break;
         pthread_mutex_unlock(&s->mu);
-        s->be->housekeep(s->housekeep_conn);
+        s->be->housekeep(s->housekeep_conn, atomic_load(&s->listening) ? &s->events : NULL);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -141,7 +164,10 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
         snprintf(err, err_size, "out of memory");
         return NULL;
     }
-    s->be = &store_sqlite;
+    /* A URI picks PostgreSQL; anything else is an SQLite file. */
+    s->be = strncmp(cfg->db, "postgresql://", 13) == 0 || strncmp(cfg->db, "postgres://", 11) == 0
+                ? &store_pg
+                : &store_sqlite;
     s->cfg = cfg;
     s->batch_max = (size_t)cfg->batch;
     pthread_mutex_init(&s->mu, NULL);
@@ -299,6 +325,16 @@ enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
     pthread_mutex_unlock(&s->commit_mu);
     if (o != OUTCOME_OK) return o;
     return s->be->audit_finish(c, sale_id, out);
+}
+
+bool store_shared(const struct store *s) { return s->be == &store_pg; }
+
+const char *store_kind(const struct store *s) { return s->be == &store_pg ? "postgresql" : "sqlite"; }
+
+void store_listen(struct store *s, const struct store_events *ev)
+{
+    s->events = *ev;
+    atomic_store(&s->listening, true); /* publishes events to the housekeeper */
 }
 
 size_t store_backlog(struct store *s)

@@ -127,8 +127,18 @@ struct store_job {
     void *ctx; /* the caller's */
 };
 
-/* Opens (creating or migrating the schema) the database of cfg->db and starts the
- * writer thread.  Returns NULL and writes a reason into err on failure. */
+/* What other nodes sharing the database did (PostgreSQL), for memory to follow.
+ * Called on the store's housekeeping thread. */
+struct store_events {
+    void (*sale)(void *ctx, const struct store_sale *row); /* a sale as the database has it now */
+    void (*sold_out)(void *ctx, int64_t sale_id);
+    void (*reset)(void *ctx, int64_t sale_id);
+    void *ctx;
+};
+
+/* Opens (creating or migrating the schema) the database of cfg->db — a file path
+ * for SQLite, a postgresql:// URI for PostgreSQL — and starts the writer thread.
+ * Returns NULL and writes a reason into err on failure. */
 struct store *store_open(const struct config *cfg, char *err, size_t err_size);
 
 /* Runs every queued job, stops the writer, closes the database. */
@@ -169,6 +179,16 @@ enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct st
  * match it.  OUTCOME_NOT_FOUND when the sale does not exist. */
 enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
                          struct store_audit *out, void (*snapshot)(void *ctx), void *ctx);
+
+/* True when other nodes may write the same database (PostgreSQL): memory is then
+ * a cache of it, refreshed through store_listen. */
+bool store_shared(const struct store *s);
+
+/* Starts telling ev (copied) what other nodes change.  Call once, after loading. */
+void store_listen(struct store *s, const struct store_events *ev);
+
+/* "sqlite" or "postgresql". */
+const char *store_kind(const struct store *s);
 
 /* Queue length of the writer, for metrics. */
 size_t store_backlog(struct store *s);

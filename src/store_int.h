@@ -1,4 +1,4 @@
-/* store_int — what a storage backend implements (store_sqlite.c; PostgreSQL next).
+/* store_int — what a storage backend implements (store_sqlite.c, store_pg.c).
  *
  * store.c owns the queue, the writer thread, the commit lock and the public
  * functions; a backend only talks to its database.  Every function gets the
@@ -10,6 +10,9 @@
 #include "store.h"
 
 struct store_backend {
+    /* How often housekeep() runs. */
+    int housekeep_ms;
+
     /* A new connection; writer = the group-commit writer's (tuned for writing). */
     struct store_conn *(*connect)(const struct config *cfg, bool writer, char *err, size_t err_size);
     void (*disconnect)(struct store_conn *c);
@@ -22,16 +25,26 @@ struct store_backend {
     int (*commit)(struct store_conn *c);
     void (*rollback)(struct store_conn *c);
 
+    /* True when the last failure on c is worth running the batch again for
+     * (PostgreSQL: deadlock, serialization failure).  May be NULL. */
+    bool (*retryable)(struct store_conn *c);
+
     /* Applies one job inside the open transaction.  A business refusal
      * (sold_out, limit_exceeded, invalid) leaves nothing of this job written and
      * the rest of the batch intact.  OUTCOME_UNAVAILABLE means the database failed
      * and the whole transaction must be rolled back. */
     enum outcome (*apply)(struct store_conn *c, struct store_job *job);
 
-    /* Housekeeping on a connection of its own, called every STORE_HOUSEKEEP_MS by a
-     * thread of its own (SQLite: WAL checkpoints), so the writer never waits for
-     * it.  May be NULL. */
-    void (*housekeep)(struct store_conn *c);
+    /* The same for a whole batch at once (setting each job's outcome), when the
+     * backend can do better than one job at a time; 0, or -1 when the database
+     * failed.  May be NULL. */
+    int (*apply_batch)(struct store_conn *c, struct store_job **jobs, size_t n);
+
+    /* Housekeeping on a connection of its own, called every housekeep_ms by a
+     * thread of its own, so the writer never waits for it (SQLite: WAL
+     * checkpoints; PostgreSQL: what other nodes changed, told to ev, which is
+     * NULL until store_listen).  May be NULL. */
+    void (*housekeep)(struct store_conn *c, const struct store_events *ev);
 
     /* On the writer, after a commit whose answers are already out: bounded,
      * usually instant upkeep (SQLite: let the WAL restart).  May be NULL. */
@@ -54,5 +67,6 @@ struct store_backend {
 #define STORE_BACKEND(conn) (*(const struct store_backend *const *)(const void *)(conn))
 
 extern const struct store_backend store_sqlite;
+extern const struct store_backend store_pg;
 
 #endif

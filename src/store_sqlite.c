@@ -544,7 +544,7 @@ static void sqlite_after_commit(struct store_conn *c)
         LOG_WARN("store: checkpoint: %s", sqlite3_errmsg(c->db));
 }
 
-static void sqlite_housekeep(struct store_conn *c)
+static void sqlite_housekeep(struct store_conn *c, const struct store_events *ev)
 {
     /* PASSIVE copies what it can without blocking the writer or readers; the
      * writer restarts the WAL from its start once everything was copied. */
@@ -671,6 +671,7 @@ static enum outcome sqlite_audit_finish(struct store_conn *c, int64_t sale_id, s
 }
 
 const struct store_backend store_sqlite = {
+    .housekeep_ms = 200,
     .connect = sqlite_connect,
     .disconnect = sqlite_disconnect,
     .setup = sqlite_setup,
