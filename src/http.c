@@ -68,6 +68,8 @@ struct http_request {
     size_t answer_len;
     char answer_hname[32], answer_hvalue[192];
     int label;
+    bool started;        /* the handler has seen this request */
+    const char *uri_end; /* where the raw request-target's C string ends */
     char small_body[HTTP_SMALL_BODY];
     char small_answer[HTTP_SMALL_ANSWER];
 };
@@ -269,18 +271,22 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     struct http_io *io = cls;
     struct http_hooks *hooks = &io->server->hooks;
     struct http_request *r = *con_cls;
-    if (!r) {
-        r = malloc(sizeof *r);
-        if (!r) return MHD_NO;
-        memset(r, 0, offsetof(struct http_request, small_body));
-        r->io = io;
+    if (!r) return MHD_NO; /* http_uri_seen allocates it; out of memory there */
+    if (!r->started) {
+        r->started = true;
         r->conn = conn;
         r->method = method;
         r->url = url;
-        r->started_ns = clock_mono_ns();
-        r->body = r->small_body;
-        r->body_cap = sizeof r->small_body;
-        *con_cls = r;
+        /* libmicrohttpd hands the request-target over as a C string: a raw NUL
+         * inside it would cut the path short ("/orders\0/x" routed as "/orders").
+         * Its raw string must end right where the HTTP version begins. */
+        if (r->uri_end + 1 != version) {
+            static const char body[] = "{\"error\":\"invalid_request\",\"message\":"
+                                       "\"the request line contains a NUL byte\"}";
+            const char *close[] = {"Connection", "close", NULL};
+            http_reply(r, 400, body, sizeof body - 1, close);
+            return MHD_YES;
+        }
         hooks->handle(hooks->ctx, r, HTTP_HEADERS);
         return MHD_YES;
     }
@@ -301,6 +307,22 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         http_reply(r, 500, body, sizeof body - 1, NULL);
     }
     return MHD_YES;
+}
+
+/* libmicrohttpd calls this with the raw request-target, before it decodes or
+ * splits anything; what it returns becomes the request's con_cls. */
+static void *http_uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct http_request *r = malloc(sizeof *r);
+    if (!r) return NULL;
+    memset(r, 0, offsetof(struct http_request, small_body));
+    r->io = cls;
+    r->conn = conn;
+    r->started_ns = clock_mono_ns();
+    r->body = r->small_body;
+    r->body_cap = sizeof r->small_body;
+    r->uri_end = uri + strlen(uri);
+    return r;
 }
 
 static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -465,7 +487,7 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
             (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
             MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
-            http_unescape, NULL, MHD_OPTION_END);
+            http_unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, http_uri_seen, io, MHD_OPTION_END);
         if (!io->daemon) {
             snprintf(err, err_size, "libmicrohttpd did not start");
             goto fail;
