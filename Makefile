@@ -15,7 +15,7 @@ DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqli
 DEB_TEST  := python3 clang libclang-rt-dev wrk curl procps
 DEB_BENCH := nginx-light gnuplot-nox
 DEB_E2E   := chromium
-DEB_PG    := postgresql docker-compose
+DEB_PG    := postgresql postgresql-client libpq-dev nginx-light docker-compose
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH)
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
@@ -53,7 +53,7 @@ GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill test-lifecycle \
-        test-tsan test-asan test-e2e test-cluster asan tsan fuzz loadtest bench clean
+        test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench clean
 
 all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench
 
@@ -93,7 +93,7 @@ deps-pg:
 	$(call apt_install,$(DEB_PG))
 
 # --- build --------------------------------------------------------------------
-$(BUILD)/gen/schema_sql.h: sql/schema.sql sql/schema_pg.sql sql/migrations/*.sql sql/embed.sh
+$(BUILD)/gen/schema_sql.h: sql/schema.sql sql/schema_pg.sql sql/migrations/*.sql sql/embed.sh Makefile
 	@mkdir -p $(dir $@)
 	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql schema_pg_sql sql/schema_pg.sql \
 	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql
@@ -127,7 +127,7 @@ run: deps
 
 # --- tests --------------------------------------------------------------------
 # tests/run.sh runs each suite, counts every case and prints one closing line.
-test: deps deps-e2e
+test: deps deps-e2e deps-pg
 	$(MAKE) WERROR=1 all $(UNITS:%=build/%)
 	$(MAKE) WERROR=1 SANITIZE=thread build/tsan/flashsale $(UNITS:%=build/tsan/%)
 	$(MAKE) WERROR=1 SANITIZE=address build/asan/flashsale $(UNITS:%=build/asan/%)
@@ -158,6 +158,15 @@ test-asan: all
 
 test-e2e: all deps-e2e
 	tests/run.sh e2e
+
+test-pg: all deps-pg
+	tests/run.sh pg
+
+test-cluster: all deps-pg
+	tests/run.sh cluster
+
+test-hostile: all
+	tests/run.sh hostile
 
 fuzz:
 	tests/fuzz.sh $(FUZZ_RUNS)

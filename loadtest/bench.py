@@ -16,16 +16,15 @@ SWEEP ("64 128 256 1024 4096"), HOLD (10000), STRATEGIES ("atomic mutex sqlite u
 """
 import json
 import os
-import socket
 import platform
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nginx  # noqa: E402
 from run import LocalServer, http, metrics  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,39 +53,11 @@ def wrk(url, sale, connections=CONNECTIONS, duration=DURATION, script="crowd.lua
 
 
 def nginx_anchor():
-    tmp = tempfile.mkdtemp(prefix="flashsale-bench-nginx-")
-    conf = os.path.join(tmp, "nginx.conf")
-    # nginx cannot listen on port 0 and report it: pick a free port first.
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    with open(conf, "w") as f:
-        f.write(f"""worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 20000; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path {tmp};
-  server {{
-    listen 127.0.0.1:{port} reuseport backlog=4096;
-    location / {{ default_type application/json; return 200 '{NGINX_BODY}'; }}
-  }}
-}}
-""")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen([nginx, "-c", conf, "-p", tmp], stderr=subprocess.PIPE)
-    time.sleep(0.5)
+    server = nginx.fixed(NGINX_BODY)
     try:
-        return wrk(f"http://127.0.0.1:{port}", 1)
+        return wrk(server.url, 1)
     finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
 
 
 def flashsale_run(inventory, stock, label, connections=CONNECTIONS):

@@ -4,7 +4,8 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | tsan | asan | e2e
+#   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | hostile | faults |
+#                fuzz | pg | cluster | tsan | asan | e2e
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tests/out
@@ -51,6 +52,16 @@ tsan_units() {
     return $rc
 }
 
+# The black-box suites again, each against a fresh throw-away PostgreSQL.
+pg_suites() {
+    local t
+    for t in api crowd lifecycle security kill; do
+        suite "pg-$t" python3 tests/pgserver.py -- python3 "tests/test_$t.py"
+    done
+}
+
+have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+
 what=${1:-all}
 case $what in
 unit) suite unit units build ;;
@@ -59,6 +70,11 @@ crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
 lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
 security) suite security python3 tests/test_security.py ;;
+hostile) suite hostile python3 tests/test_hostile.py ;;
+faults) suite faults python3 tests/test_faults.py ;;
+fuzz) suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}" ;;
+pg) pg_suites ;;
+cluster) suite cluster python3 tests/test_cluster.py; suite docker python3 tests/test_docker.py ;;
 tsan)
     suite tsan-unit tsan_units
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
@@ -66,7 +82,10 @@ tsan)
 asan)
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
-    suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite ;;
+    suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
+    suite asan-lifecycle python3 tests/test_lifecycle.py build/asan/flashsale
+    suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
+    suite asan-faults python3 tests/test_faults.py build/asan/flashsale ;;
 e2e) suite e2e node tests/e2e/dashboard.test.mjs ;;
 all)
     suite unit units build
@@ -75,17 +94,29 @@ all)
     suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
     suite lifecycle python3 tests/test_lifecycle.py
     suite security python3 tests/test_security.py
+    suite hostile python3 tests/test_hostile.py
+    suite faults python3 tests/test_faults.py
+    suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}"
+    if have_pg; then
+        pg_suites
+        suite cluster python3 tests/test_cluster.py
+    fi
+    suite docker python3 tests/test_docker.py
     suite tsan-unit tsan_units
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
     suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
+    suite asan-lifecycle python3 tests/test_lifecycle.py build/asan/flashsale
+    suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
+    suite asan-faults python3 tests/test_faults.py build/asan/flashsale
     if [ -f tests/e2e/dashboard.test.mjs ] && command -v chromium >/dev/null && command -v node >/dev/null; then
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|tsan|asan|e2e" >&2; exit 2 ;;
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|hostile|faults|fuzz|pg|cluster|tsan|asan|e2e" >&2
+   exit 2 ;;
 esac
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -53,23 +53,30 @@ static char unit_why[512];
         }                                                                                          \
     } while (0)
 
+/* One case.  Only volatile copies live across setjmp, so no optimisation level
+ * (and no -Wclobbered) can lose them. */
+static inline int unit_run_one(const char *base_arg, const struct unit_case *case_arg)
+{
+    const char *volatile base = base_arg;
+    const struct unit_case *volatile c = case_arg;
+    unit_why[0] = 0;
+    if (setjmp(unit_jump) == 0) {
+        c->fn();
+        printf("PASS %s:%s\n", base, c->name);
+        fflush(stdout);
+        return 0;
+    }
+    printf("FAIL %s:%s: %s\n", base, c->name, unit_why);
+    fflush(stdout);
+    return 1;
+}
+
 static inline int unit_run_named(const char *file, const struct unit_case *cases)
 {
-    /* volatile: both live across setjmp/longjmp */
-    volatile int failed = 0;
+    int failed = 0;
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;
-    for (const struct unit_case *volatile c = cases; c->name; c++) {
-        unit_why[0] = 0;
-        if (setjmp(unit_jump) == 0) {
-            c->fn();
-            printf("PASS %s:%s\n", base, c->name);
-        } else {
-            printf("FAIL %s:%s: %s\n", base, c->name, unit_why);
-            failed++;
-        }
-        fflush(stdout);
-    }
+    for (const struct unit_case *c = cases; c->name; c++) failed += unit_run_one(base, c);
     return failed ? 1 : 0;
 }
 
