@@ -52,10 +52,12 @@ static void test_defaults(void)
     CHECK_EQ_STR(c.admin_token, "");
     CHECK_EQ_INT(c.admin, 1);
     CHECK_EQ_INT(c.inventory, INVENTORY_ATOMIC);
-    CHECK_EQ_INT(c.workers, 2);
+    /* 0 = automatic: the cores but one for I/O, half the cores for workers */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    CHECK_EQ_INT(c.workers, cores > 1 ? cores / 2 : 1);
     CHECK_EQ_INT(c.queue, 8192);
     CHECK_EQ_INT(c.queue_timeout_ms, 2000);
-    CHECK_EQ_INT(c.io_threads, 2);
+    CHECK_EQ_INT(c.io_threads, cores > 1 ? cores - 1 : 1);
     CHECK_EQ_INT(c.batch, 1024);
     CHECK_EQ_INT(c.demo_stock, 100);
     CHECK_EQ_STR(c.static_dir, "./static");
@@ -132,7 +134,7 @@ static void test_environment(void)
     CHECK_EQ_INT(PARSE0(&c), -1);
     config_deinit(&c);
     clear_env();
-    setenv("FLASHSALE_IO_THREADS", "0", 1);
+    setenv("FLASHSALE_IO_THREADS", "65", 1);
     CHECK_EQ_INT(PARSE0(&c), -1);
     config_deinit(&c);
     clear_env();
@@ -154,7 +156,7 @@ static void test_bounds(void)
         {"port", "-1", -1},        {"port", "", -1},           {"port", "abc", -1},
         {"port", "80x", -1},       {"port", "1.5", -1},        {"port", "0x10", -1},
         {"port", "9223372036854775808", -1},                   {"port", "-9223372036854775809", -1},
-        {"workers", "0", -1},      {"workers", "1", 0},        {"workers", "256", 0},
+        {"workers", "-1", -1},     {"workers", "1", 0},        {"workers", "256", 0},
         {"workers", "257", -1},    {"queue", "0", -1},         {"queue", "1000000", 0},
         {"queue", "1000001", -1},  {"queue-timeout-ms", "0", -1}, {"queue-timeout-ms", "600000", 0},
         {"io-threads", "64", 0},   {"io-threads", "65", -1},   {"batch", "0", -1},
@@ -216,14 +218,14 @@ static void test_bad_arguments(void)
     char *text = NULL;
     size_t size = 0;
     FILE *err = open_memstream(&text, &size);
-    CHECK_EQ_INT(parse(&c, err, (const char *const[]){"x", "--workers", "0", NULL}), -1);
+    CHECK_EQ_INT(parse(&c, err, (const char *const[]){"x", "--workers", "300", NULL}), -1);
     config_deinit(&c);
     CHECK_EQ_INT(parse(&c, err, (const char *const[]){"x", "--inventory=magic", NULL}), -1);
     config_deinit(&c);
     CHECK_EQ_INT(parse(&c, err, (const char *const[]){"x", "--bogus", NULL}), -1);
     config_deinit(&c);
     fclose(err);
-    CHECK(strstr(text, "--workers must be an integer from 1 to 256, not '0'") != NULL);
+    CHECK(strstr(text, "--workers must be an integer from 0 to 256, not '300'") != NULL);
     CHECK(strstr(text, "--inventory must be one of atomic|mutex|sqlite|unsafe, not 'magic'") != NULL);
     CHECK(strstr(text, "unknown flag '--bogus'") != NULL);
     free(text);
