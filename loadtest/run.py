@@ -131,7 +131,7 @@ class Progress(threading.Thread):
                 last_print = now
                 line = (f"  {now:5.1f}/{self.duration:.0f} s   {stats['requests_per_s']:>10,.0f} req/s   "
                         f"{stats['orders_per_s']:>8,.0f} orders/s   stock left {sale['stock_left'] if sale else '?':>8}"
-                        f"   p99 {stats['latency_p99_ms']:.2f} ms")
+                        f"   p99 {stats['latency_p99_ms'] or 0:.2f} ms")
                 sys.stderr.write(("\r" + line) if TTY else line + "\n")
                 sys.stderr.flush()
             self.halt.wait(0.1)

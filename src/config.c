@@ -39,7 +39,7 @@ static const struct config_row config_table[] = {
     {"inventory", CFG_ENUM, F(inventory), "atomic", 0, 0, config_inventories,
      "inventory strategy (unsafe oversells on purpose)"},
     {"workers", CFG_INT, F(workers), "0", 0, 256, NULL,
-     "purchase worker threads (0 = half the cores, at least 1)"},
+     "purchase worker threads (0 = half the cores, at least 1; at least 4 for unsafe)"},
     {"queue", CFG_INT, F(queue), "8192", 1, 1000000, NULL,
      "purchase queue capacity; a full queue answers 503"},
     {"queue-timeout-ms", CFG_INT, F(queue_timeout_ms), "2000", 1, 600000, NULL,
@@ -189,7 +189,9 @@ int config_parse(struct config *cfg, int argc, char **argv, FILE *err)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
     if (cfg->io_threads == 0) cfg->io_threads = cores > 1 ? cores - 1 : 1;
-    if (cfg->workers == 0) cfg->workers = cores > 1 ? cores / 2 : 1;
+    /* The unsafe strategy's lesson needs buyers racing each other: with one
+     * worker its read-check-write would never interleave. */
+    if (cfg->workers == 0) cfg->workers = cfg->inventory == INVENTORY_UNSAFE ? 4 : cores > 1 ? cores / 2 : 1;
     return 0;
 }
 

@@ -31,7 +31,7 @@ struct metrics_shard {
 struct metrics_second {
     int64_t unix_s;
     double requests, orders, sold_out, overloaded; /* per second */
-    double p50_ms, p99_ms;                          /* purchase latency in that second */
+    double p50_ms, p99_ms; /* purchase latency in that second; negative = no purchase */
 };
 
 static struct {
@@ -140,8 +140,8 @@ void metrics_tick(void)
     sec->sold_out = (double)(counters[METRIC_SOLD_OUT] - metrics.last_counters[METRIC_SOLD_OUT]) / secs;
     sec->overloaded =
         (double)(counters[METRIC_OVERLOADED] - metrics.last_counters[METRIC_OVERLOADED]) / secs;
-    sec->p50_ms = (double)hist_view_quantile(delta, 0.50) / 1e6;
-    sec->p99_ms = (double)hist_view_quantile(delta, 0.99) / 1e6;
+    sec->p50_ms = delta->total ? (double)hist_view_quantile(delta, 0.50) / 1e6 : -1;
+    sec->p99_ms = delta->total ? (double)hist_view_quantile(delta, 0.99) / 1e6 : -1;
     metrics.history_next = (metrics.history_next + 1) % METRICS_HISTORY;
     if (metrics.history_len < METRICS_HISTORY) metrics.history_len++;
     metrics.last_requests = requests;
@@ -250,27 +250,40 @@ void metrics_prometheus(FILE *out)
             (unsigned long long)METRICS_SUM(batch_purchases), (unsigned long long)cumulative);
 }
 
+/* A latency, or null for a second without purchases (0 would read as "instant"). */
+static void metrics_ms(FILE *out, const char *key, double ms)
+{
+    if (ms < 0) fprintf(out, "\"%s\":null", key);
+    else fprintf(out, "\"%s\":%.3f", key, ms);
+}
+
 void metrics_stats_json(FILE *out)
 {
     pthread_mutex_lock(&metrics.history_mu);
     struct metrics_second last = {0};
     if (metrics.history_len)
         last = metrics.history[(metrics.history_next + METRICS_HISTORY - 1) % METRICS_HISTORY];
+    if (!metrics.history_len) last.p50_ms = last.p99_ms = -1;
     fprintf(out,
             "\"uptime_s\":%.1f,\"requests_per_s\":%.1f,\"orders_per_s\":%.1f,"
-            "\"sold_out_per_s\":%.1f,\"overloaded_per_s\":%.1f,\"latency_p50_ms\":%.3f,"
-            "\"latency_p99_ms\":%.3f,",
-            metrics_uptime(), last.requests, last.orders, last.sold_out, last.overloaded,
-            last.p50_ms, last.p99_ms);
+            "\"sold_out_per_s\":%.1f,\"overloaded_per_s\":%.1f,",
+            metrics_uptime(), last.requests, last.orders, last.sold_out, last.overloaded);
+    metrics_ms(out, "latency_p50_ms", last.p50_ms);
+    fputc(',', out);
+    metrics_ms(out, "latency_p99_ms", last.p99_ms);
+    fputc(',', out);
     fprintf(out, "\"history\":[");
     for (int i = 0; i < metrics.history_len; i++) {
         int at = (metrics.history_next - metrics.history_len + i + METRICS_HISTORY) % METRICS_HISTORY;
         const struct metrics_second *s = &metrics.history[at];
         fprintf(out,
                 "%s{\"t\":%lld,\"requests_per_s\":%.1f,\"orders_per_s\":%.1f,\"sold_out_per_s\":%.1f,"
-                "\"overloaded_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}",
-                i ? "," : "", (long long)s->unix_s, s->requests, s->orders, s->sold_out,
-                s->overloaded, s->p50_ms, s->p99_ms);
+                "\"overloaded_per_s\":%.1f,",
+                i ? "," : "", (long long)s->unix_s, s->requests, s->orders, s->sold_out, s->overloaded);
+        metrics_ms(out, "p50_ms", s->p50_ms);
+        fputc(',', out);
+        metrics_ms(out, "p99_ms", s->p99_ms);
+        fputc('}', out);
     }
     pthread_mutex_unlock(&metrics.history_mu);
     fprintf(out, "],\"totals\":{\"requests\":%llu,\"orders\":%llu,\"units_sold\":%llu,"
