@@ -387,6 +387,7 @@ static void *http_io_main(void *arg)
 {
     struct http_io *io = arg;
     struct http_server *s = io->server;
+    pthread_setname_np(pthread_self(), "fs-io");
     if (s->hooks.thread_start) io->state = s->hooks.thread_start(s->hooks.ctx);
     struct epoll_event ev[2];
     while (!atomic_load(&s->stop)) {

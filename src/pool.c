@@ -46,6 +46,7 @@ static void *pool_main(void *p_)
 {
     struct pool_worker *w = p_;
     struct pool *p = w->pool;
+    pthread_setname_np(pthread_self(), "fs-worker");
     void *state = p->hooks.worker_new ? p->hooks.worker_new(p->hooks.arg, w->index) : NULL;
     struct pool_job *grab[POOL_GRAB];
     for (;;) {

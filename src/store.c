@@ -113,6 +113,7 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
 static void *store_writer_main(void *arg)
 {
     struct store *s = arg;
+    pthread_setname_np(pthread_self(), "fs-writer");
     struct store_job **jobs = calloc(s->batch_max, sizeof *jobs);
     if (!jobs) LOG_FATAL("store: out of memory for the writer");
     for (;;) {
@@ -140,6 +141,7 @@ static void *store_writer_main(void *arg)
 static void *store_housekeeper_main(void *arg)
 {
     struct store *s = arg;
+    pthread_setname_np(pthread_self(), "fs-housekeep");
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         struct timespec until;
