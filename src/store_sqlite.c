@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,9 +128,16 @@ static void sqlite_disconnect(struct store_conn *c)
     free(c);
 }
 
+/* SQLite counts every allocation under one process-wide mutex unless told not to;
+ * the writer and the I/O threads would contend on it for nothing.  Must run
+ * before SQLite initializes (it is harmlessly refused afterwards). */
+static void sqlite_configure_once(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+
 static struct store_conn *sqlite_connect(const struct config *cfg, bool writer, char *err,
                                          size_t err_size)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_configure_once);
     struct store_conn *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, err_size, "out of memory");
