@@ -24,7 +24,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 import nginx  # noqa: E402
+from pgserver import PgServer  # noqa: E402
 from run import LocalServer, http, metrics  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,6 +81,37 @@ def flashsale_run(inventory, stock, label, connections=CONNECTIONS):
         return r
     finally:
         srv.stop()
+
+
+def cluster_rows():
+    """The durable path on PostgreSQL: one node, then three behind nginx."""
+    pg = PgServer().start()
+    rows = []
+    try:
+        for nodes_n in (1, 3):
+            db = pg.create_db(f"bench{nodes_n}")
+            nodes = [LocalServer("atomic", db=db) for _ in range(nodes_n)]
+            lb = nginx.balancer([n.port for n in nodes]) if nodes_n > 1 else None
+            try:
+                url = lb.url if lb else nodes[0].url
+                code, body = http("POST", nodes[0].url + "/api/v1/sales", {"name": "bench", "stock": 1000000000},
+                                  nodes[0].token)
+                sale = json.loads(body)["id"]
+                time.sleep(0.3)  # the other nodes learn the sale (NOTIFY)
+                r = wrk(url, sale)
+                _, body = http("GET", f"{nodes[0].url}/api/v1/sales/{sale}/audit")
+                audit = json.loads(body)
+                r.update(nodes=nodes_n, orders_per_s=audit["units_sold"] / r["duration_s"], oversold=audit["oversold"],
+                         consistent=audit["consistent"])
+                rows.append(r)
+            finally:
+                if lb:
+                    lb.stop()
+                for n in nodes:
+                    n.stop()
+    finally:
+        pg.stop()
+    return rows
 
 
 def storebench(inflight):
@@ -183,6 +216,12 @@ def main():
         r = flashsale_run("atomic", 1000, "bench sweep", connections=c)
         r["connections"] = c
         res["sweep"].append(r)
+    step("cluster: durable path on PostgreSQL, 1 node and 3 nodes behind nginx")
+    try:
+        res["cluster"] = cluster_rows()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        res["cluster"] = []
+        print(f"bench: cluster rows skipped: {e}", file=sys.stderr)
     step(f"{HOLD} connections held, three rounds of one purchase each (loadgen burst)")
     res["hold"] = hold_connections(HOLD)
     res["elapsed_s"] = time.time() - t0
@@ -218,6 +257,14 @@ def main():
     for r in res["sweep"]:
         lines.append(f"| {r['connections']} | {r['rps']:,.0f} | {r['rps'] / nginx:.2f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['rss_mib']:.1f} MiB |")
+    if res["cluster"]:
+        lines.append("")
+        lines.append("| PostgreSQL, durable path | orders/s | × nginx | p50 ms | p99 ms | oversold | consistent |")
+        lines.append("|---|---:|---:|---:|---:|---:|---|")
+        for r in res["cluster"]:
+            lines.append(f"| {r['nodes']} node{'s behind nginx' if r['nodes'] > 1 else ''} | {r['orders_per_s']:,.0f} | "
+                         f"{r['orders_per_s'] / nginx:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['oversold']} | "
+                         f"{'yes' if r['consistent'] else 'NO'} |")
     h = res["hold"]
     lines.append("")
     lines.append(f"{HOLD} keep-alive connections held by loadgen --burst {HOLD} --rounds 3: {h.get('connections', HOLD)} "

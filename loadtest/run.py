@@ -63,11 +63,13 @@ def metrics(base):
 
 
 class LocalServer:
-    def __init__(self, inventory, port_hint=0):
+    """build/flashsale on a free port with a temporary SQLite file (or db=URI)."""
+
+    def __init__(self, inventory, db=None):
         self.tmp = tempfile.mkdtemp(prefix="flashsale-loadtest-")
         self.token = secrets.token_hex(16)
         binary = env("FLASHSALE_BIN", os.path.join(ROOT, "build", "flashsale"))
-        cmd = [binary, "--port", "0", "--db", os.path.join(self.tmp, "loadtest.db"), "--admin-token", self.token,
+        cmd = [binary, "--port", "0", "--db", db or os.path.join(self.tmp, "loadtest.db"), "--admin-token", self.token,
                "--demo-stock", "0", "--inventory", inventory, "--static", os.path.join(ROOT, "static")]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.port = None
