@@ -1,6 +1,6 @@
 -- Browse: everyone refreshes the sale page.
 --   wrk -s loadtest/browse.lua URL -- SALE_ID
-dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
 function init(args)
   wrk.method = "GET"

@@ -1,13 +1,7 @@
 -- Flash crowd: every request is a new user trying to buy one unit.
 --   wrk -s loadtest/crowd.lua http://127.0.0.1:8080 -- SALE_ID [RUN_ID]
 -- User ids are "u<run>-<thread>-<n>", so reruns and threads never collide.
-dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
-
-local next_thread = 0
-function setup(thread)
-  next_thread = next_thread + 1
-  thread:set("tid", next_thread)
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
 local counter, prefix = 0, nil
 function init(args)

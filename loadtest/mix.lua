@@ -1,12 +1,6 @@
 -- Mix: nine refreshes of the sale for every purchase attempt by a new user.
 --   wrk -s loadtest/mix.lua URL -- SALE_ID [RUN_ID]
-dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
-
-local next_thread = 0
-function setup(thread)
-  next_thread = next_thread + 1
-  thread:set("tid", next_thread)
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
 local counter, sale, prefix = 0, "1", nil
 function init(args)

@@ -1,13 +1,7 @@
 -- Retry storm: the same USERS users hammer the buy button again and again
 -- (most answers are limit_exceeded or sold_out; each user gets at most the limit).
 --   wrk -s loadtest/retry.lua URL -- SALE_ID [USERS] [RUN_ID]
-dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
-
-local next_thread = 0
-function setup(thread)
-  next_thread = next_thread + 1
-  thread:set("tid", next_thread)
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
 local counter, users, prefix = 0, 1000, nil
 function init(args)

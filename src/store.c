@@ -329,6 +329,34 @@ enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
     return s->be->audit_finish(c, sale_id, out);
 }
 
+enum store_settle_step store_settle_step(const struct store_order *o, const char *user, bool pay,
+                                         int64_t now, enum outcome *outcome)
+{
+    bool pending = strcmp(o->status, "pending") == 0;
+    *outcome = OUTCOME_OK;
+    if (strcmp(o->user_id, user) != 0) {
+        *outcome = OUTCOME_FORBIDDEN;
+        return SETTLE_NOTHING;
+    }
+    /* The deadline wins over a late payment, whichever request finds it first. */
+    if (pending && o->expires_at && o->expires_at <= now) {
+        *outcome = OUTCOME_ORDER_EXPIRED;
+        return SETTLE_EXPIRE;
+    }
+    if (strcmp(o->status, "expired") == 0) {
+        *outcome = OUTCOME_ORDER_EXPIRED;
+        return SETTLE_NOTHING;
+    }
+    bool cancelled = strcmp(o->status, "cancelled") == 0;
+    if (pay) {
+        /* paying twice, or a confirmed order: nothing to do, say how it stands */
+        if (cancelled) *outcome = OUTCOME_ORDER_CANCELLED;
+        return pending ? SETTLE_PAY : SETTLE_NOTHING;
+    }
+    if (!pending && !cancelled) *outcome = OUTCOME_ORDER_FINAL; /* paid or confirmed */
+    return pending ? SETTLE_CANCEL : SETTLE_NOTHING;           /* cancelling twice is fine */
+}
+
 bool store_shared(const struct store *s) { return s->be == &store_pg; }
 
 const char *store_kind(const struct store *s) { return s->be == &store_pg ? "postgresql" : "sqlite"; }

@@ -62,6 +62,17 @@ struct store_backend {
     enum outcome (*audit_finish)(struct store_conn *c, int64_t sale_id, struct store_audit *out);
 };
 
+/* Paying or cancelling an order, decided once for every backend: what to do with
+ * the order as it is at `now` (ms), and the outcome to answer. */
+enum store_settle_step {
+    SETTLE_NOTHING, /* answer *outcome, change nothing */
+    SETTLE_PAY,     /* pending -> paid (answer OK) */
+    SETTLE_CANCEL,  /* pending -> cancelled, units back (answer OK) */
+    SETTLE_EXPIRE   /* pending past its deadline -> expired, units back (answer order_expired) */
+};
+enum store_settle_step store_settle_step(const struct store_order *o, const char *user, bool pay,
+                                         int64_t now, enum outcome *outcome);
+
 /* Every backend's struct store_conn begins with its backend, so that store.c can
  * dispatch on a connection alone. */
 #define STORE_BACKEND(conn) (*(const struct store_backend *const *)(const void *)(conn))

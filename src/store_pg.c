@@ -418,17 +418,17 @@ static enum outcome pg_settle(struct store_conn *c, struct store_settle *t, bool
     /* The row lock orders this against every node's sweeper and payments. */
     enum outcome got = pg_order_query(c, "order_lock", 1, v, o);
     if (got != OUTCOME_OK) return got;
-    if (strcmp(o->user_id, t->user_id) != 0) return OUTCOME_FORBIDDEN;
     int64_t now = clock_wall_ms();
-    if (strcmp(o->status, "pending") == 0 && o->expires_at && o->expires_at <= now) {
-        if (pg_close_order(c, o, "expired", now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
-        snprintf(o->status, sizeof o->status, "expired");
-        return OUTCOME_ORDER_EXPIRED;
+    switch (store_settle_step(o, t->user_id, pay, now, &got)) {
+    case SETTLE_NOTHING: break;
+    case SETTLE_EXPIRE:
+    case SETTLE_CANCEL: {
+        const char *status = got == OUTCOME_ORDER_EXPIRED ? "expired" : "cancelled";
+        if (pg_close_order(c, o, status, now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
+        snprintf(o->status, sizeof o->status, "%s", status);
+        break;
     }
-    if (strcmp(o->status, "expired") == 0) return OUTCOME_ORDER_EXPIRED;
-    if (pay) {
-        if (strcmp(o->status, "cancelled") == 0) return OUTCOME_ORDER_CANCELLED;
-        if (strcmp(o->status, "pending") != 0) return OUTCOME_OK;
+    case SETTLE_PAY: {
         char b[24];
         const char *p[] = {a, PG_NUM(b, now)};
         PGresult *r = pg_run(c, "pay", 2, p, PGRES_COMMAND_OK);
@@ -437,13 +437,10 @@ static enum outcome pg_settle(struct store_conn *c, struct store_settle *t, bool
         PQclear(r);
         snprintf(o->status, sizeof o->status, "paid");
         o->paid_at = now;
-        return OUTCOME_OK;
+        break;
     }
-    if (strcmp(o->status, "cancelled") == 0) return OUTCOME_OK;
-    if (strcmp(o->status, "pending") != 0) return OUTCOME_ORDER_FINAL;
-    if (pg_close_order(c, o, "cancelled", now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
-    snprintf(o->status, sizeof o->status, "cancelled");
-    return OUTCOME_OK;
+    }
+    return got;
 }
 
 /* SKIP LOCKED: the sweepers of several nodes share the work, each order once. */

@@ -435,24 +435,23 @@ static int sqlite_close_order(struct store_conn *c, const struct store_order *o,
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* Pay or cancel.  A pending order whose window has passed is expired here and
- * now, whichever was asked: the deadline wins over a late payment. */
+/* Pay or cancel, as store_settle_step decides. */
 static enum outcome sqlite_settle(struct store_conn *c, struct store_settle *t, bool pay)
 {
     struct store_order *o = &t->order;
     enum outcome got = sqlite_order_get(c, t->order_id, o);
     if (got != OUTCOME_OK) return got;
-    if (strcmp(o->user_id, t->user_id) != 0) return OUTCOME_FORBIDDEN;
     int64_t now = clock_wall_ms();
-    if (strcmp(o->status, "pending") == 0 && o->expires_at && o->expires_at <= now) {
-        if (sqlite_close_order(c, o, "expired", now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
-        snprintf(o->status, sizeof o->status, "expired");
-        return OUTCOME_ORDER_EXPIRED;
+    switch (store_settle_step(o, t->user_id, pay, now, &got)) {
+    case SETTLE_NOTHING: break;
+    case SETTLE_EXPIRE:
+    case SETTLE_CANCEL: {
+        const char *status = got == OUTCOME_ORDER_EXPIRED ? "expired" : "cancelled";
+        if (sqlite_close_order(c, o, status, now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
+        snprintf(o->status, sizeof o->status, "%s", status);
+        break;
     }
-    if (strcmp(o->status, "expired") == 0) return OUTCOME_ORDER_EXPIRED;
-    if (pay) {
-        if (strcmp(o->status, "cancelled") == 0) return OUTCOME_ORDER_CANCELLED;
-        if (strcmp(o->status, "pending") != 0) return OUTCOME_OK; /* paid or final already */
+    case SETTLE_PAY: {
         sqlite3_stmt *st = c->st[ST_PAY];
         sqlite3_bind_int64(st, 1, o->id);
         sqlite3_bind_int64(st, 2, now);
@@ -462,13 +461,10 @@ static enum outcome sqlite_settle(struct store_conn *c, struct store_settle *t, 
         t->paid_now = sqlite3_changes(c->db) == 1;
         snprintf(o->status, sizeof o->status, "paid");
         o->paid_at = now;
-        return OUTCOME_OK;
+        break;
     }
-    if (strcmp(o->status, "cancelled") == 0) return OUTCOME_OK; /* cancelling twice is fine */
-    if (strcmp(o->status, "pending") != 0) return OUTCOME_ORDER_FINAL;
-    if (sqlite_close_order(c, o, "cancelled", now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
-    snprintf(o->status, sizeof o->status, "cancelled");
-    return OUTCOME_OK;
+    }
+    return got;
 }
 
 /* The sweeper: expire what is due, oldest first, at most sw->max per job. */

@@ -1,5 +1,15 @@
--- Shared by the wrk scripts: at the end, one machine-readable line with the latency
--- percentiles wrk measured (p99.9 included), for loadtest/run.py and bench.py.
+-- Shared by the wrk scripts (each starts with dofile(<its folder> .. "common.lua")).
+
+-- Every thread gets a number (the global `tid` in its Lua state), so that the user
+-- ids of different threads never collide.
+local next_thread = 0
+function setup(thread)
+  next_thread = next_thread + 1
+  thread:set("tid", next_thread)
+end
+
+-- At the end, one machine-readable line with the latency percentiles wrk measured
+-- (p99.9 included), for loadtest/run.py and bench.py.
 function done(summary, latency, requests)
   io.write(string.format(
     'WRKJSON {"requests":%d,"duration_s":%.3f,"p50_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,' ..
