@@ -158,7 +158,7 @@ def chart(res, path):
         return False
     data = os.path.join(os.path.dirname(path), "bench.dat")
     with open(data, "w") as f:
-        f.write("strategy crowd_rps durable_orders crowd_p99 durable_p99\n")
+        f.write("# strategy crowd_rps durable_orders crowd_p99 durable_p99\n")
         for s in res["strategies"]:
             f.write(f"{s['strategy']} {s['crowd']['rps']:.0f} {s['durable']['orders_per_s']:.0f} "
                     f"{s['crowd']['p99_ms']:.3f} {s['durable']['p99_ms']:.3f}\n")
