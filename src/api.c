@@ -27,6 +27,7 @@
 #include "payload.h"
 #include "pool.h"
 #include "ratelimit.h"
+#include "render.h"
 #include "route.h"
 
 #define API_RESET_WAIT_MS 5000
@@ -67,72 +68,6 @@ struct api_call {
     bool reserved; /* the inventory holds a claim for this purchase */
     struct payload_sale new_sale;
 };
-
-/* ---- JSON helpers ------------------------------------------------------------- */
-
-static void api_json_string(FILE *out, const char *s)
-{
-    char buf[2 * PAYLOAD_NAME_MAX * 3 + 8];
-    outcome_json_escape(buf, 0, sizeof buf, s);
-    fprintf(out, "\"%s\"", buf);
-}
-
-static void api_json_time_or_null(FILE *out, const char *key, int64_t unix_s)
-{
-    if (unix_s) fprintf(out, ",\"%s\":%lld", key, (long long)unix_s);
-    else fprintf(out, ",\"%s\":null", key);
-}
-
-static void api_sale_json(FILE *out, const struct sale *s, int64_t now)
-{
-    int64_t left = atomic_load_explicit(&s->stock_left, memory_order_relaxed);
-    fprintf(out, "{\"id\":%lld,\"name\":", (long long)s->id);
-    api_json_string(out, s->name);
-    fprintf(out,
-            ",\"stock_total\":%lld,\"stock_left\":%lld,\"sold\":%lld,\"oversold\":%lld,"
-            "\"per_user_limit\":%lld,\"status\":\"%s\"",
-            (long long)s->stock_total, (long long)(left > 0 ? left : 0),
-            (long long)atomic_load_explicit(&s->sold, memory_order_relaxed),
-            (long long)inventory_oversold(s), (long long)s->per_user_limit,
-            inventory_status(s, now));
-    api_json_time_or_null(out, "starts_at", s->starts_at);
-    api_json_time_or_null(out, "ends_at", s->ends_at);
-    fprintf(out,
-            ",\"payment_window\":%lld,\"pending\":%lld,\"paid\":%lld,\"expired\":%lld,"
-            "\"cancelled\":%lld}",
-            (long long)s->payment_window, (long long)atomic_load_explicit(&s->pending, memory_order_relaxed),
-            (long long)atomic_load_explicit(&s->paid, memory_order_relaxed),
-            (long long)atomic_load_explicit(&s->expired, memory_order_relaxed),
-            (long long)atomic_load_explicit(&s->cancelled, memory_order_relaxed));
-}
-
-/* The order as JSON into buf.  as_created renders it as it was when first
- * acknowledged (pending or confirmed, unpaid), so a replayed Idempotency-Key gets
- * the very same bytes whatever happened to the order since. */
-static size_t api_order_json(const struct store_order *o, bool as_created, char *buf, size_t size)
-{
-    char user[PAYLOAD_USER_MAX * 6 + 1], created[32], expires[48] = "null", paid[48] = "null";
-    outcome_json_escape(user, 0, sizeof user, o->user_id);
-    clock_rfc3339(o->created_at, created, sizeof created);
-    if (o->expires_at) {
-        expires[0] = '"';
-        size_t n = 1 + clock_rfc3339(o->expires_at, expires + 1, sizeof expires - 2);
-        snprintf(expires + n, sizeof expires - n, "\"");
-    }
-    const char *status = o->status;
-    if (as_created) status = o->expires_at ? "pending" : "confirmed";
-    else if (o->paid_at) {
-        paid[0] = '"';
-        size_t n = 1 + clock_rfc3339(o->paid_at, paid + 1, sizeof paid - 2);
-        snprintf(paid + n, sizeof paid - n, "\"");
-    }
-    int n = snprintf(buf, size,
-                     "{\"order_id\":%lld,\"sale_id\":%lld,\"user_id\":\"%s\",\"quantity\":%lld,"
-                     "\"status\":\"%s\",\"created_at\":\"%s\",\"expires_at\":%s,\"paid_at\":%s}",
-                     (long long)o->id, (long long)o->sale_id, user, (long long)o->quantity, status,
-                     created, expires, paid);
-    return n > 0 && (size_t)n < size ? (size_t)n : 0;
-}
 
 /* Runs fill(out, arg) into a memory stream and answers 200 with it. */
 static void api_reply_stream(struct http_request *r, int status, const char *content_type,
@@ -348,7 +283,7 @@ static void api_purchase_done(struct store_job *sj)
     if (sj->outcome == OUTCOME_OK) {
         char body[512], location[64];
         if (p->replayed) metrics_count(METRIC_REPLAYS, 1);
-        size_t len = api_order_json(&p->order, true, body, sizeof body);
+        size_t len = render_order(&p->order, true, body, sizeof body);
         snprintf(location, sizeof location, "/api/v1/orders/%lld", (long long)p->order.id);
         http_complete(c->req, 201, body, len, "Location", location);
     } else {
@@ -475,7 +410,7 @@ static void api_settle_done(struct store_job *sj)
     }
     if (sj->outcome == OUTCOME_OK) {
         char body[512];
-        size_t len = api_order_json(&t->order, false, body, sizeof body);
+        size_t len = render_order(&t->order, false, body, sizeof body);
         http_complete(c->req, 200, body, len, NULL, NULL);
     } else {
         api_complete_outcome(c, sj->outcome, sj->outcome == OUTCOME_NOT_FOUND ? "no such order" : NULL);
@@ -553,7 +488,7 @@ void api_sweep(struct api *a)
 
 static void api_sale_reply_fill(FILE *out, void *arg)
 {
-    api_sale_json(out, arg, clock_wall_ms() / 1000);
+    render_sale(out, arg, clock_wall_ms() / 1000);
 }
 
 /* Completes a deferred call with a sale's JSON. */
@@ -721,7 +656,7 @@ static void api_order_get(struct api *a, struct http_request *r, int64_t id)
     enum outcome out = conn ? store_order_get(conn, id, &o) : OUTCOME_UNAVAILABLE;
     if (out != OUTCOME_OK) return api_refuse(a, r, out, out == OUTCOME_NOT_FOUND ? "no such order" : NULL);
     char body[512];
-    size_t len = api_order_json(&o, false, body, sizeof body);
+    size_t len = render_order(&o, false, body, sizeof body);
     http_reply(r, 200, body, len, NULL);
 }
 
@@ -730,85 +665,31 @@ struct api_list {
     int64_t now;
 };
 
-static void api_sales_fill(FILE *out, void *arg)
+static struct render_service api_service(const struct api *a)
 {
-    struct api_list *l = arg;
-    int64_t max = inventory_max_id(l->api->inv);
-    bool first = true;
-    for (int64_t id = 1; id <= max; id++) {
-        struct sale *s = inventory_get(l->api->inv, id);
-        if (!s) continue;
-        if (!first) fputc(',', out);
-        api_sale_json(out, s, l->now);
-        first = false;
-    }
+    return (struct render_service){store_kind(a->store), config_name("inventory", inventory_strategy(a->inv)),
+                                   config_name("durability", a->cfg->durability), pool_depth(a->pool),
+                                   pool_capacity(a->pool), store_backlog(a->store)};
 }
 
 static void api_sales_list_fill(FILE *out, void *arg)
 {
-    fputs("{\"sales\":[", out);
-    api_sales_fill(out, arg);
-    fputs("]}", out);
+    struct api_list *l = arg;
+    render_sales(out, l->api->inv, l->now);
 }
 
 static void api_stats_fill(FILE *out, void *arg)
 {
     struct api_list *l = arg;
-    struct api *a = l->api;
-    fprintf(out, "{\"store\":\"%s\",\"inventory\":\"%s\",\"durability\":\"%s\",\"queue_depth\":%zu,"
-                 "\"queue_capacity\":%zu,\"store_backlog\":%zu,",
-            store_kind(a->store), config_name("inventory", inventory_strategy(a->inv)),
-            config_name("durability", a->cfg->durability), pool_depth(a->pool),
-            pool_capacity(a->pool), store_backlog(a->store));
-    metrics_stats_json(out);
-    fputs(",\"sales\":[", out);
-    api_sales_fill(out, arg);
-    fputs("]}", out);
+    struct render_service svc = api_service(l->api);
+    render_stats(out, l->api->inv, &svc, l->now);
 }
 
 static void api_metrics_fill(FILE *out, void *arg)
 {
     struct api_list *l = arg;
-    struct api *a = l->api;
-    metrics_prometheus(out);
-    fprintf(out,
-            "# HELP flashsale_queue_depth Purchases waiting for a worker.\n"
-            "# TYPE flashsale_queue_depth gauge\nflashsale_queue_depth %zu\n"
-            "# HELP flashsale_queue_capacity Most purchases that may wait.\n"
-            "# TYPE flashsale_queue_capacity gauge\nflashsale_queue_capacity %zu\n"
-            "# HELP flashsale_store_backlog Jobs waiting for the next group commit.\n"
-            "# TYPE flashsale_store_backlog gauge\nflashsale_store_backlog %zu\n"
-            "# HELP flashsale_inventory_info The inventory strategy in use.\n"
-            "# TYPE flashsale_inventory_info gauge\nflashsale_inventory_info{strategy=\"%s\"} 1\n",
-            pool_depth(a->pool), pool_capacity(a->pool), store_backlog(a->store),
-            config_name("inventory", inventory_strategy(a->inv)));
-    static const struct {
-        const char *name, *help;
-    } gauges[] = {
-        {"flashsale_sale_stock_total", "Units the sale started with."},
-        {"flashsale_sale_stock_left", "Units not yet reserved or sold."},
-        {"flashsale_sale_sold", "Units in committed orders."},
-        {"flashsale_oversold", "Units sold beyond the stock. Must read 0."},
-        {"flashsale_sale_pending", "Units in orders waiting for payment."},
-        {"flashsale_sale_paid", "Units in paid orders."},
-        {"flashsale_sale_expired", "Units in orders that expired unpaid (back on sale)."},
-        {"flashsale_sale_cancelled", "Units in cancelled orders (back on sale)."},
-    };
-    int64_t max = inventory_max_id(a->inv);
-    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
-        fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help, gauges[g].name);
-        for (int64_t id = 1; id <= max; id++) {
-            struct sale *s = inventory_get(a->inv, id);
-            if (!s) continue;
-            const _Atomic int64_t *by_status[] = {&s->pending, &s->paid, &s->expired, &s->cancelled};
-            int64_t v = g == 0 ? s->stock_total
-                      : g == 1 ? atomic_load(&s->stock_left)
-                      : g == 2 ? atomic_load(&s->sold)
-                      : g == 3 ? inventory_oversold(s)
-                               : atomic_load(by_status[g - 4]);
-            fprintf(out, "%s{sale=\"%lld\"} %lld\n", gauges[g].name, (long long)id, (long long)v);
-        }
-    }
+    struct render_service svc = api_service(l->api);
+    render_metrics(out, l->api->inv, &svc);
 }
 
 static void api_static(struct api *a, struct http_request *r)

@@ -1,0 +1,145 @@
+/* render — see render.h.  Plain fprintf/snprintf: the shapes are fixed and small,
+ * and jansson would allocate a tree per answer for nothing. */
+#include "render.h"
+
+#include <stdatomic.h>
+
+#include "clock.h"
+#include "metrics.h"
+#include "outcome.h"
+
+static void render_string(FILE *out, const char *s)
+{
+    char buf[2 * PAYLOAD_NAME_MAX * 3 + 8];
+    outcome_json_escape(buf, 0, sizeof buf, s);
+    fprintf(out, "\"%s\"", buf);
+}
+
+static void render_time_or_null(FILE *out, const char *key, int64_t unix_s)
+{
+    if (unix_s) fprintf(out, ",\"%s\":%lld", key, (long long)unix_s);
+    else fprintf(out, ",\"%s\":null", key);
+}
+
+void render_sale(FILE *out, const struct sale *s, int64_t now)
+{
+    int64_t left = atomic_load_explicit(&s->stock_left, memory_order_relaxed);
+    fprintf(out, "{\"id\":%lld,\"name\":", (long long)s->id);
+    render_string(out, s->name);
+    fprintf(out,
+            ",\"stock_total\":%lld,\"stock_left\":%lld,\"sold\":%lld,\"oversold\":%lld,"
+            "\"per_user_limit\":%lld,\"status\":\"%s\"",
+            (long long)s->stock_total, (long long)(left > 0 ? left : 0),
+            (long long)atomic_load_explicit(&s->sold, memory_order_relaxed),
+            (long long)inventory_oversold(s), (long long)s->per_user_limit,
+            inventory_status(s, now));
+    render_time_or_null(out, "starts_at", s->starts_at);
+    render_time_or_null(out, "ends_at", s->ends_at);
+    fprintf(out,
+            ",\"payment_window\":%lld,\"pending\":%lld,\"paid\":%lld,\"expired\":%lld,"
+            "\"cancelled\":%lld}",
+            (long long)s->payment_window, (long long)atomic_load_explicit(&s->pending, memory_order_relaxed),
+            (long long)atomic_load_explicit(&s->paid, memory_order_relaxed),
+            (long long)atomic_load_explicit(&s->expired, memory_order_relaxed),
+            (long long)atomic_load_explicit(&s->cancelled, memory_order_relaxed));
+}
+
+size_t render_order(const struct store_order *o, bool as_created, char *buf, size_t size)
+{
+    char user[PAYLOAD_USER_MAX * 6 + 1], created[32], expires[48] = "null", paid[48] = "null";
+    outcome_json_escape(user, 0, sizeof user, o->user_id);
+    clock_rfc3339(o->created_at, created, sizeof created);
+    if (o->expires_at) {
+        expires[0] = '"';
+        size_t n = 1 + clock_rfc3339(o->expires_at, expires + 1, sizeof expires - 2);
+        snprintf(expires + n, sizeof expires - n, "\"");
+    }
+    const char *status = o->status;
+    if (as_created) status = o->expires_at ? "pending" : "confirmed";
+    else if (o->paid_at) {
+        paid[0] = '"';
+        size_t n = 1 + clock_rfc3339(o->paid_at, paid + 1, sizeof paid - 2);
+        snprintf(paid + n, sizeof paid - n, "\"");
+    }
+    int n = snprintf(buf, size,
+                     "{\"order_id\":%lld,\"sale_id\":%lld,\"user_id\":\"%s\",\"quantity\":%lld,"
+                     "\"status\":\"%s\",\"created_at\":\"%s\",\"expires_at\":%s,\"paid_at\":%s}",
+                     (long long)o->id, (long long)o->sale_id, user, (long long)o->quantity, status,
+                     created, expires, paid);
+    return n > 0 && (size_t)n < size ? (size_t)n : 0;
+}
+
+/* Every sale, comma-separated. */
+static void render_sale_items(FILE *out, struct inventory *inv, int64_t now)
+{
+    int64_t max = inventory_max_id(inv);
+    bool first = true;
+    for (int64_t id = 1; id <= max; id++) {
+        struct sale *s = inventory_get(inv, id);
+        if (!s) continue;
+        if (!first) fputc(',', out);
+        render_sale(out, s, now);
+        first = false;
+    }
+}
+
+void render_sales(FILE *out, struct inventory *inv, int64_t now)
+{
+    fputs("{\"sales\":[", out);
+    render_sale_items(out, inv, now);
+    fputs("]}", out);
+}
+
+void render_stats(FILE *out, struct inventory *inv, const struct render_service *svc, int64_t now)
+{
+    fprintf(out, "{\"store\":\"%s\",\"inventory\":\"%s\",\"durability\":\"%s\",\"queue_depth\":%zu,"
+                 "\"queue_capacity\":%zu,\"store_backlog\":%zu,",
+            svc->store, svc->inventory, svc->durability, svc->queue_depth, svc->queue_capacity,
+            svc->store_backlog);
+    metrics_stats_json(out);
+    fputs(",\"sales\":[", out);
+    render_sale_items(out, inv, now);
+    fputs("]}", out);
+}
+
+void render_metrics(FILE *out, struct inventory *inv, const struct render_service *svc)
+{
+    metrics_prometheus(out);
+    fprintf(out,
+            "# HELP flashsale_queue_depth Purchases waiting for a worker.\n"
+            "# TYPE flashsale_queue_depth gauge\nflashsale_queue_depth %zu\n"
+            "# HELP flashsale_queue_capacity Most purchases that may wait.\n"
+            "# TYPE flashsale_queue_capacity gauge\nflashsale_queue_capacity %zu\n"
+            "# HELP flashsale_store_backlog Jobs waiting for the next group commit.\n"
+            "# TYPE flashsale_store_backlog gauge\nflashsale_store_backlog %zu\n"
+            "# HELP flashsale_inventory_info The inventory strategy in use.\n"
+            "# TYPE flashsale_inventory_info gauge\nflashsale_inventory_info{strategy=\"%s\"} 1\n",
+            svc->queue_depth, svc->queue_capacity, svc->store_backlog, svc->inventory);
+    static const struct {
+        const char *name, *help;
+    } gauges[] = {
+        {"flashsale_sale_stock_total", "Units the sale started with."},
+        {"flashsale_sale_stock_left", "Units not yet reserved or sold."},
+        {"flashsale_sale_sold", "Units in committed orders."},
+        {"flashsale_oversold", "Units sold beyond the stock. Must read 0."},
+        {"flashsale_sale_pending", "Units in orders waiting for payment."},
+        {"flashsale_sale_paid", "Units in paid orders."},
+        {"flashsale_sale_expired", "Units in orders that expired unpaid (back on sale)."},
+        {"flashsale_sale_cancelled", "Units in cancelled orders (back on sale)."},
+    };
+    int64_t max = inventory_max_id(inv);
+    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
+        fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help, gauges[g].name);
+        for (int64_t id = 1; id <= max; id++) {
+            struct sale *s = inventory_get(inv, id);
+            if (!s) continue;
+            const _Atomic int64_t *by_status[] = {&s->pending, &s->paid, &s->expired, &s->cancelled};
+            int64_t v = g == 0 ? s->stock_total
+                      : g == 1 ? atomic_load(&s->stock_left)
+                      : g == 2 ? atomic_load(&s->sold)
+                      : g == 3 ? inventory_oversold(s)
+                               : atomic_load(by_status[g - 4]);
+            fprintf(out, "%s{sale=\"%lld\"} %lld\n", gauges[g].name, (long long)id, (long long)v);
+        }
+    }
+}

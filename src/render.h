@@ -1,0 +1,40 @@
+/* render — the service's answers as text: sales, orders, /api/v1/stats, /metrics.
+ *
+ * Reads only: the in-memory sales (lock-free) and the metrics registry.  Writes to
+ * a FILE* the caller owns (an open_memstream) or to a caller's buffer.
+ */
+#ifndef FLASHSALE_RENDER_H
+#define FLASHSALE_RENDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "inventory.h"
+#include "store.h"
+
+/* The service-wide figures the stats and /metrics show beside the sales. */
+struct render_service {
+    const char *store, *inventory, *durability;
+    size_t queue_depth, queue_capacity, store_backlog;
+};
+
+/* One sale as JSON, its status as of unix second now. */
+void render_sale(FILE *out, const struct sale *s, int64_t now);
+
+/* {"sales":[...]} */
+void render_sales(FILE *out, struct inventory *inv, int64_t now);
+
+/* The order as JSON into buf; returns the length (0 if it did not fit).
+ * as_created renders it as first acknowledged (pending or confirmed, unpaid), so
+ * a replayed Idempotency-Key gets the same bytes whatever happened since. */
+size_t render_order(const struct store_order *o, bool as_created, char *buf, size_t size);
+
+/* The dashboard's snapshot: the service, metrics_stats_json(), every sale. */
+void render_stats(FILE *out, struct inventory *inv, const struct render_service *svc, int64_t now);
+
+/* Prometheus text: metrics_prometheus() plus the queue and per-sale gauges. */
+void render_metrics(FILE *out, struct inventory *inv, const struct render_service *svc);
+
+#endif
