@@ -713,13 +713,15 @@ static void api_static(struct api *a, struct http_request *r)
 static void api_handle(void *ctx, struct http_request *r, enum http_phase phase)
 {
     struct api *a = ctx;
+    /* Only a declared oversized body is answered before it arrives (and the
+     * connection then closes); everything else waits for the whole request, so
+     * the headers phase routes nothing unless Content-Length is too large. */
+    if (phase == HTTP_HEADERS && http_content_length(r) <= HTTP_BODY_MAX) return;
     struct route_match m;
     enum outcome o = route_match(route_method(http_method(r)), http_path(r), &m);
     http_set_label(r, (int)m.route);
     if (phase == HTTP_HEADERS) {
-        /* Only a declared oversized body is answered before it arrives (and the
-         * connection then closes); everything else waits for the whole request. */
-        if (o != OUTCOME_OK || http_content_length(r) <= HTTP_BODY_MAX) return;
+        if (o != OUTCOME_OK) return;
         if (m.route == ROUTE_ORDER_CREATE && !inventory_get(a->inv, m.id))
             return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
         if (!payload_content_type_ok(http_header(r, "Content-Type")))
