@@ -329,8 +329,16 @@ enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
     return s->be->audit_finish(c, sale_id, out);
 }
 
-enum store_settle_step store_settle_step(const struct store_order *o, const char *user, bool pay,
-                                         int64_t now, enum outcome *outcome)
+/* What paying or cancelling does to an order as it stands at now (ms). */
+enum store_settle_step {
+    SETTLE_NOTHING, /* answer the outcome, change nothing */
+    SETTLE_PAY,     /* pending -> paid */
+    SETTLE_CANCEL,  /* pending -> cancelled, units back */
+    SETTLE_EXPIRE   /* pending past its deadline -> expired, units back */
+};
+
+static enum store_settle_step store_settle_step(const struct store_order *o, const char *user, bool pay,
+                                                int64_t now, enum outcome *outcome)
 {
     bool pending = strcmp(o->status, "pending") == 0;
     *outcome = OUTCOME_OK;
@@ -355,6 +363,31 @@ enum store_settle_step store_settle_step(const struct store_order *o, const char
     }
     if (!pending && !cancelled) *outcome = OUTCOME_ORDER_FINAL; /* paid or confirmed */
     return pending ? SETTLE_CANCEL : SETTLE_NOTHING;           /* cancelling twice is fine */
+}
+
+enum outcome store_settle(struct store_conn *c, struct store_settle *t, bool pay)
+{
+    const struct store_backend *be = STORE_BACKEND(c);
+    struct store_order *o = &t->order;
+    enum outcome got = be->order_lock(c, t->order_id, o);
+    if (got != OUTCOME_OK) return got;
+    int64_t now = clock_wall_ms();
+    switch (store_settle_step(o, t->user_id, pay, now, &got)) {
+    case SETTLE_NOTHING: break;
+    case SETTLE_EXPIRE:
+    case SETTLE_CANCEL: {
+        const char *status = got == OUTCOME_ORDER_EXPIRED ? "expired" : "cancelled";
+        if (be->order_close(c, o, status, now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
+        snprintf(o->status, sizeof o->status, "%s", status);
+        break;
+    }
+    case SETTLE_PAY:
+        if (be->order_pay(c, o, now, &t->paid_now) != 0) return OUTCOME_UNAVAILABLE;
+        snprintf(o->status, sizeof o->status, "paid");
+        o->paid_at = now;
+        break;
+    }
+    return got;
 }
 
 bool store_shared(const struct store *s) { return s->be == &store_pg; }

@@ -10,6 +10,17 @@
 #include "store.h"
 
 struct store_backend {
+    /* The payment window's primitives, inside the open transaction (store_settle
+     * puts them together): the order, locked against other writers until the
+     * transaction ends; pending -> status ("cancelled" or "expired") with its
+     * units back on sale, *closed false if it was no longer pending; pending ->
+     * paid if still before its deadline, *paid says whether it changed.  The two
+     * writers return 0, or -1 when the database failed. */
+    enum outcome (*order_lock)(struct store_conn *c, int64_t id, struct store_order *out);
+    int (*order_close)(struct store_conn *c, const struct store_order *o, const char *status,
+                       int64_t now, bool *closed);
+    int (*order_pay)(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid);
+
     /* How often housekeep() runs. */
     int housekeep_ms;
 
@@ -62,16 +73,10 @@ struct store_backend {
     enum outcome (*audit_finish)(struct store_conn *c, int64_t sale_id, struct store_audit *out);
 };
 
-/* Paying or cancelling an order, decided once for every backend: what to do with
- * the order as it is at `now` (ms), and the outcome to answer. */
-enum store_settle_step {
-    SETTLE_NOTHING, /* answer *outcome, change nothing */
-    SETTLE_PAY,     /* pending -> paid (answer OK) */
-    SETTLE_CANCEL,  /* pending -> cancelled, units back (answer OK) */
-    SETTLE_EXPIRE   /* pending past its deadline -> expired, units back (answer order_expired) */
-};
-enum store_settle_step store_settle_step(const struct store_order *o, const char *user, bool pay,
-                                         int64_t now, enum outcome *outcome);
+/* Pay or cancel (STORE_PAY, STORE_CANCEL) inside the open transaction: decided
+ * and sequenced once for every backend, from the order_* primitives above.  A
+ * backend's apply() calls it. */
+enum outcome store_settle(struct store_conn *c, struct store_settle *t, bool pay);
 
 /* Every backend's struct store_conn begins with its backend, so that store.c can
  * dispatch on a connection alone. */

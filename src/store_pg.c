@@ -410,37 +410,23 @@ static int pg_close_order(struct store_conn *c, const struct store_order *o, con
     return 0;
 }
 
-static enum outcome pg_settle(struct store_conn *c, struct store_settle *t, bool pay)
+/* The row lock orders this against every node's sweeper and payments. */
+static enum outcome pg_order_lock(struct store_conn *c, int64_t id, struct store_order *out)
 {
-    struct store_order *o = &t->order;
     char a[24];
-    const char *v[] = {PG_NUM(a, t->order_id)};
-    /* The row lock orders this against every node's sweeper and payments. */
-    enum outcome got = pg_order_query(c, "order_lock", 1, v, o);
-    if (got != OUTCOME_OK) return got;
-    int64_t now = clock_wall_ms();
-    switch (store_settle_step(o, t->user_id, pay, now, &got)) {
-    case SETTLE_NOTHING: break;
-    case SETTLE_EXPIRE:
-    case SETTLE_CANCEL: {
-        const char *status = got == OUTCOME_ORDER_EXPIRED ? "expired" : "cancelled";
-        if (pg_close_order(c, o, status, now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
-        snprintf(o->status, sizeof o->status, "%s", status);
-        break;
-    }
-    case SETTLE_PAY: {
-        char b[24];
-        const char *p[] = {a, PG_NUM(b, now)};
-        PGresult *r = pg_run(c, "pay", 2, p, PGRES_COMMAND_OK);
-        if (!r) return OUTCOME_UNAVAILABLE;
-        t->paid_now = strcmp(PQcmdTuples(r), "1") == 0;
-        PQclear(r);
-        snprintf(o->status, sizeof o->status, "paid");
-        o->paid_at = now;
-        break;
-    }
-    }
-    return got;
+    const char *v[] = {PG_NUM(a, id)};
+    return pg_order_query(c, "order_lock", 1, v, out);
+}
+
+static int pg_pay_order(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid)
+{
+    char a[24], b[24];
+    const char *v[] = {PG_NUM(a, o->id), PG_NUM(b, now)};
+    PGresult *r = pg_run(c, "pay", 2, v, PGRES_COMMAND_OK);
+    if (!r) return -1;
+    *paid = strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
+    return 0;
 }
 
 /* SKIP LOCKED: the sweepers of several nodes share the work, each order once. */
@@ -481,8 +467,8 @@ static enum outcome pg_apply(struct store_conn *c, struct store_job *job)
     }
     case STORE_CREATE_SALE: return pg_create_sale(c, &job->u.sale);
     case STORE_RESET_SALE: return pg_reset_sale(c, job->u.sale_id);
-    case STORE_PAY: return pg_settle(c, &job->u.settle, true);
-    case STORE_CANCEL: return pg_settle(c, &job->u.settle, false);
+    case STORE_PAY: return store_settle(c, &job->u.settle, true);
+    case STORE_CANCEL: return store_settle(c, &job->u.settle, false);
     case STORE_SWEEP: return pg_sweep(c, &job->u.sweep);
     }
     return OUTCOME_INTERNAL;
@@ -629,6 +615,9 @@ static void pg_housekeep(struct store_conn *c, const struct store_events *ev)
 }
 
 const struct store_backend store_pg = {
+    .order_lock = pg_order_lock,
+    .order_close = pg_close_order,
+    .order_pay = pg_pay_order,
     .housekeep_ms = 10,
     .connect = pg_connect,
     .disconnect = pg_disconnect,

@@ -435,36 +435,16 @@ static int sqlite_close_order(struct store_conn *c, const struct store_order *o,
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* Pay or cancel, as store_settle_step decides. */
-static enum outcome sqlite_settle(struct store_conn *c, struct store_settle *t, bool pay)
+static int sqlite_pay_order(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid)
 {
-    struct store_order *o = &t->order;
-    enum outcome got = sqlite_order_get(c, t->order_id, o);
-    if (got != OUTCOME_OK) return got;
-    int64_t now = clock_wall_ms();
-    switch (store_settle_step(o, t->user_id, pay, now, &got)) {
-    case SETTLE_NOTHING: break;
-    case SETTLE_EXPIRE:
-    case SETTLE_CANCEL: {
-        const char *status = got == OUTCOME_ORDER_EXPIRED ? "expired" : "cancelled";
-        if (sqlite_close_order(c, o, status, now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
-        snprintf(o->status, sizeof o->status, "%s", status);
-        break;
-    }
-    case SETTLE_PAY: {
-        sqlite3_stmt *st = c->st[ST_PAY];
-        sqlite3_bind_int64(st, 1, o->id);
-        sqlite3_bind_int64(st, 2, now);
-        int rc = sqlite3_step(st);
-        sqlite_done(st);
-        if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
-        t->paid_now = sqlite3_changes(c->db) == 1;
-        snprintf(o->status, sizeof o->status, "paid");
-        o->paid_at = now;
-        break;
-    }
-    }
-    return got;
+    sqlite3_stmt *st = c->st[ST_PAY];
+    sqlite3_bind_int64(st, 1, o->id);
+    sqlite3_bind_int64(st, 2, now);
+    int rc = sqlite3_step(st);
+    sqlite_done(st);
+    if (rc != SQLITE_DONE) return -1;
+    *paid = sqlite3_changes(c->db) == 1;
+    return 0;
 }
 
 /* The sweeper: expire what is due, oldest first, at most sw->max per job. */
@@ -520,8 +500,8 @@ static enum outcome sqlite_apply(struct store_conn *c, struct store_job *job)
     case STORE_PURCHASE: return sqlite_purchase(c, &job->u.purchase);
     case STORE_CREATE_SALE: return sqlite_create_sale(c, &job->u.sale);
     case STORE_RESET_SALE: return sqlite_reset_sale(c, job->u.sale_id);
-    case STORE_PAY: return sqlite_settle(c, &job->u.settle, true);
-    case STORE_CANCEL: return sqlite_settle(c, &job->u.settle, false);
+    case STORE_PAY: return store_settle(c, &job->u.settle, true);
+    case STORE_CANCEL: return store_settle(c, &job->u.settle, false);
     case STORE_SWEEP: return sqlite_sweep(c, &job->u.sweep);
     }
     return OUTCOME_INTERNAL;
@@ -675,6 +655,10 @@ static enum outcome sqlite_audit_finish(struct store_conn *c, int64_t sale_id, s
 }
 
 const struct store_backend store_sqlite = {
+    /* one writer at a time: reading the order is enough to own it */
+    .order_lock = sqlite_order_get,
+    .order_close = sqlite_close_order,
+    .order_pay = sqlite_pay_order,
     .housekeep_ms = 200,
     .connect = sqlite_connect,
     .disconnect = sqlite_disconnect,
