@@ -266,7 +266,25 @@ static void api_worker_round_done(void *state)
 
 /* ---- purchases ------------------------------------------------------------------- */
 
-/* On the writer thread after COMMIT (or on the worker, for --inventory sqlite). */
+/* On the I/O thread (http_complete_later): the answer to a finished purchase. */
+static void api_purchase_answer(struct http_request *r, void *arg)
+{
+    struct api_call *c = arg;
+    struct store_purchase *p = &c->sj.u.purchase;
+    if (c->sj.outcome == OUTCOME_OK) {
+        char body[512], location[64];
+        size_t len = render_order(&p->order, true, body, sizeof body);
+        snprintf(location, sizeof location, "/api/v1/orders/%lld", (long long)p->order.id);
+        http_complete(r, 201, body, len, "Location", location);
+    } else {
+        api_complete_outcome(c, c->sj.outcome, NULL);
+    }
+    free(c);
+}
+
+/* On the writer thread after COMMIT (or on the worker, for --inventory sqlite):
+ * memory follows the database here, under the commit lock; the answer is built
+ * on the I/O thread, so the next group commit does not wait for it. */
 static void api_purchase_done(struct store_job *sj)
 {
     struct api_call *c = sj->ctx;
@@ -280,17 +298,9 @@ static void api_purchase_done(struct store_job *sj)
     } else if (c->reserved) {
         inventory_release(a->inv, c->sale, p->user_id, p->quantity);
     }
-    if (sj->outcome == OUTCOME_OK) {
-        char body[512], location[64];
-        if (p->replayed) metrics_count(METRIC_REPLAYS, 1);
-        size_t len = render_order(&p->order, true, body, sizeof body);
-        snprintf(location, sizeof location, "/api/v1/orders/%lld", (long long)p->order.id);
-        http_complete(c->req, 201, body, len, "Location", location);
-    } else {
-        api_complete_outcome(c, sj->outcome, NULL);
-    }
+    if (sj->outcome == OUTCOME_OK && p->replayed) metrics_count(METRIC_REPLAYS, 1);
     inventory_leave(c->sale);
-    free(c);
+    http_complete_later(c->req, api_purchase_answer, c);
 }
 
 /* On a worker. */

@@ -37,8 +37,10 @@ struct http_io {
     struct MHD_Daemon *daemon;
     int listen_fd; /* owned until quiesce hands it back to us to close */
     int wait_fd;   /* our epoll set: the daemon's epoll descriptor and wake_fd */
-    int wake_fd;   /* eventfd: a deferred request was completed (see http_complete) */
-    _Atomic bool wake_pending;
+    int wake_fd;   /* eventfd: the done list went from empty to not (see http_complete) */
+    /* Deferred requests completed by other threads, newest first: the I/O thread
+     * takes the whole list, fills and resumes them itself (http_resume_done). */
+    _Atomic(struct http_request *) done;
     pthread_t thread;
     bool started, quiesced;
     void *state;
@@ -62,7 +64,11 @@ struct http_request {
     char *body;
     size_t body_len, body_cap;
     bool too_large, deferred;
-    _Atomic bool completed; /* release: the answer fields below are written */
+    bool filling;   /* the I/O thread runs fill(): http_complete() only stores */
+    bool completed; /* the answer fields below are written; I/O thread only */
+    struct http_request *done_next;
+    void (*fill)(struct http_request *r, void *arg);
+    void *fill_arg;
     int answer_status;
     char *answer;
     size_t answer_len;
@@ -158,6 +164,23 @@ void http_defer(struct http_request *r)
     MHD_suspend_connection(r->conn);
 }
 
+/* Any thread: r onto its I/O thread's done list; the push that finds the list
+ * empty wakes the loop, so a whole round of completions costs one wake-up. */
+static void http_push_done(struct http_request *r)
+{
+    struct http_io *io = r->io;
+    struct http_request *head = atomic_load_explicit(&io->done, memory_order_relaxed);
+    do {
+        r->done_next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&io->done, &head, r, memory_order_release,
+                                                    memory_order_relaxed));
+    if (!head) {
+        uint64_t one = 1;
+        ssize_t w = write(io->wake_fd, &one, sizeof one);
+        (void)w;
+    }
+}
+
 void http_complete(struct http_request *r, int status, const char *body, size_t len,
                    const char *header_name, const char *header_value)
 {
@@ -177,18 +200,41 @@ void http_complete(struct http_request *r, int status, const char *body, size_t 
         snprintf(r->answer_hname, sizeof r->answer_hname, "%s", header_name);
         snprintf(r->answer_hvalue, sizeof r->answer_hvalue, "%s", header_value);
     }
-    /* Once resumed, the I/O thread may answer and free r at any moment: read what
-     * we still need first. */
-    struct http_io *io = r->io;
-    struct MHD_Connection *conn = r->conn;
-    atomic_store_explicit(&r->completed, true, memory_order_release);
-    MHD_resume_connection(conn);
-    /* Without an internal thread libmicrohttpd signals nobody on resume: wake the
-     * I/O loop ourselves, once per round however many requests complete. */
-    if (!atomic_exchange(&io->wake_pending, true)) {
-        uint64_t one = 1;
-        ssize_t w = write(io->wake_fd, &one, sizeof one);
-        (void)w;
+    if (!r->filling) http_push_done(r);
+}
+
+void http_complete_later(struct http_request *r, void (*fill)(struct http_request *r, void *arg),
+                         void *arg)
+{
+    r->fill = fill;
+    r->fill_arg = arg;
+    http_push_done(r);
+}
+
+/* On the I/O thread, before MHD_run: every request on the done list gets its
+ * answer (fill() runs here) and is resumed.  Resuming here rather than on the
+ * completing thread keeps libmicrohttpd's resume lock between this thread and
+ * itself: the writer never waits for it. */
+static void http_resume_done(struct http_io *io)
+{
+    struct http_request *r = atomic_exchange_explicit(&io->done, NULL, memory_order_acquire);
+    struct http_request *fifo = NULL; /* oldest first: answer in completion order */
+    while (r) {
+        struct http_request *next = r->done_next;
+        r->done_next = fifo;
+        fifo = r;
+        r = next;
+    }
+    for (r = fifo; r; r = fifo) {
+        fifo = r->done_next;
+        if (r->fill) {
+            r->filling = true;
+            r->fill(r, r->fill_arg);
+            r->filling = false;
+            r->fill = NULL;
+        }
+        r->completed = true;
+        MHD_resume_connection(r->conn);
     }
 }
 
@@ -291,7 +337,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         return MHD_YES;
     }
     if (r->deferred) {
-        if (atomic_load_explicit(&r->completed, memory_order_acquire)) http_send_completed(r);
+        if (r->completed) http_send_completed(r);
         return MHD_YES;
     }
     if (*upload_size) {
@@ -408,9 +454,9 @@ static void *http_io_main(void *arg)
                 uint64_t count;
                 ssize_t rd = read(io->wake_fd, &count, sizeof count);
                 (void)rd;
-                atomic_store(&io->wake_pending, false); /* before MHD_run looks at resumes */
             }
         }
+        http_resume_done(io);
         MHD_run(io->daemon);
         if (s->hooks.round_done) s->hooks.round_done(s->hooks.ctx, io->state);
     }

@@ -105,4 +105,11 @@ void http_defer(struct http_request *r);
 void http_complete(struct http_request *r, int status, const char *body, size_t len,
                    const char *header_name, const char *header_value);
 
+/* Answers a deferred request from any thread, but builds the answer on r's I/O
+ * thread: fill(r, arg) runs there exactly once, soon, and must call
+ * http_complete().  For answers made on the writer thread, whose time every
+ * purchase in the next group commit waits for.  The caller must not touch r. */
+void http_complete_later(struct http_request *r, void (*fill)(struct http_request *r, void *arg),
+                         void *arg);
+
 #endif
