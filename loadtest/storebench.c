@@ -3,7 +3,8 @@
  *
  * One producer keeps --inflight purchases queued (as that many concurrent buyers
  * would), each a distinct user of one big sale; the writer group-commits them
- * exactly as the service does (savepoint, per-user sum, guarded UPDATE, INSERT).
+ * exactly as the service does with its default --inventory atomic (the stock-guarded
+ * UPDATE, the INSERT; the per-user limit is the ledger's).
  * Prints committed purchases per second, as text or (--json) one JSON object.
  *
  *   storebench [--seconds S] [--inflight N] [--batch N] [--durability full|normal] [--json]
@@ -96,6 +97,7 @@ int main(int argc, char **argv)
         snprintf(p->user_id, sizeof p->user_id, "bench-%ld", n++);
         p->quantity = 1;
         p->per_user_limit = 1;
+        p->limit_held = true; /* as the default strategy does: its ledger held the limit */
         store_submit(s, job);
     }
     store_close(s); /* commits everything still queued */

@@ -396,6 +396,7 @@ static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
     p->per_user_limit = sale->per_user_limit;
     p->payment_window = sale->payment_window;
     p->unguarded = inventory_strategy(a->inv) == INVENTORY_UNSAFE;
+    p->limit_held = inventory_strategy(a->inv) == INVENTORY_ATOMIC || inventory_strategy(a->inv) == INVENTORY_MUTEX;
     if (!api_enqueue(a, r, c)) inventory_leave(sale);
 }
 

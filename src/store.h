@@ -61,6 +61,10 @@ struct store_purchase {
     char idem_key[PAYLOAD_KEY_MAX + 1]; /* "" = no Idempotency-Key */
     int64_t per_user_limit;
     int64_t payment_window;
+    /* The caller's memory ledger has already held the user to the limit: the
+     * SQLite store then re-checks only the stock (PostgreSQL, shared by nodes
+     * with a ledger each, always checks both). */
+    bool limit_held;
     /* The unsafe strategy's blind write: set stock_left to this value, with no
      * guard on stock or per-user limit.  Teaching only. */
     bool unguarded;

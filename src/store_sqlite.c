@@ -3,8 +3,9 @@
  * WAL mode, synchronous FULL (or NORMAL with --durability normal), statements
  * prepared once per connection.  The guard on every purchase is SQL:
  *   UPDATE sales SET stock_left = stock_left - :q WHERE id = :sale AND stock_left >= :q
- *     AND :q + (the user's live units in the sale) <= per_user_limit
- * with CHECK (stock_left >= 0) in the schema as the last line.  Automatic checkpoints
+ *     [AND :q + (the user's live units in the sale) <= per_user_limit]
+ * with CHECK (stock_left >= 0) in the schema as the last line.  The bracketed part
+ * only when no memory ledger held the limit (store_purchase.limit_held false).  Automatic checkpoints
  * are off: they would run inside some unlucky COMMIT and stall every purchase
  * queued behind it; housekeep() runs PASSIVE checkpoints from a connection and a
  * thread of their own instead, beside the writer.
@@ -38,7 +39,7 @@ static const struct {
 
 enum sqlite_stmt {
     ST_BEGIN, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK,
-    ST_ORDER_BY_KEY, ST_USER_UNITS, ST_TAKE_STOCK, ST_GIVE_BACK, ST_BLIND_STOCK, ST_INSERT_ORDER, ST_ORDER_GET,
+    ST_ORDER_BY_KEY, ST_USER_UNITS, ST_TAKE_STOCK, ST_TAKE_STOCK_ONLY, ST_GIVE_BACK, ST_BLIND_STOCK, ST_INSERT_ORDER, ST_ORDER_GET,
     ST_SALE_INSERT, ST_SALE_ROW, ST_RESET_ORDERS, ST_RESET_STOCK, ST_AUDIT_UNITS, ST_AUDIT_OVER,
     ST_PAY, ST_CLOSE, ST_DUE, ST_AUDIT_STATUS, ST_COUNT
 };
@@ -57,6 +58,8 @@ static const char *const sqlite_sql[ST_COUNT] = {
     [ST_TAKE_STOCK] = "UPDATE sales SET stock_left = stock_left - ?1"
                       " WHERE id = ?2 AND stock_left >= ?1 AND ?1 + (SELECT COALESCE(SUM(quantity), 0)"
                       " FROM orders WHERE sale_id = ?2 AND user_id = ?3 AND status IN " LIVE ") <= per_user_limit",
+    /* The same with the limit left to the memory ledger (store_purchase.limit_held). */
+    [ST_TAKE_STOCK_ONLY] = "UPDATE sales SET stock_left = stock_left - ?1 WHERE id = ?2 AND stock_left >= ?1",
     [ST_GIVE_BACK] = "UPDATE sales SET stock_left = stock_left + ?1 WHERE id = ?2",
     [ST_BLIND_STOCK] = "UPDATE sales SET stock_left = ?1 WHERE id = ?2",
     [ST_INSERT_ORDER] = "INSERT INTO orders (sale_id, user_id, quantity, status, idempotency_key,"
@@ -232,6 +235,32 @@ static int sqlite_schema_step(struct store_conn *c, const char *sql, int version
     return 0;
 }
 
+/* orders_sale_user (see sql/schema.sql) exists exactly while the database decides
+ * the per-user limit itself (--inventory sqlite): every other strategy holds users
+ * to the limit in memory and would only pay for the index on every purchase. */
+static int sqlite_user_index(struct store_conn *c, bool wanted, char *err, size_t err_size)
+{
+    sqlite3_stmt *st = NULL;
+    bool present = false;
+    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'orders_sale_user'",
+                           -1, &st, NULL) == SQLITE_OK)
+        present = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (present == wanted) return 0;
+    char *msg = NULL;
+    if (sqlite3_exec(c->db,
+                     wanted ? "CREATE INDEX orders_sale_user ON orders (sale_id, user_id)"
+                            : "DROP INDEX orders_sale_user",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, err_size, "cannot %s index orders_sale_user: %s", wanted ? "create" : "drop", msg ? msg : "?");
+        sqlite3_free(msg);
+        return -1;
+    }
+    LOG_INFO("store: %s the per-user index orders_sale_user (%s)", wanted ? "created" : "dropped",
+             wanted ? "--inventory sqlite checks the limit in SQL" : "the memory ledger holds the limit");
+    return 0;
+}
+
 static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *err, size_t err_size)
 {
     int version = sqlite_user_version(c->db);
@@ -252,6 +281,7 @@ static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *er
             return -1;
         LOG_INFO("store: migrated %s to schema version %d", cfg->db, sqlite_migrations[i].version);
     }
+    if (sqlite_user_index(c, cfg->inventory == INVENTORY_SQLITE, err, err_size) != 0) return -1;
     if (sqlite_prepare(c, err, err_size) != 0) return -1;
     if (cfg->demo_stock > 0) {
         char sql[256];
@@ -308,6 +338,13 @@ static enum outcome sqlite_order_by_key(struct store_conn *c, int64_t sale_id, c
  * documents) or the stock. */
 static enum outcome sqlite_refusal(struct store_conn *c, struct store_purchase *p)
 {
+    if (p->limit_held) { /* only the stock was checked: sold out, or no such sale */
+        sqlite3_stmt *row = c->st[ST_SALE_ROW];
+        sqlite3_bind_int64(row, 1, p->sale_id);
+        int rc = sqlite3_step(row);
+        sqlite_done(row);
+        return rc == SQLITE_ROW ? OUTCOME_SOLD_OUT : rc == SQLITE_DONE ? OUTCOME_NOT_FOUND : OUTCOME_UNAVAILABLE;
+    }
     sqlite3_stmt *st = c->st[ST_USER_UNITS];
     sqlite3_bind_int64(st, 1, p->sale_id);
     sqlite3_bind_text(st, 2, p->user_id, -1, SQLITE_STATIC);
@@ -332,10 +369,10 @@ static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase 
     sqlite3_stmt *st;
     int rc;
     if (!p->unguarded) {
-        st = c->st[ST_TAKE_STOCK];
+        st = c->st[p->limit_held ? ST_TAKE_STOCK_ONLY : ST_TAKE_STOCK];
         sqlite3_bind_int64(st, 1, p->quantity);
         sqlite3_bind_int64(st, 2, p->sale_id);
-        sqlite3_bind_text(st, 3, p->user_id, -1, SQLITE_STATIC);
+        if (!p->limit_held) sqlite3_bind_text(st, 3, p->user_id, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         sqlite_done(st);
         if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;

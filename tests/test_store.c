@@ -1,5 +1,6 @@
 /* test_store — the SQLite store against a real file in a temporary folder: the
- * SQL guard on stock and per-user limit, idempotent replays, reset, load after a
+ * SQL guard on stock and per-user limit (or on stock alone behind a memory gate), the
+ * per-user index per strategy, idempotent replays, reset, load after a
  * restart, audit numbers, the schema version gate.  Rows are checked with sqlite3
  * directly where that says more than the store's own answers. */
 #include <dirent.h>
@@ -45,11 +46,14 @@ static int parse_args(struct config *cfg, const char *const *args)
     return r;
 }
 
-static struct store *open_at(struct opened *o, const char *path, const char *demo_stock)
+/* The store as the service opens it for --inventory `inventory`. */
+static struct store *open_for(struct opened *o, const char *path, const char *demo_stock,
+                              const char *inventory)
 {
     int r = parse_args(&o->cfg, (const char *const[]){"x", "--db", path, "--batch", "64",
                                                       "--demo-stock", demo_stock, "--durability",
-                                                      "full", "--log-level", "error", NULL});
+                                                      "full", "--log-level", "error", "--inventory",
+                                                      inventory, NULL});
     CHECK_EQ_INT(r, 0);
     char err[256] = "";
     o->st = store_open(&o->cfg, err, sizeof err);
@@ -58,6 +62,11 @@ static struct store *open_at(struct opened *o, const char *path, const char *dem
         longjmp(unit_jump, 1);
     }
     return o->st;
+}
+
+static struct store *open_at(struct opened *o, const char *path, const char *demo_stock)
+{
+    return open_for(o, path, demo_stock, "atomic");
 }
 
 static void close_store(struct opened *o)
@@ -373,11 +382,12 @@ static void test_guarded_never_oversells(void)
     close_store(&o);
 }
 
+/* The limit decided in SQL, as --inventory sqlite has it (limit_held false). */
 static void test_per_user_limit(void)
 {
     const char *path = new_db_path();
     struct opened o;
-    open_at(&o, path, "0");
+    open_for(&o, path, "0", "sqlite");
     int64_t one = create_sale(o.st, "One each", 100, 1, 0);
     CHECK_EQ_INT(buy(o.st, one, "ann", 1, 1, NULL, NULL), OUTCOME_OK);
     CHECK_EQ_INT(buy(o.st, one, "ann", 1, 1, NULL, NULL), OUTCOME_LIMIT_EXCEEDED);
@@ -407,6 +417,48 @@ static void test_per_user_limit(void)
     /* the limit is per sale */
     CHECK_EQ_INT(buy(o.st, three, "ann", 1, 3, NULL, NULL), OUTCOME_OK);
     close_store(&o);
+}
+
+/* With a memory gate (limit_held) SQL re-checks the stock and nothing else: the
+ * ledger, not the database, holds users to the limit. */
+static void test_stock_only_guard(void)
+{
+    const char *path = new_db_path();
+    struct opened o;
+    open_at(&o, path, "0");
+    int64_t sale = create_sale(o.st, "Gated", 3, 1, 0);
+    struct store_job job;
+    enum outcome want[] = {OUTCOME_OK, OUTCOME_OK, OUTCOME_SOLD_OUT};
+    for (int i = 0; i < 3; i++) {
+        purchase_init(&job, sale, "ann", i < 2 ? 1 : 2, 1, NULL);
+        job.u.purchase.limit_held = true;
+        CHECK_EQ_INT(store_run(o.st, &job), want[i]); /* ann twice: the ledger's call, not SQL's */
+    }
+    CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales WHERE id = 1"), 1);
+    purchase_init(&job, 99, "ann", 1, 1, NULL);
+    job.u.purchase.limit_held = true;
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_NOT_FOUND);
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM orders"), 2);
+    close_store(&o);
+}
+
+/* orders_sale_user exists exactly while --inventory sqlite runs. */
+static void test_user_index_follows_strategy(void)
+{
+    const char *path = new_db_path();
+    static const char has[] = "SELECT count(*) FROM sqlite_master WHERE name = 'orders_sale_user'";
+    static const struct {
+        const char *inventory;
+        int64_t index;
+    } steps[] = {{"atomic", 0}, {"sqlite", 1}, {"sqlite", 1}, {"mutex", 0}, {"unsafe", 0}, {"sqlite", 1}};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        struct opened o;
+        open_for(&o, path, "5", steps[i].inventory);
+        CHECK_EQ_INT(sql_int(path, has), steps[i].index);
+        CHECK_EQ_INT(buy(o.st, 1, "ann", 1, 1, NULL, NULL), i == 0 ? OUTCOME_OK : OUTCOME_LIMIT_EXCEEDED);
+        close_store(&o);
+    }
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM orders"), 1);
 }
 
 static void test_idempotency(void)
@@ -883,6 +935,8 @@ static const struct unit_case cases[] = {
     {"create_sale_rows", test_create_sale_rows},
     {"guarded_never_oversells", test_guarded_never_oversells},
     {"per_user_limit", test_per_user_limit},
+    {"stock_only_guard", test_stock_only_guard},
+    {"user_index_follows_strategy", test_user_index_follows_strategy},
     {"idempotency", test_idempotency},
     {"order_get", test_order_get},
     {"reset", test_reset},
