@@ -303,6 +303,16 @@ static void api_purchase_done(struct store_job *sj)
     http_complete_later(c->req, api_purchase_answer, c);
 }
 
+/* On a worker: sj goes to the writer with the rest of this round's jobs. */
+static void api_commit_later(struct api_thread *t, struct store_job *sj)
+{
+    sj->next = NULL;
+    if (t->commit_last) t->commit_last->next = sj;
+    else t->commit_first = sj;
+    t->commit_last = sj;
+    t->commits++;
+}
+
 /* On a worker. */
 static void api_purchase_run(struct pool_job *job, void *worker)
 {
@@ -330,6 +340,17 @@ static void api_purchase_run(struct pool_job *job, void *worker)
         o = inventory_reserve(a->inv, c->sale, p->user_id, p->quantity, clock_wall_ms() / 1000,
                               &p->unguarded_stock_left);
     }
+    bool gated = inventory_strategy(a->inv) != INVENTORY_SQLITE;
+    if (o != OUTCOME_OK && gated && p->idem_key[0] &&
+        (o == OUTCOME_LIMIT_EXCEEDED || o == OUTCOME_SOLD_OUT)) {
+        /* A retry with the same key while the first try is still in flight: its
+         * units are what memory refused on.  The writer looks the key up after the
+         * jobs queued before this one, so the retry gets that order, not a refusal. */
+        c->sj.op = STORE_REPLAY;
+        p->refusal = o;
+        api_commit_later(t, &c->sj);
+        return;
+    }
     if (o != OUTCOME_OK) {
         api_complete_outcome(c, o, NULL);
         inventory_leave(c->sale);
@@ -337,7 +358,7 @@ static void api_purchase_run(struct pool_job *job, void *worker)
         return;
     }
     c->reserved = true;
-    if (inventory_strategy(a->inv) == INVENTORY_SQLITE) {
+    if (!gated) {
         if (conn) {
             store_purchase_now(a->store, conn, &c->sj);
         } else {
@@ -345,11 +366,7 @@ static void api_purchase_run(struct pool_job *job, void *worker)
             api_purchase_done(&c->sj);
         }
     } else {
-        c->sj.next = NULL;
-        if (t->commit_last) t->commit_last->next = &c->sj;
-        else t->commit_first = &c->sj;
-        t->commit_last = &c->sj;
-        t->commits++;
+        api_commit_later(t, &c->sj);
     }
 }
 
