@@ -7,10 +7,13 @@
  *   worker       waited too long? (503) -> Idempotency-Key seen? (replay)
  *                -> inventory_reserve (strategy) -> store_submit
  *   writer       BEGIN, guarded UPDATE + INSERT for each purchase, COMMIT
- *   writer       api_purchase_done: commit or release the reservation, answer, resume
- * With --inventory sqlite the worker runs the transaction itself instead.
+ *   writer       api_purchase_done: commit or release the reservation in memory
+ *   I/O thread   api_purchase_answer: the 201 (or refusal) rendered, then resumed
+ * With --inventory sqlite the worker runs the transaction itself instead.  The
+ * operator's endpoints (create, reset, audit) are in admin.c.
  */
 #include "api.h"
+#include "api_int.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,47 +33,8 @@
 #include "render.h"
 #include "route.h"
 
-#define API_RESET_WAIT_MS 5000
-
-struct api {
-    const struct config *cfg;
-    struct inventory *inv;
-    struct store *store;
-    struct pool *pool;
-    char token[128];
-    size_t token_len;
-    struct http_canned *canned[OUTCOME_COUNT]; /* default error answers */
-    struct http_canned *healthz;
-    _Atomic bool sweeping; /* a sweep job is queued or running */
-    struct ratelimit *user_rate, *ip_rate; /* NULL = no limit */
-};
-
-/* What each I/O thread and each worker keeps: its own database connection, and
- * the jobs it produced during one round of its loop, handed on together at the
- * end of the round (one lock and at most one wake-up per round instead of per
- * job: under a crowd, thread switches are where the time goes). */
-struct api_thread {
-    struct store_conn *conn;
-    struct pool_job *queued_first, *queued_last; /* I/O thread -> pool */
-    size_t queued;
-    struct store_job *commit_first, *commit_last; /* worker -> writer */
-    size_t commits;
-    struct store *commit_store;
-};
-
-/* A request that leaves the I/O thread: a purchase, an admin write or an audit. */
-struct api_call {
-    struct pool_job job;
-    struct store_job sj;
-    struct api *api;
-    struct http_request *req;
-    struct sale *sale;
-    bool reserved; /* the inventory holds a claim for this purchase */
-    struct payload_sale new_sale;
-};
-
 /* Runs fill(out, arg) into a memory stream and answers 200 with it. */
-static void api_reply_stream(struct http_request *r, int status, const char *content_type,
+void api_reply_stream(struct http_request *r, int status, const char *content_type,
                              void (*fill)(FILE *, void *), void *arg)
 {
     char *buf = NULL;
@@ -107,7 +71,7 @@ static void api_count_refusal(enum outcome o)
 }
 
 /* Answers an outcome on the I/O thread; msg NULL uses the prebuilt default. */
-static void api_refuse(struct api *a, struct http_request *r, enum outcome o, const char *msg)
+void api_refuse(struct api *a, struct http_request *r, enum outcome o, const char *msg)
 {
     api_count_refusal(o);
     if (!msg) {
@@ -179,7 +143,7 @@ static bool api_user_checks(struct api *a, struct http_request *r, const char *u
 }
 
 /* Answers a deferred call from a worker or the writer, and frees it. */
-static void api_complete_outcome(struct api_call *c, enum outcome o, const char *msg)
+void api_complete_outcome(struct api_call *c, enum outcome o, const char *msg)
 {
     char body[512];
     size_t len = outcome_json(o, msg, body, sizeof body);
@@ -190,28 +154,15 @@ static void api_complete_outcome(struct api_call *c, enum outcome o, const char 
 
 /* ---- request checks shared by the POST routes ------------------------------------ */
 
-static bool api_admin_ok(struct api *a, struct http_request *r)
-{
-    const char *h = http_header(r, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0) return false;
-    h += 7;
-    /* Constant time in the token's length: every byte is compared, whatever matches. */
-    size_t n = strlen(h);
-    unsigned char diff = (unsigned char)(n != a->token_len);
-    for (size_t i = 0; i < a->token_len; i++)
-        diff |= (unsigned char)(a->token[i] ^ (i < n ? h[i] : 0));
-    return diff == 0;
-}
-
 /* 415 then 413: the checks every JSON body goes through, in the documented order. */
-static enum outcome api_body_checks(struct http_request *r)
+enum outcome api_body_checks(struct http_request *r)
 {
     if (!payload_content_type_ok(http_header(r, "Content-Type"))) return OUTCOME_MEDIA_TYPE;
     if (http_body_too_large(r) || http_content_length(r) > HTTP_BODY_MAX) return OUTCOME_TOO_LARGE;
     return OUTCOME_OK;
 }
 
-static struct api_call *api_call_new(struct api *a, struct http_request *r,
+struct api_call *api_call_new(struct api *a, struct http_request *r,
                                      void (*run)(struct pool_job *, void *))
 {
     struct api_call *c = calloc(1, sizeof *c);
@@ -224,7 +175,7 @@ static struct api_call *api_call_new(struct api *a, struct http_request *r,
 
 /* Suspends r and queues c for a worker (at the end of this I/O round), or
  * answers 503 when the queue is full.  False when refused (c is freed). */
-static bool api_enqueue(struct api *a, struct http_request *r, struct api_call *c)
+bool api_enqueue(struct api *a, struct http_request *r, struct api_call *c)
 {
     if (!pool_reserve(a->pool)) {
         free(c);
@@ -255,7 +206,7 @@ static void api_io_round_done(void *ctx, void *state)
 
 /* End of a worker round (and before any job that waits for the writer): hand the
  * collected purchases to the writer. */
-static void api_worker_round_done(void *state)
+void api_worker_round_done(void *state)
 {
     struct api_thread *t = state;
     if (!t->commits) return;
@@ -512,170 +463,12 @@ void api_sweep(struct api *a)
     store_submit(a->store, sj);
 }
 
-/* ---- admin: create and reset --------------------------------------------------- */
+/* ---- reads on the I/O thread -------------------------------------------------------- */
 
-static void api_sale_reply_fill(FILE *out, void *arg)
+void api_sale_reply_fill(FILE *out, void *arg)
 {
     render_sale(out, arg, clock_wall_ms() / 1000);
 }
-
-/* Completes a deferred call with a sale's JSON. */
-static void api_complete_sale(struct api_call *c, int status, struct sale *s)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&buf, &len);
-    if (!out) return api_complete_outcome(c, OUTCOME_INTERNAL, "out of memory");
-    api_sale_reply_fill(out, s);
-    fclose(out);
-    char location[64];
-    snprintf(location, sizeof location, "/api/v1/sales/%lld", (long long)s->id);
-    http_complete(c->req, status, buf, len, status == 201 ? "Location" : NULL, location);
-    free(buf);
-}
-
-static void api_create_run(struct pool_job *job, void *worker)
-{
-    struct api_call *c = (struct api_call *)job;
-    struct api *a = c->api;
-    api_worker_round_done(worker);
-    struct store_sale *row = &c->sj.u.sale;
-    const struct payload_sale *in = &c->new_sale;
-    memset(row, 0, sizeof *row);
-    memcpy(row->name, in->name, sizeof row->name);
-    row->stock_total = in->stock;
-    row->per_user_limit = in->per_user_limit;
-    row->starts_at = in->starts_at;
-    row->ends_at = in->ends_at;
-    row->payment_window = in->payment_window;
-    c->sj.op = STORE_CREATE_SALE;
-    enum outcome o = inventory_max_id(a->inv) >= INVENTORY_MAX_SALES ? OUTCOME_TOO_MANY_SALES
-                                                                      : store_run(a->store, &c->sj);
-    if (o == OUTCOME_OK && !inventory_add(a->inv, row)) o = OUTCOME_TOO_MANY_SALES;
-    if (o == OUTCOME_OK) {
-        LOG_INFO("api: created sale %lld \"%s\" with %lld units", (long long)row->id, row->name,
-                 (long long)row->stock_total);
-        api_complete_sale(c, 201, inventory_get(a->inv, row->id));
-    } else {
-        api_complete_outcome(c, o, NULL);
-    }
-    free(c);
-}
-
-static void api_reset_run(struct pool_job *job, void *worker)
-{
-    struct api_call *c = (struct api_call *)job;
-    struct api *a = c->api;
-    api_worker_round_done(worker); /* purchases we hold would keep the sale busy */
-    struct sale *s = c->sale;
-    if (!inventory_pause(s, API_RESET_WAIT_MS)) {
-        api_complete_outcome(c, OUTCOME_RESETTING, "purchases did not drain in time; retry");
-        free(c);
-        return;
-    }
-    c->sj.op = STORE_RESET_SALE;
-    c->sj.u.sale_id = s->id;
-    enum outcome o = store_run(a->store, &c->sj);
-    if (o == OUTCOME_OK) inventory_reset(a->inv, s);
-    inventory_unpause(s);
-    if (o == OUTCOME_OK) {
-        LOG_INFO("api: reset sale %lld", (long long)s->id);
-        api_complete_sale(c, 200, s);
-    } else {
-        api_complete_outcome(c, o, NULL);
-    }
-    free(c);
-}
-
-static void api_admin_post(struct api *a, struct http_request *r, enum route route, int64_t id)
-{
-    if (!api_admin_ok(a, r)) return api_refuse(a, r, OUTCOME_UNAUTHORIZED, NULL);
-    struct sale *sale = NULL;
-    if (route == ROUTE_RESET && !(sale = inventory_get(a->inv, id)))
-        return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
-    enum outcome o = OUTCOME_OK;
-    struct payload_sale in;
-    char msg[256];
-    if (route == ROUTE_SALES) {
-        o = api_body_checks(r);
-        if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
-        size_t len;
-        const char *body = http_body(r, &len);
-        o = payload_sale_parse(body, len, &in, msg, sizeof msg);
-        if (o != OUTCOME_OK) return api_refuse(a, r, o, msg);
-    } else if (http_body_too_large(r)) {
-        return api_refuse(a, r, OUTCOME_TOO_LARGE, NULL);
-    }
-    struct api_call *c = api_call_new(a, r, route == ROUTE_SALES ? api_create_run : api_reset_run);
-    if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
-    c->sale = sale;
-    if (route == ROUTE_SALES) c->new_sale = in;
-    api_enqueue(a, r, c);
-}
-
-/* ---- audit -------------------------------------------------------------------------- */
-
-struct api_memory {
-    struct sale *sale;
-    int64_t stock_left, sold;
-};
-
-static void api_audit_snapshot(void *ctx)
-{
-    struct api_memory *m = ctx;
-    m->stock_left = atomic_load(&m->sale->stock_left);
-    m->sold = atomic_load(&m->sale->sold);
-}
-
-static void api_audit_run(struct pool_job *job, void *worker)
-{
-    struct api_call *c = (struct api_call *)job;
-    struct api *a = c->api;
-    struct store_audit au = {0};
-    struct api_memory mem = {.sale = c->sale};
-    struct api_thread *t = worker;
-    api_worker_round_done(t);
-    enum outcome o = t->conn ? store_audit(a->store, t->conn, c->sale->id, &au, api_audit_snapshot, &mem)
-                             : OUTCOME_UNAVAILABLE;
-    if (o != OUTCOME_OK) {
-        api_complete_outcome(c, o, NULL);
-        free(c);
-        return;
-    }
-    int64_t oversold = au.units_sold > au.stock_total ? au.units_sold - au.stock_total : 0;
-    /* Memory agrees when it counts the same sales as the database and shows no more
-     * stock than the database has: the difference is purchases in flight.  With
-     * several nodes on one database memory is a cache refreshed every second, so
-     * only the database's own facts are judged ("agrees": null). */
-    bool shared = store_shared(a->store);
-    bool memory_agrees = shared || (mem.sold == au.units_sold && mem.stock_left >= 0 &&
-                                    mem.stock_left <= au.stock_left);
-    /* stock_total == stock_left + pending + paid + confirmed, and no late payment */
-    bool consistent = au.stock_left + au.units_sold == au.stock_total &&
-                      au.pending + au.paid + au.confirmed == au.units_sold && oversold == 0 &&
-                      au.users_over_limit == 0 && au.paid_late == 0 && memory_agrees;
-    char body[1024];
-    int n = snprintf(body, sizeof body,
-                     "{\"sale_id\":%lld,\"stock_total\":%lld,\"stock_left\":%lld,\"units_sold\":%lld,"
-                     "\"orders\":%lld,\"oversold\":%lld,\"users_over_limit\":%lld,"
-                     "\"consistent\":%s,\"pending\":%lld,\"paid\":%lld,\"confirmed\":%lld,"
-                     "\"expired\":%lld,\"cancelled\":%lld,\"paid_after_expiry\":%lld,"
-                     "\"memory\":{\"stock_left\":%lld,\"sold\":%lld,\"in_flight\":%lld,\"agrees\":%s},"
-                     "\"inventory\":\"%s\"}",
-                     (long long)c->sale->id, (long long)au.stock_total, (long long)au.stock_left,
-                     (long long)au.units_sold, (long long)au.orders, (long long)oversold,
-                     (long long)au.users_over_limit, consistent ? "true" : "false",
-                     (long long)au.pending, (long long)au.paid, (long long)au.confirmed,
-                     (long long)au.expired, (long long)au.cancelled, (long long)au.paid_late,
-                     (long long)mem.stock_left, (long long)mem.sold,
-                     (long long)(au.stock_left - mem.stock_left),
-                     shared ? "null" : memory_agrees ? "true" : "false",
-                     config_name("inventory", inventory_strategy(a->inv)));
-    http_complete(c->req, 200, body, (size_t)n, NULL, NULL);
-    free(c);
-}
-
-/* ---- reads on the I/O thread -------------------------------------------------------- */
 
 static void api_order_get(struct api *a, struct http_request *r, int64_t id)
 {
@@ -780,24 +573,16 @@ static void api_handle(void *ctx, struct http_request *r, enum http_phase phase)
         return api_reply_stream(r, 200, "application/json", api_sale_reply_fill, s);
     }
     case ROUTE_SALES:
-        if (admin_route) return api_admin_post(a, r, m.route, m.id);
+        if (admin_route) return admin_post(a, r, m.route, m.id);
         return api_reply_stream(r, 200, "application/json", api_sales_list_fill, &list);
-    case ROUTE_RESET: return api_admin_post(a, r, m.route, m.id);
+    case ROUTE_RESET: return admin_post(a, r, m.route, m.id);
     case ROUTE_STATS: return api_reply_stream(r, 200, "application/json", api_stats_fill, &list);
     case ROUTE_METRICS:
         return api_reply_stream(r, 200, "text/plain; version=0.0.4; charset=utf-8", api_metrics_fill, &list);
     case ROUTE_ORDER: return api_order_get(a, r, m.id);
     case ROUTE_PAY:
     case ROUTE_CANCEL: return api_settle(a, r, m.route, m.id);
-    case ROUTE_AUDIT: {
-        struct sale *s = inventory_get(a->inv, m.id);
-        if (!s) return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
-        struct api_call *c = api_call_new(a, r, api_audit_run);
-        if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
-        c->sale = s;
-        api_enqueue(a, r, c);
-        return;
-    }
+    case ROUTE_AUDIT: return admin_audit(a, r, m.id);
     case ROUTE_STATIC: return api_static(a, r);
     default: return api_refuse(a, r, OUTCOME_NOT_FOUND, NULL);
     }
