@@ -62,9 +62,6 @@ static void store_finish(struct store_job **jobs, size_t n)
         if (jobs[i]->done) jobs[i]->done(jobs[i]);
 }
 
-/* One group commit.  Runs on the writer thread only. */
-/* BEGIN, every job, then COMMIT under the commit lock; false when anything failed
- * (then rolled back).  *retry says whether running it again may succeed. */
 /* STORE_REPLAY, inside the open transaction: reads only. */
 static enum outcome store_replay(struct store *s, struct store_conn *c, struct store_purchase *p)
 {
@@ -93,6 +90,9 @@ static size_t store_replays_last(struct store_job **jobs, size_t n)
     return m;
 }
 
+/* One group commit, on the writer thread only: BEGIN, every job, then COMMIT
+ * under the commit lock; false when anything failed (then rolled back).  *retry
+ * says whether running it again may succeed. */
 static bool store_try_batch(struct store *s, struct store_job **jobs, size_t n, bool *retry)
 {
     struct store_conn *c = s->writer_conn;
