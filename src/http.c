@@ -230,6 +230,11 @@ static void http_resume_done(struct http_io *io)
         if (r->fill) {
             r->filling = true;
             r->fill(r, r->fill_arg);
+            if (!r->answer) { /* fill() broke its contract: still answer */
+                static const char body[] = "{\"error\":\"internal_error\",\"message\":\"no answer\"}";
+                LOG_ERROR("http: a deferred request got no answer");
+                http_complete(r, 500, body, sizeof body - 1, NULL, NULL);
+            }
             r->filling = false;
             r->fill = NULL;
         }
@@ -598,9 +603,14 @@ void http_stop(struct http_server *s, int timeout_ms)
             close(io->listen_fd);
         }
         if (io->wait_fd >= 0) close(io->wait_fd);
-        if (io->wake_fd >= 0) close(io->wake_fd);
+        if (io->wake_fd >= 0 && !stuck) close(io->wake_fd);
     }
-    if (stuck) LOG_WARN("http: %zu deferred requests never completed", stuck);
+    if (stuck) {
+        /* A late completion would still push onto an I/O thread's done list and
+         * write its eventfd: leave both to the exiting process. */
+        LOG_WARN("http: %zu deferred requests never completed", stuck);
+        return;
+    }
     free(s->io);
     free(s);
 }
