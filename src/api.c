@@ -233,6 +233,72 @@ static void api_purchase_answer(struct http_request *r, void *arg)
     free(c);
 }
 
+/* ---- retries with an Idempotency-Key, while the first try is in flight ---------- */
+
+static struct api_call **api_keys_bucket(struct api *a, const struct store_purchase *p)
+{
+    uint64_t h = 1469598103934665603u ^ (uint64_t)p->sale_id;
+    for (const char *s = p->user_id; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
+    h = (h ^ 0xff) * 1099511628211u; /* "ab"+"c" and "a"+"bc" differ */
+    for (const char *s = p->idem_key; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return &a->keys[(h ^ (h >> 32)) % API_KEY_BUCKETS];
+}
+
+static bool api_keys_same(const struct store_purchase *x, const struct store_purchase *y)
+{
+    return x->sale_id == y->sale_id && strcmp(x->user_id, y->user_id) == 0 && strcmp(x->idem_key, y->idem_key) == 0;
+}
+
+/* On a worker, before the reservation: true when c is now the try in flight for
+ * its key; false when another try is, and c will get that try's answer
+ * (api_keys_settle).  The claim comes first so that a retry can never meet the
+ * first try's units in memory without also finding the first try here. */
+static bool api_keys_claim(struct api *a, struct api_call *c)
+{
+    struct api_call **bucket = api_keys_bucket(a, &c->sj.u.purchase);
+    pthread_mutex_lock(&a->keys_mu);
+    struct api_call *first = *bucket;
+    while (first && !api_keys_same(&first->sj.u.purchase, &c->sj.u.purchase)) first = first->key_next;
+    if (first) {
+        c->follow_next = first->followers;
+        first->followers = c;
+    } else {
+        c->keyed = true;
+        c->key_next = *bucket;
+        *bucket = c;
+    }
+    pthread_mutex_unlock(&a->keys_mu);
+    return !first;
+}
+
+/* c's answer is known (o, and its order when OUTCOME_OK): c leaves the table and
+ * every retry that followed it gets the same answer, as a replay.  On the writer
+ * (under the commit lock) or on a worker. */
+static void api_keys_settle(struct api *a, struct api_call *c, enum outcome o)
+{
+    if (!c->keyed) return;
+    pthread_mutex_lock(&a->keys_mu);
+    struct api_call **at = api_keys_bucket(a, &c->sj.u.purchase);
+    while (*at != c) at = &(*at)->key_next;
+    *at = c->key_next;
+    struct api_call *f = c->followers;
+    c->followers = NULL;
+    c->keyed = false;
+    pthread_mutex_unlock(&a->keys_mu);
+    while (f) {
+        struct api_call *next = f->follow_next;
+        f->sj.outcome = o;
+        if (o == OUTCOME_OK) {
+            f->sj.u.purchase.order = c->sj.u.purchase.order;
+            f->sj.u.purchase.replayed = true;
+            metrics_count(METRIC_REPLAYS, 1);
+        }
+        inventory_leave(f->sale);
+        http_complete_later(f->req, api_purchase_answer, f);
+        f = next;
+    }
+}
+
 /* On the writer thread after COMMIT (or on the worker, for --inventory sqlite):
  * memory follows the database here, under the commit lock; the answer is built
  * on the I/O thread, so the next group commit does not wait for it. */
@@ -250,6 +316,7 @@ static void api_purchase_done(struct store_job *sj)
         inventory_release(a->inv, c->sale, p->user_id, p->quantity);
     }
     if (sj->outcome == OUTCOME_OK && p->replayed) metrics_count(METRIC_REPLAYS, 1);
+    api_keys_settle(a, c, sj->outcome);
     inventory_leave(c->sale);
     http_complete_later(c->req, api_purchase_answer, c);
 }
@@ -287,29 +354,31 @@ static void api_purchase_run(struct pool_job *job, void *worker)
         }
         o = o == OUTCOME_NOT_FOUND ? OUTCOME_OK : o;
     }
+    /* A retry would be refused on what its first try holds (memory's units, or on
+     * PostgreSQL the first try's uncommitted row): it follows the try in flight
+     * instead and gets the same answer. */
+    if (o == OUTCOME_OK && p->idem_key[0] && !api_keys_claim(a, c)) return;
     if (o == OUTCOME_OK) {
         o = inventory_reserve(a->inv, c->sale, p->user_id, p->quantity, clock_wall_ms() / 1000,
                               &p->unguarded_stock_left);
     }
-    bool gated = inventory_strategy(a->inv) != INVENTORY_SQLITE;
-    if (o != OUTCOME_OK && gated && p->idem_key[0] &&
-        (o == OUTCOME_LIMIT_EXCEEDED || o == OUTCOME_SOLD_OUT)) {
-        /* A retry with the same key while the first try is still in flight: its
-         * units are what memory refused on.  The writer looks the key up after the
-         * jobs queued before this one, so the retry gets that order, not a refusal. */
-        c->sj.op = STORE_REPLAY;
-        p->refusal = o;
-        api_commit_later(t, &c->sj);
+    if (o != OUTCOME_OK && c->keyed && conn &&
+        store_order_by_key(conn, p->sale_id, p->user_id, p->idem_key, &p->order) == OUTCOME_OK) {
+        /* A try with this key committed between our look and our claim. */
+        p->replayed = true;
+        c->sj.outcome = OUTCOME_OK;
+        api_purchase_done(&c->sj);
         return;
     }
     if (o != OUTCOME_OK) {
+        api_keys_settle(a, c, o);
         api_complete_outcome(c, o, NULL);
         inventory_leave(c->sale);
         free(c);
         return;
     }
     c->reserved = true;
-    if (!gated) {
+    if (inventory_strategy(a->inv) == INVENTORY_SQLITE) {
         if (conn) {
             store_purchase_now(a->store, conn, &c->sj);
         } else {
@@ -339,13 +408,13 @@ static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
         return api_refuse(a, r, OUTCOME_INVALID, "Idempotency-Key must be 1 to 128 printable ASCII characters");
     if (!api_user_checks(a, r, order.user_id)) return;
 
-    /* A retry with a key may be a replay of an order this user already has: only
-     * a worker, which looks the key up, can tell.  Everyone else meets the fast path. */
-    bool maybe_replay = key && inventory_units(a->inv, sale, order.user_id) > 0;
-    if (!maybe_replay) {
-        o = inventory_check(a->inv, sale, order.user_id, order.quantity, clock_wall_ms() / 1000);
-        if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
-    }
+    /* A refused request with a key may be the retry of an order this user has or is
+     * getting: only a worker, which looks the key up, can tell.  The units are read
+     * after the check, so a first try that reserved in between is seen.  Everyone
+     * else meets the fast path. */
+    o = inventory_check(a->inv, sale, order.user_id, order.quantity, clock_wall_ms() / 1000);
+    if (o != OUTCOME_OK && key && inventory_units(a->inv, sale, order.user_id) > 0) o = OUTCOME_OK;
+    if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
     if (!inventory_admit(sale)) return api_refuse(a, r, OUTCOME_RESETTING, NULL);
     struct api_call *c = api_call_new(a, r, api_purchase_run);
     if (!c) {
@@ -642,6 +711,7 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
     a->cfg = cfg;
     a->inv = inv;
     a->store = store;
+    pthread_mutex_init(&a->keys_mu, NULL);
     if (cfg->admin_token[0]) {
         snprintf(a->token, sizeof a->token, "%s", cfg->admin_token);
     } else if (api_make_token(a->token, sizeof a->token) == 0) {
@@ -687,5 +757,6 @@ void api_free(struct api *a)
     ratelimit_free(a->user_rate);
     ratelimit_free(a->ip_rate);
     memset(a->token, 0, sizeof a->token);
+    pthread_mutex_destroy(&a->keys_mu);
     free(a);
 }

@@ -4,6 +4,7 @@
 #ifndef FLASHSALE_API_INT_H
 #define FLASHSALE_API_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -13,6 +14,8 @@
 #include "pool.h"
 #include "ratelimit.h"
 #include "route.h"
+
+#define API_KEY_BUCKETS 256
 
 struct api {
     const struct config *cfg;
@@ -25,6 +28,10 @@ struct api {
     struct http_canned *healthz;
     _Atomic bool sweeping; /* a sweep job is queued or running */
     struct ratelimit *user_rate, *ip_rate; /* NULL = no limit */
+    /* Purchases with an Idempotency-Key, from their claim on a worker to their
+     * answer, hashed by (sale, user, key): a retry finds the try in flight. */
+    pthread_mutex_t keys_mu;
+    struct api_call *keys[API_KEY_BUCKETS];
 };
 
 /* What each I/O thread and each worker keeps: its own database connection, and
@@ -48,6 +55,10 @@ struct api_call {
     struct http_request *req;
     struct sale *sale;
     bool reserved; /* the inventory holds a claim for this purchase */
+    bool keyed;    /* in api.keys: tries with the same key follow this one */
+    struct api_call *key_next;  /* the bucket's chain */
+    struct api_call *followers; /* retries waiting for this try's answer */
+    struct api_call *follow_next;
     struct payload_sale new_sale;
 };
 

@@ -62,54 +62,20 @@ static void store_finish(struct store_job **jobs, size_t n)
         if (jobs[i]->done) jobs[i]->done(jobs[i]);
 }
 
-/* STORE_REPLAY, inside the open transaction: reads only. */
-static enum outcome store_replay(struct store *s, struct store_conn *c, struct store_purchase *p)
-{
-    enum outcome o = s->be->order_by_key(c, p->sale_id, p->user_id, p->idem_key, &p->order);
-    p->replayed = o == OUTCOME_OK;
-    return o == OUTCOME_NOT_FOUND ? p->refusal : o;
-}
-
-/* Moves the STORE_REPLAY jobs to the end, keeping both parts in order; returns
- * how many jobs come before them. */
-static size_t store_replays_last(struct store_job **jobs, size_t n)
-{
-    struct store_job *replays = NULL, **tail = &replays;
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (jobs[i]->op == STORE_REPLAY) {
-            *tail = jobs[i];
-            tail = &jobs[i]->next;
-        } else {
-            jobs[m++] = jobs[i];
-        }
-    }
-    *tail = NULL;
-    size_t k = m;
-    for (struct store_job *j = replays; j; j = j->next) jobs[k++] = j;
-    return m;
-}
-
 /* One group commit, on the writer thread only: BEGIN, every job, then COMMIT
  * under the commit lock; false when anything failed (then rolled back).  *retry
  * says whether running it again may succeed. */
 static bool store_try_batch(struct store *s, struct store_job **jobs, size_t n, bool *retry)
 {
     struct store_conn *c = s->writer_conn;
-    /* Replays last: a key is looked up after every purchase of the batch is in. */
-    size_t m = store_replays_last(jobs, n);
     bool failed = s->be->begin(c) != 0;
     if (!failed && s->be->apply_batch) {
-        failed = s->be->apply_batch(c, jobs, m) != 0;
+        failed = s->be->apply_batch(c, jobs, n) != 0;
     } else {
-        for (size_t i = 0; i < m && !failed; i++) {
+        for (size_t i = 0; i < n && !failed; i++) {
             jobs[i]->outcome = s->be->apply(c, jobs[i]);
             failed = jobs[i]->outcome == OUTCOME_UNAVAILABLE;
         }
-    }
-    for (size_t i = m; i < n && !failed; i++) {
-        jobs[i]->outcome = store_replay(s, c, &jobs[i]->u.purchase);
-        failed = jobs[i]->outcome == OUTCOME_UNAVAILABLE;
     }
     /* COMMIT and the memory updates under one lock: an audit taking its snapshot
      * sees both or neither.  The caller unlocks after done(). */

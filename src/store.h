@@ -69,7 +69,6 @@ struct store_purchase {
      * guard on stock or per-user limit.  Teaching only. */
     bool unguarded;
     int64_t unguarded_stock_left;
-    enum outcome refusal; /* STORE_REPLAY: the answer when the key names no order */
     /* Out: the order (new or, when replayed, the earlier one). */
     struct store_order order;
     bool replayed;
@@ -112,11 +111,7 @@ enum store_op {
     STORE_RESET_SALE,
     STORE_PAY,
     STORE_CANCEL,
-    STORE_SWEEP,
-    /* A purchase memory refused (u.purchase.refusal) whose Idempotency-Key may name
-     * an order still in flight: looked up after every other job of its group
-     * commit, it is answered with that order (replayed) or else with the refusal. */
-    STORE_REPLAY
+    STORE_SWEEP
 };
 
 struct store_job {

@@ -470,7 +470,6 @@ static enum outcome pg_apply(struct store_conn *c, struct store_job *job)
     case STORE_PAY: return store_settle(c, &job->u.settle, true);
     case STORE_CANCEL: return store_settle(c, &job->u.settle, false);
     case STORE_SWEEP: return pg_sweep(c, &job->u.sweep);
-    case STORE_REPLAY: break; /* store.c looks these up itself */
     }
     return OUTCOME_INTERNAL;
 }

@@ -283,6 +283,36 @@ def crowd(port, sale_id, users, tries=2, threads=32, quantity=1, key=None):
     return statuses, orders
 
 
+def same_key_retries(server, c, rounds=10, tries=8):
+    """A client retrying with one Idempotency-Key before its first try is answered:
+    `tries` requests at once, `rounds` times, each round on a new sale with a limit of
+    one.  Returns (rounds whose answers were not all the same 201, rounds without
+    exactly one order row)."""
+    mixed, rows_bad = [], 0
+    for rnd in range(rounds):
+        sale = c.create_sale(name=f"Retry {rnd}", stock=50, per_user_limit=1)
+        answers, lock = [], threading.Lock()
+        start = threading.Barrier(tries)
+
+        def one():
+            cl = Client(server.port)
+            start.wait()
+            r = cl.request("POST", f"/api/v1/sales/{sale}/orders", json_body={"user_id": "ivy"},
+                           headers={"Idempotency-Key": "ivy-1"})
+            with lock:
+                answers.append((r.status, r.json.get("order_id") if r.status == 201 else r.error()))
+            cl.close()
+        ts = [threading.Thread(target=one) for _ in range(tries)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if len(set(answers)) != 1 or answers[0][0] != 201:
+            mixed.append(sorted(answers, key=str))
+        rows_bad += server.sql("SELECT COUNT(*) FROM orders WHERE sale_id=?", (sale,))[0][0] != 1
+    return mixed, rows_bad
+
+
 def db_truth(server, sale_id):
     """(stock_total, stock_left, units_sold, orders, users_over_limit) from the file."""
     total, left, limit = server.sql("SELECT stock_total, stock_left, per_user_limit FROM sales WHERE id=?",

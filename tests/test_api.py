@@ -6,11 +6,10 @@ import http.client
 import os
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, TOKEN, Client, Server, check, db_truth, finish, metric  # noqa: E402
+from harness import ROOT, TOKEN, Client, Server, check, db_truth, finish, metric, same_key_retries  # noqa: E402
 
 SUITE = "api"
 BINARY = sys.argv[1] if len(sys.argv) > 1 else None
@@ -41,36 +40,6 @@ def raw_post(port, path, body, headers):
     resp = Response(r.status, r.getheaders(), r.read())
     c.close()
     return resp
-
-
-def concurrent_retries(srv, c, rounds=20, tries=8):
-    """A client retrying with one Idempotency-Key before its first try is answered: every
-    try gets that one order (201, same order_id), never limit_exceeded, and one row."""
-    mixed, rows_bad = [], 0
-    for rnd in range(rounds):
-        sale = c.create_sale(name=f"Retry {rnd}", stock=50, per_user_limit=1)
-        answers, lock = [], threading.Lock()
-        start = threading.Barrier(tries)
-
-        def one():
-            cl = Client(srv.port)
-            start.wait()
-            r = cl.request("POST", f"/api/v1/sales/{sale}/orders", json_body={"user_id": "ivy"},
-                           headers={"Idempotency-Key": "ivy-1"})
-            with lock:
-                answers.append((r.status, r.json.get("order_id") if r.status == 201 else r.error()))
-            cl.close()
-        ts = [threading.Thread(target=one) for _ in range(tries)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        if len(set(answers)) != 1 or answers[0][0] != 201:
-            mixed.append(sorted(answers, key=str))
-        rows_bad += srv.sql("SELECT COUNT(*) FROM orders WHERE sale_id=?", (sale,))[0][0] != 1
-    check(SUITE, "idempotent_concurrent_retries_same_order", not mixed,
-          f"{len(mixed)} of {rounds} rounds mixed, e.g. {mixed[:1]}")
-    check(SUITE, "idempotent_concurrent_retries_one_row", rows_bad == 0, f"{rows_bad} rounds without exactly one row")
 
 
 def main():
@@ -218,7 +187,10 @@ def run(srv):
           repr(r4))
     rows = srv.sql("SELECT COUNT(*) FROM orders WHERE sale_id=? AND user_id='kim'", (d,))[0][0]
     check(SUITE, "idempotent_one_row", rows == 1, f"{rows} rows")
-    concurrent_retries(srv, c)
+    mixed, rows_bad = same_key_retries(srv, c, rounds=20)
+    check(SUITE, "idempotent_concurrent_retries_same_order", not mixed,
+          f"{len(mixed)} of 20 rounds mixed, e.g. {mixed[:1]}")
+    check(SUITE, "idempotent_concurrent_retries_one_row", rows_bad == 0, f"{rows_bad} rounds without exactly one row")
 
     # ---- admin ----
     r = c.post("/api/v1/sales", {"name": "x", "stock": 1})

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, Server, check, crowd, db_truth, finish, metric  # noqa: E402
+from harness import ROOT, Server, check, crowd, db_truth, finish, metric, same_key_retries  # noqa: E402
 
 SUITE = "crowd"
 
@@ -76,6 +76,10 @@ def strategy(binary, name):
                   f"gauge {oversold_metric} vs db {db_oversold}")
             check(SUITE, tag + "unsafe_oversold", db_oversold > 0, f"sold {sold} of {total}: the race did not show")
             print(f"# unsafe: {sold} units sold of {total} ({db_oversold} oversold), audit consistent={audit['consistent']}")
+        # One client retrying with one Idempotency-Key, 8 tries at once, across 4 workers.
+        mixed, rows_bad = same_key_retries(srv, c, rounds=10)
+        check(SUITE, tag + "same_key_retries_get_one_order", not mixed and rows_bad == 0,
+              f"{len(mixed)} of 10 rounds mixed (e.g. {mixed[:1]}), {rows_bad} without exactly one row")
         code, secs = srv.stop()
         check(SUITE, tag + "clean_stop", code == 0 and secs < 10, f"exit {code} in {secs:.1f}s")
         if safe:

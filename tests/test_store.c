@@ -442,47 +442,6 @@ static void test_stock_only_guard(void)
     close_store(&o);
 }
 
-/* STORE_REPLAY: queued in one chain behind the purchase it retries (and ahead of
- * it in the chain, too: replays are looked up after the rest of their batch), it
- * answers with that order; with a key that names nothing, with its refusal. */
-static void test_replay_in_flight(void)
-{
-    const char *path = new_db_path();
-    struct opened o;
-    open_at(&o, path, "0");
-    int64_t sale = create_sale(o.st, "Retries", 5, 1, 0);
-    static struct store_job jobs[4];
-    struct tally t = TALLY_INIT;
-    /* replay of k-1 first in the chain, then the purchase with k-1, then a replay
-     * of k-1 after it, then a replay of a key nobody used */
-    static const struct {
-        enum store_op op;
-        const char *key;
-    } chain[] = {{STORE_REPLAY, "k-1"}, {STORE_PURCHASE, "k-1"}, {STORE_REPLAY, "k-1"}, {STORE_REPLAY, "k-9"}};
-    for (int i = 0; i < 4; i++) {
-        purchase_init(&jobs[i], sale, "ann", 1, 1, chain[i].key);
-        jobs[i].op = chain[i].op;
-        jobs[i].u.purchase.limit_held = true;
-        jobs[i].u.purchase.refusal = OUTCOME_LIMIT_EXCEEDED;
-        jobs[i].done = tally_done;
-        jobs[i].ctx = &t;
-        jobs[i].next = i < 3 ? &jobs[i + 1] : NULL;
-    }
-    store_submit_chain(o.st, &jobs[0], &jobs[3], 4);
-    tally_wait(&t, 4);
-    CHECK_EQ_INT(jobs[1].outcome, OUTCOME_OK);
-    CHECK(!jobs[1].u.purchase.replayed);
-    for (int i = 0; i < 3; i += 2) {
-        CHECK_EQ_INT(jobs[i].outcome, OUTCOME_OK);
-        CHECK(jobs[i].u.purchase.replayed);
-        CHECK_EQ_INT(jobs[i].u.purchase.order.id, jobs[1].u.purchase.order.id);
-    }
-    CHECK_EQ_INT(jobs[3].outcome, OUTCOME_LIMIT_EXCEEDED);
-    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM orders"), 1);
-    CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales WHERE id = 1"), 4);
-    close_store(&o);
-}
-
 /* orders_sale_user exists exactly while --inventory sqlite runs. */
 static void test_user_index_follows_strategy(void)
 {
@@ -978,7 +937,6 @@ static const struct unit_case cases[] = {
     {"per_user_limit", test_per_user_limit},
     {"stock_only_guard", test_stock_only_guard},
     {"user_index_follows_strategy", test_user_index_follows_strategy},
-    {"replay_in_flight", test_replay_in_flight},
     {"idempotency", test_idempotency},
     {"order_get", test_order_get},
     {"reset", test_reset},
