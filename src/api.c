@@ -225,7 +225,7 @@ static void api_purchase_answer(struct http_request *r, void *arg)
     if (c->sj.outcome == OUTCOME_OK) {
         char body[512], location[64];
         size_t len = render_order(&p->order, true, body, sizeof body);
-        snprintf(location, sizeof location, "/api/v1/orders/%lld", (long long)p->order.id);
+        render_order_location(&p->order, location, sizeof location);
         http_complete(r, 201, body, len, "Location", location);
     } else {
         api_complete_outcome(c, c->sj.outcome, NULL);

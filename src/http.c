@@ -181,6 +181,16 @@ static void http_push_done(struct http_request *r)
     }
 }
 
+/* The deferred answer's one header, cut to its fields' sizes like snprintf would. */
+static void http_copy_header(struct http_request *r, const char *name, const char *value)
+{
+    size_t n = strnlen(name, sizeof r->answer_hname - 1), v = strnlen(value, sizeof r->answer_hvalue - 1);
+    memcpy(r->answer_hname, name, n);
+    r->answer_hname[n] = 0;
+    memcpy(r->answer_hvalue, value, v);
+    r->answer_hvalue[v] = 0;
+}
+
 void http_complete(struct http_request *r, int status, const char *body, size_t len,
                    const char *header_name, const char *header_value)
 {
@@ -196,10 +206,7 @@ void http_complete(struct http_request *r, int status, const char *body, size_t 
     r->answer_len = len;
     r->answer_status = status;
     r->answer_hname[0] = 0;
-    if (header_name) {
-        snprintf(r->answer_hname, sizeof r->answer_hname, "%s", header_name);
-        snprintf(r->answer_hvalue, sizeof r->answer_hvalue, "%s", header_value);
-    }
+    if (header_name) http_copy_header(r, header_name, header_value);
     if (!r->filling) http_push_done(r);
 }
 

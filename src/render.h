@@ -30,6 +30,8 @@ void render_sales(FILE *out, struct inventory *inv, int64_t now);
  * as_created renders it as first acknowledged (pending or confirmed, unpaid), so
  * a replayed Idempotency-Key gets the same bytes whatever happened since. */
 size_t render_order(const struct store_order *o, bool as_created, char *buf, size_t size);
+/* The order's Location, "/api/v1/orders/<id>", into buf; its length (0 if it does not fit). */
+size_t render_order_location(const struct store_order *o, char *buf, size_t size);
 
 /* The dashboard's snapshot: the service, metrics_stats_json(), every sale. */
 void render_stats(FILE *out, struct inventory *inv, const struct render_service *svc, int64_t now);
