@@ -246,6 +246,15 @@ def metric(text, name, labels=None):
     return None
 
 
+def together(n, fn):
+    """fn(0) .. fn(n-1), each on a thread of its own, all at once; returns when all did."""
+    ts = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
 def crowd(port, sale_id, users, tries=2, threads=32, quantity=1, key=None):
     """Every user tries `tries` times from `threads` keep-alive connections.
     Returns (statuses: dict status->count, orders: list of 201 bodies)."""
@@ -254,7 +263,7 @@ def crowd(port, sale_id, users, tries=2, threads=32, quantity=1, key=None):
     work = [u for _ in range(tries) for u in users]
     idx = [0]
 
-    def worker():
+    def worker(_):
         c = Client(port)
         while True:
             with lock:
@@ -275,11 +284,7 @@ def crowd(port, sale_id, users, tries=2, threads=32, quantity=1, key=None):
                     orders.append(body)
         c.close()
 
-    ts = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    together(threads, worker)
     return statuses, orders
 
 
@@ -294,7 +299,7 @@ def same_key_retries(server, c, rounds=10, tries=8):
         answers, lock = [], threading.Lock()
         start = threading.Barrier(tries)
 
-        def one():
+        def one(_):
             cl = Client(server.port)
             start.wait()
             r = cl.request("POST", f"/api/v1/sales/{sale}/orders", json_body={"user_id": "ivy"},
@@ -302,11 +307,7 @@ def same_key_retries(server, c, rounds=10, tries=8):
             with lock:
                 answers.append((r.status, r.json.get("order_id") if r.status == 201 else r.error()))
             cl.close()
-        ts = [threading.Thread(target=one) for _ in range(tries)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        together(tries, one)
         if len(set(answers)) != 1 or answers[0][0] != 201:
             mixed.append(sorted(answers, key=str))
         rows_bad += server.sql("SELECT COUNT(*) FROM orders WHERE sale_id=?", (sale,))[0][0] != 1

@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, check, db_truth, finish  # noqa: E402
+from harness import Server, check, db_truth, finish, together  # noqa: E402
 
 SUITE = "faults"
 BINARY = sys.argv[1] if len(sys.argv) > 1 else None
@@ -94,7 +94,7 @@ def crowd_until_failures(port, sale, tag, want_failures=30, max_tries=20000, thr
     stop = threading.Event()
     t_end = time.time() + deadline
 
-    def worker():
+    def worker(_):
         conn = None
         while not stop.is_set() and time.time() < t_end:
             with lock:
@@ -111,11 +111,7 @@ def crowd_until_failures(port, sale, tag, want_failures=30, max_tries=20000, thr
         if conn:
             conn.close()
 
-    ts = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    together(threads, worker)
     return results
 
 
