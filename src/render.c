@@ -1,5 +1,6 @@
-/* render — see render.h.  Plain fprintf/snprintf: the shapes are fixed and small,
- * and jansson would allocate a tree per answer for nothing. */
+/* render — see render.h.  Plain fprintf: the shapes are fixed and small, and
+ * jansson would allocate a tree per answer for nothing.  The purchase answer, the
+ * one on the hot path, is put together by hand (render_buf below). */
 #include "render.h"
 
 #include <stdatomic.h>
