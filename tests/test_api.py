@@ -3,6 +3,7 @@
 Usage: tests/test_api.py [BINARY]   (default build/flashsale; run.sh also runs it under ASan)
 """
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -228,6 +229,11 @@ def run(srv):
     r = c.get("/")
     check(SUITE, "index_html", r.status == 200 and (r.header("Content-Type") or "").startswith("text/html")
           and b"<html" in r.raw.lower() or b"<!doctype" in r.raw.lower(), repr(r))
+    r = c.get("/openapi.json")
+    with open(os.path.join(ROOT, "static", "openapi.json"), "rb") as f:
+        contract = f.read()
+    check(SUITE, "openapi_json_served", r.status == 200 and r.header("Content-Type") == "application/json"
+          and r.raw == contract and json.loads(r.raw)["openapi"].startswith("3.1."), repr(r))
     for name, path in [("dotdot", "/../etc/passwd"), ("encoded_dotdot", "/%2e%2e/%2e%2e/etc/passwd"),
                        ("hidden", "/.git/config"), ("missing", "/nope.js"), ("encoded_nul", "/index.html%00.js")]:
         r = c.get(path)
