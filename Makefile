@@ -92,6 +92,13 @@ deps-e2e:
 deps-pg:
 	$(call apt_install,$(DEB_PG))
 
+# The OpenAPI tools (Redocly CLI, Prism), pinned in tests/contract/package-lock.json.
+.PHONY: deps-contract test-contract
+deps-contract:
+	$(call apt_install,$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm))
+	@test -d tests/contract/node_modules/@stoplight/prism-http || \
+	  (cd tests/contract && npm ci --no-audit --no-fund --silent)
+
 # --- build --------------------------------------------------------------------
 $(BUILD)/gen/schema_sql.h: sql/schema.sql sql/schema_pg.sql sql/migrations/*.sql sql/embed.sh Makefile
 	@mkdir -p $(dir $@)
@@ -127,7 +134,7 @@ run: deps
 
 # --- tests --------------------------------------------------------------------
 # tests/run.sh runs each suite, counts every case and prints one closing line.
-test: deps deps-e2e deps-pg
+test: deps deps-e2e deps-pg deps-contract
 	$(MAKE) WERROR=1 all $(UNITS:%=build/%)
 	$(MAKE) WERROR=1 SANITIZE=thread build/tsan/flashsale $(UNITS:%=build/tsan/%)
 	$(MAKE) WERROR=1 SANITIZE=address build/asan/flashsale $(UNITS:%=build/asan/%)
@@ -167,6 +174,9 @@ test-cluster: all deps-pg
 
 test-hostile: all
 	tests/run.sh hostile
+
+test-contract: all deps-contract
+	tests/run.sh contract
 
 fuzz:
 	tests/fuzz.sh $(FUZZ_RUNS)

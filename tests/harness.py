@@ -5,6 +5,7 @@ free port with a temporary database, and reports every check as a line
 "PASS <suite>:<name>" or "FAIL <suite>:<name>: <why>" that tests/run.sh counts.
 Only the Python standard library is used.
 """
+import base64
 import http.client
 import json
 import os
@@ -24,6 +25,10 @@ TOKEN = "test-admin-token"
 # With FLASHSALE_TEST_PG=postgresql://user@host:port the same suites run against
 # PostgreSQL: every Server gets a fresh database there instead of an SQLite file.
 PG = os.environ.get("FLASHSALE_TEST_PG", "").rstrip("/")
+# With FLASHSALE_TEST_RECORD=<file>, every answer a Client gets is appended to the file
+# (tests/test_contract.py checks them all against static/openapi.json).
+RECORD = os.environ.get("FLASHSALE_TEST_RECORD")
+_record_lock = threading.Lock()
 FAILED = 0
 
 
@@ -36,6 +41,16 @@ def check(suite, name, ok, why=""):
         FAILED += 1
         print(f"FAIL {suite}:{name}: {why}", flush=True)
     return ok
+
+
+def record(method, path, response):
+    """Appends one answer to the FLASHSALE_TEST_RECORD file, if any, as a JSON line."""
+    if not RECORD:
+        return
+    line = json.dumps({"method": method, "path": path, "status": response.status, "headers": response.headers,
+                       "body": base64.b64encode(response.raw).decode()})
+    with _record_lock, open(RECORD, "a") as f:
+        f.write(line + "\n")
 
 
 def finish():
@@ -89,7 +104,9 @@ class Client:
                 data = r.read()
                 if r.getheader("Connection", "").lower() == "close":
                     self.close()
-                return Response(r.status, r.getheaders(), data)
+                resp = Response(r.status, r.getheaders(), data)
+                record(method, path, resp)
+                return resp
             except (ConnectionError, http.client.HTTPException, socket.timeout, OSError):
                 self.close()
                 if attempt == 1:

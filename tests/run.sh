@@ -5,7 +5,7 @@
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
 #   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | hostile | faults |
-#                fuzz | pg | cluster | tsan | asan | e2e
+#                fuzz | pg | cluster | tsan | asan | e2e | contract
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tests/out
@@ -87,6 +87,7 @@ asan)
     suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
     suite asan-faults python3 tests/test_faults.py build/asan/flashsale ;;
 e2e) suite e2e node tests/e2e/dashboard.test.mjs ;;
+contract) suite contract python3 tests/test_contract.py ;;
 all)
     suite unit units build
     suite api python3 tests/test_api.py
@@ -96,6 +97,7 @@ all)
     suite security python3 tests/test_security.py
     suite hostile python3 tests/test_hostile.py
     suite faults python3 tests/test_faults.py
+    suite contract python3 tests/test_contract.py
     suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}"
     if have_pg; then
         pg_suites
@@ -115,7 +117,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|hostile|faults|fuzz|pg|cluster|tsan|asan|e2e" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|hostile|faults|fuzz|pg|cluster|tsan|asan|e2e|contract" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"

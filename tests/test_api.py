@@ -37,9 +37,10 @@ def raw_post(port, path, body, headers):
     else:
         c.send(body)
     r = c.getresponse()
-    from harness import Response
+    from harness import Response, record
     resp = Response(r.status, r.getheaders(), r.read())
     c.close()
+    record("POST", path, resp)
     return resp
 
 
