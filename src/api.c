@@ -727,7 +727,11 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
         size_t len = outcome_json((enum outcome)o, NULL, body, sizeof body);
         const char *retry = api_retry_after((enum outcome)o);
         const char *headers[] = {"Retry-After", retry, NULL};
-        a->canned[o] = http_canned_new(outcome_status((enum outcome)o), body, len, retry ? headers : NULL);
+        if (o == OUTCOME_UNAUTHORIZED) { /* RFC 9110 §15.5.2: a 401 names the scheme it wants */
+            headers[0] = "WWW-Authenticate";
+            headers[1] = "Bearer realm=\"flashsale admin\"";
+        }
+        a->canned[o] = http_canned_new(outcome_status((enum outcome)o), body, len, headers[1] ? headers : NULL);
     }
     a->healthz = http_canned_new(200, "{\"status\":\"ok\"}", 15, NULL);
     /* A second's worth of requests may come at once (at least one). */

@@ -197,6 +197,8 @@ def run(srv):
     # ---- admin ----
     r = c.post("/api/v1/sales", {"name": "x", "stock": 1})
     check(SUITE, "create_sale_needs_token_401", r.status == 401 and r.error() == "unauthorized", repr(r))
+    check(SUITE, "unauthorized_names_bearer_scheme", (r.header("WWW-Authenticate") or "").startswith("Bearer "),
+          repr(r.headers))
     r = c.request("POST", "/api/v1/sales", json_body={"name": "x", "stock": 1},
                   headers={"Authorization": "Bearer " + TOKEN + "x"})
     check(SUITE, "create_sale_wrong_token_401", r.status == 401, repr(r))
