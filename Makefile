@@ -134,7 +134,7 @@ test: deps deps-e2e deps-pg
 	tests/run.sh all
 
 test-unit: $(UNITS:%=$(BUILD)/%)
-	tests/run.sh unit
+	$(if $(filter thread,$(SANITIZE)),setarch $$(uname -m) -R) tests/run.sh unit $(BUILD)
 
 test-api: all
 	tests/run.sh api

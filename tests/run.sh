@@ -64,7 +64,7 @@ have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
 
 what=${1:-all}
 case $what in
-unit) suite unit units build ;;
+unit) suite unit units "${2:-build}" ;;  # tests/run.sh unit build/asan runs the ASan unit binaries
 api) suite api python3 tests/test_api.py ;;
 crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
