@@ -53,7 +53,7 @@ GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill test-lifecycle \
-        test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench clean
+        test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench lab clean
 
 all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench
 
@@ -64,6 +64,7 @@ help:
 	@echo "make asan|tsan   sanitizer builds (build/asan, build/tsan)"
 	@echo "make loadtest    flash crowd end to end, fails on any oversell"
 	@echo "make bench       throughput table vs nginx and the raw store"
+	@echo "make lab         the primer's claims (threads, processes, pools) measured; LAB=<name> for one"
 	@echo "make fuzz        libFuzzer runs of the parsers and the router"
 
 # --- dependencies -------------------------------------------------------------
@@ -108,6 +109,11 @@ $(BUILD)/flashsale: $(BUILD)/main.o $(OBJS)
 $(BUILD)/loadgen: loadtest/loadgen.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $< -lm
+
+# make lab's stand-alone experiments: no flashsale module, just the primer's claims.
+$(BUILD)/lab_%: loadtest/lab/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $< -lpthread
 
 $(BUILD)/storebench: loadtest/storebench.c $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(OBJS) $(LDLIBS)
@@ -176,6 +182,10 @@ loadtest: deps all
 
 bench: deps all
 	python3 loadtest/bench.py
+
+# Every claim of the primer, measured (LAB=creation|pool|processes|cores|safety for one).
+lab: deps all build/lab_creation build/lab_cacheline
+	python3 loadtest/lab.py
 
 clean:
 	rm -rf build
