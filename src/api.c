@@ -378,7 +378,7 @@ static void api_purchase_run(struct pool_job *job, void *worker)
         return;
     }
     c->reserved = true;
-    if (inventory_strategy(a->inv) == INVENTORY_SQLITE) {
+    if (inventory_traits(a->inv)->sql_decides) {
         if (conn) {
             store_purchase_now(a->store, conn, &c->sj);
         } else {
@@ -432,8 +432,8 @@ static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
     if (key) snprintf(p->idem_key, sizeof p->idem_key, "%s", key);
     p->per_user_limit = sale->per_user_limit;
     p->payment_window = sale->payment_window;
-    p->unguarded = inventory_strategy(a->inv) == INVENTORY_UNSAFE;
-    p->limit_held = inventory_strategy(a->inv) == INVENTORY_ATOMIC || inventory_strategy(a->inv) == INVENTORY_MUTEX;
+    p->unguarded = inventory_traits(a->inv)->blind_write;
+    p->limit_held = inventory_traits(a->inv)->holds_limit;
     if (!api_enqueue(a, r, c)) inventory_leave(sale);
 }
 
@@ -557,7 +557,7 @@ struct api_list {
 
 static struct render_service api_service(const struct api *a)
 {
-    return (struct render_service){store_kind(a->store), config_name("inventory", inventory_strategy(a->inv)),
+    return (struct render_service){store_kind(a->store), inventory_traits(a->inv)->name,
                                    config_name("durability", a->cfg->durability), pool_depth(a->pool),
                                    pool_capacity(a->pool), store_backlog(a->store)};
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "inventory.h"
 #include "log.h"
 
 enum config_type { CFG_INT, CFG_STR, CFG_ENUM };
@@ -189,9 +190,11 @@ int config_parse(struct config *cfg, int argc, char **argv, FILE *err)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
     if (cfg->io_threads == 0) cfg->io_threads = cores > 1 ? cores - 1 : 1;
-    /* The unsafe strategy's lesson needs buyers racing each other: with one
-     * worker its read-check-write would never interleave. */
-    if (cfg->workers == 0) cfg->workers = cfg->inventory == INVENTORY_UNSAFE ? 4 : cores > 1 ? cores / 2 : 1;
+    if (cfg->workers == 0) {
+        int min = inventory_traits_of((enum config_inventory)cfg->inventory)->min_workers;
+        cfg->workers = cores > 1 ? (int)cores / 2 : 1;
+        if (cfg->workers < min) cfg->workers = min;
+    }
     return 0;
 }
 

@@ -77,7 +77,7 @@ int main(int argc, char **argv)
     json_object_seed(0);
     metrics_init();
 
-    if (cfg.inventory == INVENTORY_UNSAFE) {
+    if (inventory_traits_of((enum config_inventory)cfg.inventory)->blind_write) {
         LOG_WARN("**************************************************************");
         LOG_WARN("* --inventory unsafe: a deliberate read-check-write race with *");
         LOG_WARN("* no database guard.  This server WILL OVERSELL under load.   *");

@@ -41,6 +41,26 @@ static int parse(struct config *cfg, FILE *err, const char *const *args)
 #define PARSE(cfg, ...) parse(cfg, devnull, (const char *const[]){"flashsale", __VA_ARGS__, NULL})
 #define PARSE0(cfg) parse(cfg, devnull, (const char *const[]){"flashsale", NULL})
 
+/* Automatic workers come from the strategy's data: unsafe needs buyers that race. */
+static void test_workers_follow_strategy(void)
+{
+    static const struct {
+        const char *inventory;
+        int at_least;
+    } t[] = {{"atomic", 1}, {"mutex", 1}, {"sqlite", 1}, {"unsafe", 4}};
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int half = cores > 1 ? (int)cores / 2 : 1;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct config c;
+        CHECK_EQ_INT(PARSE(&c, "--inventory", t[i].inventory), 0);
+        CHECK_EQ_INT(c.workers, half > t[i].at_least ? half : t[i].at_least);
+        config_deinit(&c);
+        CHECK_EQ_INT(PARSE(&c, "--inventory", t[i].inventory, "--workers", "2"), 0);
+        CHECK_EQ_INT(c.workers, 2); /* an explicit count always wins */
+        config_deinit(&c);
+    }
+}
+
 static void test_defaults(void)
 {
     clear_env();
@@ -307,6 +327,7 @@ static void test_help(void)
 
 static const struct unit_case cases[] = {
     {"defaults", test_defaults},
+    {"workers_follow_the_strategy", test_workers_follow_strategy},
     {"flag_spellings", test_flag_spellings},
     {"environment", test_environment},
     {"bounds", test_bounds},
