@@ -318,7 +318,9 @@ enum outcome inventory_reserve(struct inventory *inv, struct sale *s, const char
 
 void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool pending)
 {
-    atomic_fetch_sub(&s->reserved, q);
+    int64_t was = atomic_fetch_sub(&s->reserved, q);
+    assert(was >= q); /* a commit settles only what a reservation took */
+    (void)was;
     inv->strategy->commit(inv, s, user, q);
     if (pending) atomic_fetch_add(&s->pending, q);
 }
@@ -332,6 +334,7 @@ void inventory_paid(struct sale *s, int64_t q)
 void inventory_give_back(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool expired)
 {
     inv->strategy->give_back(inv, s, user, q);
+    assert(inv->strategy->traits.blind_write || atomic_load(&s->stock_left) >= 0);
     atomic_fetch_sub(&s->sold, q);
     atomic_fetch_sub(&s->orders, 1);
     atomic_fetch_sub(&s->pending, q);
@@ -342,8 +345,13 @@ bool inventory_has_windows(struct inventory *inv) { return atomic_load(&inv->win
 
 void inventory_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
 {
-    atomic_fetch_sub(&s->reserved, q);
+    int64_t was = atomic_fetch_sub(&s->reserved, q);
+    assert(was >= q); /* a release gives back only what a reservation took */
+    (void)was;
     inv->strategy->release(inv, s, user, q);
+    /* Units came back, so the stock cannot be below zero now, except in the race
+     * that exists to show it. */
+    assert(inv->strategy->traits.blind_write || atomic_load(&s->stock_left) >= 0);
 }
 
 void inventory_sync(struct inventory *inv, const struct store_sale *row)
