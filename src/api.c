@@ -34,7 +34,7 @@
 #include "render.h"
 #include "route.h"
 
-/* Runs fill(out, arg) into a memory stream and answers 200 with it. */
+/* Runs fill(out, arg) into a memory stream and answers status with it. */
 void api_reply_stream(struct http_request *r, int status, const char *content_type,
                              void (*fill)(FILE *, void *), void *arg)
 {
