@@ -175,7 +175,7 @@ void render_metrics(FILE *out, struct inventory *inv, const struct render_servic
     static const struct {
         const char *name, *help;
     } gauges[] = {
-        {"flashsale_sale_stock_total", "Units the sale started with."},
+        {"flashsale_sale_stock", "Units the sale was created with (its stock_total; a gauge, so no _total)."},
         {"flashsale_sale_stock_left", "Units not yet reserved or sold."},
         {"flashsale_sale_sold", "Units in committed orders."},
         {"flashsale_oversold", "Units sold beyond the stock. Must read 0."},
