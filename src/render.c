@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "metrics.h"
 #include "outcome.h"
+#include "version.h"
 
 static void render_string(FILE *out, const char *s)
 {
@@ -162,6 +163,7 @@ void render_stats(FILE *out, struct inventory *inv, const struct render_service 
 void render_metrics(FILE *out, struct inventory *inv, const struct render_service *svc)
 {
     metrics_prometheus(out);
+    version_prometheus(out);
     fprintf(out,
             "# HELP flashsale_queue_depth Purchases waiting for a worker.\n"
             "# TYPE flashsale_queue_depth gauge\nflashsale_queue_depth %zu\n"
