@@ -16,8 +16,9 @@ DEB_TEST  := python3 clang libclang-rt-dev wrk curl procps
 DEB_BENCH := nginx-light gnuplot-nox
 DEB_E2E   := chromium
 DEB_PG    := postgresql postgresql-client libpq-dev nginx-light docker-compose
-# promtool (metrics and alert rules), systemd-analyze (the unit), man and groff (the man page).
-DEB_ECO   := prometheus systemd man-db groff-base
+# promtool (metrics and alert rules), systemd-analyze (the unit), man and groff (the man
+# page), strace (the unit's system-call filter against the calls the service makes).
+DEB_ECO   := prometheus systemd man-db groff-base strace
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH) $(DEB_ECO)
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \

@@ -60,11 +60,12 @@ def help_env():
     return dict(re.findall(r"env (FLASHSALE_\w+), default '(.*)'", help_text()))
 
 
-def start(binary, cwd, args=(), env=None):
-    """The binary as a user would start it (no --static unless given); returns (proc, port, log)."""
+def start(binary, cwd, args=(), env=None, wrap=()):
+    """The binary as a user would start it (no --static unless given); returns (proc, port, log).
+    wrap: a command's arguments between `binary` (then that command) and the service's."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("FLASHSALE_")}
     e.update(env or {})
-    proc = subprocess.Popen([binary, "--port", "0", "--admin-token", "t"] + list(args), cwd=cwd,
+    proc = subprocess.Popen([binary] + list(wrap) + ["--port", "0", "--admin-token", "t"] + list(args), cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e)
     log, ready = [], threading.Event()
     port = [None]
@@ -380,6 +381,75 @@ def systemd_unit(dest, prefix, tag):
               (m and m.group(0)) or r.stdout[-300:] + r.stderr)
 
 
+def syscall_group(name, cache={}):
+    """The system calls of a systemd group such as @system-service, nested groups expanded."""
+    if name not in cache:
+        out = run(["systemd-analyze", "syscall-filter", name]).stdout
+        calls = set()
+        for line in out.splitlines()[1:]:
+            t = line.strip()
+            if t and not t.startswith("#"):
+                calls |= syscall_group(t) if t.startswith("@") else {t}
+        cache[name] = calls
+    return cache[name]
+
+
+def unit_syscalls(unit):
+    """What the unit's SystemCallFilter= lines allow: the allow lists, minus the ~ lists."""
+    allow, deny = set(), set()
+    for v in unit_settings(unit).get("SystemCallFilter", []):
+        calls = set()
+        for item in v.lstrip("~").split():
+            calls |= syscall_group(item) if item.startswith("@") else {item}
+        (deny if v.startswith("~") else allow).update(calls)
+    return allow - deny
+
+
+def syscalls_allowed(binary, unit, dest):
+    """The installed binary, as an unprivileged user (like the unit's DynamicUser), under
+    strace through a purchase, a payment, the dashboard, /metrics, the audit and a
+    SIGTERM drain: every system call it makes must pass the unit's SystemCallFilter
+    (a refused one would fail with EPERM in production, and no test here would know)."""
+    if not (have("strace", "strace") and have("systemd-analyze", "systemd")):
+        return
+    work = tempfile.mkdtemp(prefix="fs-strace-")
+    try:
+        for d in (dest, work):
+            os.chmod(d, 0o777)
+        trace = os.path.join(work, "trace")
+        proc, port, log = start("setpriv", work, [], wrap=["--reuid=65534", "--regid=65534", "--clear-groups",
+                                                         "strace", "-f", "-qq", "-o", trace, binary])
+        try:
+            c_ok = port is not None
+            if c_ok:
+                from harness import Client
+                c = Client(port)
+                sale = c.request("POST", "/api/v1/sales", json_body={"name": "s", "stock": 5, "payment_window": 60},
+                                 headers={"Authorization": "Bearer t"}).json["id"]
+                o = c.post(f"/api/v1/sales/{sale}/orders", {"user_id": "a"}).json["order_id"]
+                c.post(f"/api/v1/orders/{o}/pay", {"user_id": "a"})
+                for path in ("/", "/app.js", "/metrics", f"/api/v1/sales/{sale}/audit", "/api/v1/stats"):
+                    c.get(path)
+                c.close()
+        finally:
+            # proc is strace (setpriv exec'd it): SIGTERM goes to the service, its child,
+            # and strace exits with the service's status.
+            try:
+                kids = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+            except OSError:
+                kids = []
+            for k in kids:
+                os.kill(int(k), signal.SIGTERM)
+            rc = stop(proc)
+        calls = set(re.findall(r"^\d+ +([a-z_0-9]+)\(", open(trace).read(), re.M)) if os.path.exists(trace) else set()
+        check(SUITE, "strace_unprivileged_run", c_ok and rc == 0 and len(calls) > 20,
+              f"rc {rc}, {len(calls)} calls: " + "\n".join(log[-5:]))
+        refused = sorted(calls - unit_syscalls(unit) - {"execve"})  # execve: strace's, before the filter
+        check(SUITE, "unit_syscall_filter_allows_every_call", calls and not refused, f"refused: {refused}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ---- make install / uninstall ---------------------------------------------------------
 
 def installed_files(dest):
@@ -429,6 +499,7 @@ def install(prefix):
             stop(proc)
             check(SUITE, "installed_explicit_static_wins", st == 200 and body == b"<p>mine</p>", f"{st} {body!r}")
             man_page(f"{dest}{prefix}/share/man/man1/flashsale.1", "installed")
+            syscalls_allowed(binary, f"{dest}{prefix}/lib/systemd/system/flashsale.service", dest)
         systemd_unit(dest, prefix, tag)
         args[args.index("install")] = "uninstall"
         r = run(args)
