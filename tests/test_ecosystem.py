@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ROOT, Server, check, crowd, finish  # noqa: E402
 
 SUITE = "ecosystem"
-BINARY = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "flashsale")
+BINARY = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "flashsale")
 DOCKER = os.path.join(ROOT, "docker")
 
 
@@ -464,7 +464,9 @@ def install(prefix):
         args = ["make", "-s", "-C", ROOT, "install", f"DESTDIR={dest}"]
         if prefix != "/usr/local":
             args.append(f"PREFIX={prefix}")
-        r = run(args, timeout=600)
+        # A make of its own: not the jobserver of a `make test` this suite may run under.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+        r = run(args, timeout=600, env=env)
         check(SUITE, f"install_{tag}_ok", r.returncode == 0, r.stdout + r.stderr)
         if r.returncode != 0:
             return
@@ -502,7 +504,7 @@ def install(prefix):
             syscalls_allowed(binary, f"{dest}{prefix}/lib/systemd/system/flashsale.service", dest)
         systemd_unit(dest, prefix, tag)
         args[args.index("install")] = "uninstall"
-        r = run(args)
+        r = run(args, env=env)
         left = installed_files(dest)
         check(SUITE, f"uninstall_{tag}_removes_every_file", r.returncode == 0 and not left, repr(left) + r.stderr)
     finally:
