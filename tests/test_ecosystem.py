@@ -500,6 +500,14 @@ def install(prefix):
             st, body = get(port, "/") if port else (None, b"")
             stop(proc)
             check(SUITE, "installed_explicit_static_wins", st == 200 and body == b"<p>mine</p>", f"{st} {body!r}")
+            # A ./static in the working folder comes before the installed one (the
+            # default --static is ./static; the installed folder is the fallback).
+            os.rename(mine, os.path.join(cwd, "static"))
+            proc, port, log = start(binary, cwd, ["--db", os.path.join(cwd, "h.db")])
+            st, body = get(port, "/") if port else (None, b"")
+            stop(proc)
+            check(SUITE, "installed_cwd_static_first", st == 200 and body == b"<p>mine</p>", f"{st} {body!r}")
+            shutil.rmtree(os.path.join(cwd, "static"))
             man_page(f"{dest}{prefix}/share/man/man1/flashsale.1", "installed")
             syscalls_allowed(binary, f"{dest}{prefix}/lib/systemd/system/flashsale.service", dest)
         systemd_unit(dest, prefix, tag)
