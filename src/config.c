@@ -36,7 +36,8 @@ static const char *const config_log_formats[] = {"text", "json", NULL};
 static const struct config_row config_table[] = {
     {"port", CFG_INT, F(port), "8080", 0, 65535, NULL, "TCP port to listen on (0 = any free port)"},
     {"bind", CFG_STR, F(bind), "127.0.0.1", 0, 0, NULL, "IPv4 address to listen on"},
-    {"db", CFG_STR, F(db), "./flashsale.db", 0, 0, NULL, "SQLite database file, or a postgresql:// URI shared by several nodes"},
+    {"db", CFG_STR, F(db), "./flashsale.db", 0, 0, NULL,
+     "SQLite database file, or a postgresql:// URI shared by several nodes"},
     {"admin-token", CFG_STR, F(admin_token), "", 0, 0, NULL,
      "bearer token for admin endpoints (empty = generate one and print it)"},
     {"admin", CFG_ENUM, F(admin), "on", 0, 0, config_off_on, "serve the admin endpoints at all"},
