@@ -26,6 +26,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "version.h"
 
 #define MAIN_DRAIN_MS 8000 /* of the 10 s a supervisor usually allows after SIGTERM */
 
@@ -64,6 +65,7 @@ int main(int argc, char **argv)
     struct config cfg;
     int rc = config_parse(&cfg, argc, argv, stderr);
     if (rc != 0) {
+        if (rc == 2) version_print(stdout);
         config_deinit(&cfg);
         return rc > 0 ? 0 : 2;
     }

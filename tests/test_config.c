@@ -266,6 +266,17 @@ static void test_enums_and_names(void)
     CHECK_EQ_INT(PARSE(&c, "--inventory=sqlite"), 0);
     CHECK_EQ_INT(c.inventory, INVENTORY_SQLITE);
     CHECK_EQ_INT(log_threshold, LOG_LEVEL_INFO);
+    CHECK_EQ_INT(c.log_format, 0); /* text unless asked */
+    CHECK(!log_json);
+    config_deinit(&c);
+    CHECK_EQ_INT(PARSE(&c, "--log-format", "json"), 0);
+    CHECK_EQ_INT(c.log_format, 1);
+    CHECK(log_json); /* parse applies the format */
+    config_deinit(&c);
+    CHECK_EQ_INT(PARSE(&c, "--log-format", "xml"), -1);
+    config_deinit(&c);
+    CHECK_EQ_INT(PARSE0(&c), 0);
+    CHECK(!log_json);
     config_deinit(&c);
 
     CHECK_EQ_STR(config_name("inventory", INVENTORY_ATOMIC), "atomic");
@@ -299,12 +310,21 @@ static void test_help(void)
     config_deinit(&c);
     int r3 = PARSE(&c, "--port", "99999", "--help"); /* the error comes first */
     config_deinit(&c);
+    int r4 = PARSE(&c, "--help-man");
+    config_deinit(&c);
+    int r5 = PARSE(&c, "--version"); /* main prints it: config knows no library */
+    config_deinit(&c);
+    int r6 = PARSE(&c, "-V");
+    config_deinit(&c);
     fflush(stdout);
     dup2(saved, 1);
     close(saved);
     CHECK_EQ_INT(r1, 1);
     CHECK_EQ_INT(r2, 1);
     CHECK_EQ_INT(r3, -1);
+    CHECK_EQ_INT(r4, 1);
+    CHECK_EQ_INT(r5, 2);
+    CHECK_EQ_INT(r6, 2);
 
     char *text = NULL;
     size_t size = 0;
