@@ -16,7 +16,10 @@ DEB_TEST  := python3 clang libclang-rt-dev wrk curl procps
 DEB_BENCH := nginx-light gnuplot-nox
 DEB_E2E   := chromium
 DEB_PG    := postgresql postgresql-client libpq-dev nginx-light docker-compose
-DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH)
+# promtool (metrics and alert rules), systemd-analyze (the unit), man and groff (the man
+# page), strace (the unit's system-call filter against the calls the service makes).
+DEB_ECO   := prometheus systemd man-db groff-base strace
+DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH) $(DEB_ECO)
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
         -Wpointer-arith -Wcast-qual -Wwrite-strings -Wvla -Wnull-dereference \
@@ -47,15 +50,16 @@ LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
 # Every module but main.c is also linked into the unit tests and fuzzers.
 MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit \
-           store store_sqlite store_pg http api admin render assets clock
+           store store_sqlite store_pg http api admin render assets clock version
 OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill test-lifecycle \
-        test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench clean
+        test-tsan test-asan test-e2e test-pg test-cluster test-hostile test-ecosystem asan tsan fuzz loadtest \
+        bench lab clean install uninstall
 
-all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench
+all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench $(BUILD)/flashsale.1
 
 help:
 	@echo "make deps        install missing Debian packages (apt-get)"
@@ -64,7 +68,10 @@ help:
 	@echo "make asan|tsan   sanitizer builds (build/asan, build/tsan)"
 	@echo "make loadtest    flash crowd end to end, fails on any oversell"
 	@echo "make bench       throughput table vs nginx and the raw store"
+	@echo "make lab         the primer's claims (threads, processes, pools) measured; LAB=<name> for one"
 	@echo "make fuzz        libFuzzer runs of the parsers and the router"
+	@echo "make install     binary, dashboard, man page, systemd unit under PREFIX=$(PREFIX) (and DESTDIR)"
+	@echo "make uninstall   removes what make install put there"
 
 # --- dependencies -------------------------------------------------------------
 # dpkg-query tells which packages are missing; only then do we touch apt.
@@ -112,9 +119,18 @@ $(BUILD)/%.o: src/%.c | $(GEN)
 $(BUILD)/flashsale: $(BUILD)/main.o $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The man page is rendered by the binary from the table that drives --help.
+$(BUILD)/flashsale.1: $(BUILD)/flashsale
+	$< --help-man > $@.tmp && mv $@.tmp $@
+
 $(BUILD)/loadgen: loadtest/loadgen.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $< -lm
+
+# make lab's stand-alone experiments: no flashsale module, just the primer's claims.
+$(BUILD)/lab_%: loadtest/lab/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $< -lpthread
 
 $(BUILD)/storebench: loadtest/storebench.c $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(OBJS) $(LDLIBS)
@@ -132,6 +148,31 @@ run: deps
 	$(MAKE) build/flashsale
 	./build/flashsale
 
+# --- install ------------------------------------------------------------------
+# GNU conventions: PREFIX (default /usr/local) and DESTDIR (a staging root).  The
+# binary finds PREFIX/share/flashsale/static by itself (see config.c), and the unit's
+# ExecStart is rewritten to PREFIX/bin.  The database is not touched: it lives in
+# /var/lib/flashsale (the unit's StateDirectory) or wherever --db says.
+PREFIX  ?= /usr/local
+BINDIR  := $(PREFIX)/bin
+DATADIR := $(PREFIX)/share/flashsale
+MANDIR  := $(PREFIX)/share/man/man1
+UNITDIR := $(PREFIX)/lib/systemd/system
+
+install: build/flashsale build/flashsale.1
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/static $(DESTDIR)$(MANDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 build/flashsale $(DESTDIR)$(BINDIR)/flashsale
+	cd static && find . -type f | while read -r f; do \
+	  install -D -m 0644 "$$f" "$(DESTDIR)$(DATADIR)/static/$$f" || exit 1; done
+	install -m 0644 docker/flashsale.env $(DESTDIR)$(DATADIR)/flashsale.env
+	install -m 0644 build/flashsale.1 $(DESTDIR)$(MANDIR)/flashsale.1
+	sed 's|/usr/local/bin/flashsale|$(BINDIR)/flashsale|' docker/flashsale.service > build/flashsale.service
+	install -m 0644 build/flashsale.service $(DESTDIR)$(UNITDIR)/flashsale.service
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/flashsale $(DESTDIR)$(MANDIR)/flashsale.1 $(DESTDIR)$(UNITDIR)/flashsale.service
+	rm -rf $(DESTDIR)$(DATADIR)
+
 # --- tests --------------------------------------------------------------------
 # tests/run.sh runs each suite, counts every case and prints one closing line.
 test: deps deps-e2e deps-pg deps-contract
@@ -141,7 +182,7 @@ test: deps deps-e2e deps-pg deps-contract
 	tests/run.sh all
 
 test-unit: $(UNITS:%=$(BUILD)/%)
-	tests/run.sh unit
+	$(if $(filter thread,$(SANITIZE)),setarch $$(uname -m) -R) tests/run.sh unit $(BUILD)
 
 test-api: all
 	tests/run.sh api
@@ -175,6 +216,9 @@ test-cluster: all deps-pg
 test-hostile: all
 	tests/run.sh hostile
 
+test-ecosystem: all
+	tests/run.sh ecosystem
+
 test-contract: all deps-contract
 	tests/run.sh contract
 
@@ -186,6 +230,10 @@ loadtest: deps all
 
 bench: deps all
 	python3 loadtest/bench.py
+
+# Every claim of the primer, measured (LAB=creation|pool|processes|cores|safety for one).
+lab: deps all build/lab_creation build/lab_cacheline
+	python3 loadtest/lab.py
 
 clean:
 	rm -rf build

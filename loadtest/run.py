@@ -65,12 +65,12 @@ def metrics(base):
 class LocalServer:
     """build/flashsale on a free port with a temporary SQLite file (or db=URI)."""
 
-    def __init__(self, inventory, db=None):
+    def __init__(self, inventory, db=None, extra=(), prefix=()):
         self.tmp = tempfile.mkdtemp(prefix="flashsale-loadtest-")
         self.token = secrets.token_hex(16)
         binary = env("FLASHSALE_BIN", os.path.join(ROOT, "build", "flashsale"))
-        cmd = [binary, "--port", "0", "--db", db or os.path.join(self.tmp, "loadtest.db"), "--admin-token", self.token,
-               "--demo-stock", "0", "--inventory", inventory, "--static", os.path.join(ROOT, "static")]
+        cmd = [*prefix, binary, "--port", "0", "--db", db or os.path.join(self.tmp, "loadtest.db"), "--admin-token", self.token,
+               "--demo-stock", "0", "--inventory", inventory, "--static", os.path.join(ROOT, "static"), *extra]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.port = None
         self.log = []

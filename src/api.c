@@ -24,6 +24,7 @@
 
 #include "assets.h"
 #include "clock.h"
+#include "hash.h"
 #include "hmac.h"
 #include "log.h"
 #include "metrics.h"
@@ -33,7 +34,7 @@
 #include "render.h"
 #include "route.h"
 
-/* Runs fill(out, arg) into a memory stream and answers 200 with it. */
+/* Runs fill(out, arg) into a memory stream and answers status with it. */
 void api_reply_stream(struct http_request *r, int status, const char *content_type,
                              void (*fill)(FILE *, void *), void *arg)
 {
@@ -154,6 +155,9 @@ void api_complete_outcome(struct api_call *c, enum outcome o, const char *msg)
 
 /* ---- request checks shared by the POST routes ------------------------------------ */
 
+/* outcome.c's 413 message names the limit in words. */
+_Static_assert(HTTP_BODY_MAX == 16 * 1024, "the 413 message in outcome.c says 16 KiB");
+
 /* 415 then 413: the checks every JSON body goes through, in the documented order. */
 enum outcome api_body_checks(struct http_request *r)
 {
@@ -237,11 +241,8 @@ static void api_purchase_answer(struct http_request *r, void *arg)
 
 static struct api_call **api_keys_bucket(struct api *a, const struct store_purchase *p)
 {
-    uint64_t h = 1469598103934665603u ^ (uint64_t)p->sale_id;
-    for (const char *s = p->user_id; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
-    h = (h ^ 0xff) * 1099511628211u; /* "ab"+"c" and "a"+"bc" differ */
-    for (const char *s = p->idem_key; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
-    return &a->keys[(h ^ (h >> 32)) % API_KEY_BUCKETS];
+    uint64_t h = hash_str(hash_str(HASH_FNV_OFFSET ^ (uint64_t)p->sale_id, p->user_id), p->idem_key);
+    return &a->keys[hash_fold(h) % API_KEY_BUCKETS];
 }
 
 static bool api_keys_same(const struct store_purchase *x, const struct store_purchase *y)
@@ -378,7 +379,7 @@ static void api_purchase_run(struct pool_job *job, void *worker)
         return;
     }
     c->reserved = true;
-    if (inventory_strategy(a->inv) == INVENTORY_SQLITE) {
+    if (inventory_traits(a->inv)->sql_decides) {
         if (conn) {
             store_purchase_now(a->store, conn, &c->sj);
         } else {
@@ -432,8 +433,8 @@ static void api_purchase(struct api *a, struct http_request *r, int64_t sale_id)
     if (key) snprintf(p->idem_key, sizeof p->idem_key, "%s", key);
     p->per_user_limit = sale->per_user_limit;
     p->payment_window = sale->payment_window;
-    p->unguarded = inventory_strategy(a->inv) == INVENTORY_UNSAFE;
-    p->limit_held = inventory_strategy(a->inv) == INVENTORY_ATOMIC || inventory_strategy(a->inv) == INVENTORY_MUTEX;
+    p->unguarded = inventory_traits(a->inv)->blind_write;
+    p->limit_held = inventory_traits(a->inv)->holds_limit;
     if (!api_enqueue(a, r, c)) inventory_leave(sale);
 }
 
@@ -557,7 +558,7 @@ struct api_list {
 
 static struct render_service api_service(const struct api *a)
 {
-    return (struct render_service){store_kind(a->store), config_name("inventory", inventory_strategy(a->inv)),
+    return (struct render_service){store_kind(a->store), inventory_traits(a->inv)->name,
                                    config_name("durability", a->cfg->durability), pool_depth(a->pool),
                                    pool_capacity(a->pool), store_backlog(a->store)};
 }

@@ -3,12 +3,16 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "inventory.h"
 #include "log.h"
+#include "version.h"
 
 enum config_type { CFG_INT, CFG_STR, CFG_ENUM };
 
@@ -28,11 +32,13 @@ static const char *const config_off_on[] = {"off", "on", NULL};
 static const char *const config_inventories[] = {"atomic", "mutex", "sqlite", "unsafe", NULL};
 static const char *const config_durabilities[] = {"full", "normal", NULL};
 static const char *const config_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const config_log_formats[] = {"text", "json", NULL};
 
 static const struct config_row config_table[] = {
     {"port", CFG_INT, F(port), "8080", 0, 65535, NULL, "TCP port to listen on (0 = any free port)"},
     {"bind", CFG_STR, F(bind), "127.0.0.1", 0, 0, NULL, "IPv4 address to listen on"},
-    {"db", CFG_STR, F(db), "./flashsale.db", 0, 0, NULL, "SQLite database file"},
+    {"db", CFG_STR, F(db), "./flashsale.db", 0, 0, NULL,
+     "SQLite database file, or a postgresql:// URI shared by several nodes"},
     {"admin-token", CFG_STR, F(admin_token), "", 0, 0, NULL,
      "bearer token for admin endpoints (empty = generate one and print it)"},
     {"admin", CFG_ENUM, F(admin), "on", 0, 0, config_off_on, "serve the admin endpoints at all"},
@@ -49,7 +55,8 @@ static const struct config_row config_table[] = {
     {"batch", CFG_INT, F(batch), "1024", 1, 100000, NULL, "most purchases per group commit"},
     {"demo-stock", CFG_INT, F(demo_stock), "100", 0, 1000000000, NULL,
      "units of the demo sale created in an empty database (0 = none)"},
-    {"static", CFG_STR, F(static_dir), "./static", 0, 0, NULL, "folder served at /"},
+    {"static", CFG_STR, F(static_dir), "./static", 0, 0, NULL,
+     "folder served at / (an installed binary falls back to PREFIX/share/flashsale/static)"},
     {"durability", CFG_ENUM, F(durability), "full", 0, 0, config_durabilities,
      "SQLite synchronous mode: full survives power loss, normal a process crash"},
     {"max-connections", CFG_INT, F(max_connections), "16384", 16, 1000000, NULL,
@@ -67,9 +74,20 @@ static const struct config_row config_table[] = {
     {"user-secret", CFG_STR, F(user_secret), "", 0, 0, NULL,
      "HMAC key: purchases must carry X-User-Token signed with it (empty = off)"},
     {"log-level", CFG_ENUM, F(log_level), "info", 0, 0, config_levels, "log verbosity"},
+    {"log-format", CFG_ENUM, F(log_format), "text", 0, 0, config_log_formats,
+     "log lines as readable text, or one JSON object per line for log collectors"},
 };
 
 #define CONFIG_ROWS (sizeof config_table / sizeof config_table[0])
+
+/* Flags that do something and exit instead of setting a value. */
+static const struct {
+    const char *flag, *help;
+} config_actions[] = {
+    {"--help", "print this help and exit"},
+    {"--help-man", "print this help as the flashsale(1) man page (roff) and exit"},
+    {"--version", "print the version and the libmicrohttpd, SQLite, jansson and libpq versions in use"},
+};
 
 static int64_t *config_int(struct config *cfg, const struct config_row *row)
 {
@@ -144,16 +162,44 @@ static void config_env_name(const struct config_row *row, char *buf, size_t size
         buf[i] = buf[i] == '-' ? '_' : (char)toupper((unsigned char)buf[i]);
 }
 
+/* An installed binary finds its dashboard.  When --static was left at its default
+ * and ./static is not a folder, and this executable is <prefix>/bin/<name>, the
+ * folder <prefix>/share/flashsale/static is used if it exists.  /proc/self/exe
+ * gives <prefix>, so this holds for any PREFIX and DESTDIR without rebuilding. */
+static void config_installed_static(struct config *cfg)
+{
+    struct stat st;
+    if (stat(cfg->static_dir, &st) == 0 && S_ISDIR(st.st_mode)) return;
+    char exe[4096], dir[4096 + 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0 || n >= (ssize_t)sizeof exe - 1) return;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return;
+    *slash = 0; /* exe is now the folder holding the binary */
+    slash = strrchr(exe, '/');
+    if (!slash || strcmp(slash, "/bin") != 0) return;
+    *slash = 0;
+    snprintf(dir, sizeof dir, "%s/share/flashsale/static", exe);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    char *copy = strdup(dir);
+    if (!copy) return;
+    free(cfg->static_dir);
+    cfg->static_dir = copy;
+}
+
 int config_parse(struct config *cfg, int argc, char **argv, FILE *err)
 {
     memset(cfg, 0, sizeof *cfg);
     char env_name[64];
+    bool static_given = false;
     for (size_t i = 0; i < CONFIG_ROWS; i++)
         if (config_set(cfg, &config_table[i], config_table[i].def, "default", err)) return -1;
     for (size_t i = 0; i < CONFIG_ROWS; i++) {
         config_env_name(&config_table[i], env_name, sizeof env_name);
         const char *v = getenv(env_name);
         if (v && config_set(cfg, &config_table[i], v, env_name, err)) return -1;
+        if (v && config_table[i].offset == F(static_dir)) static_given = true;
     }
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
@@ -161,6 +207,11 @@ int config_parse(struct config *cfg, int argc, char **argv, FILE *err)
             config_usage(stdout);
             return 1;
         }
+        if (strcmp(arg, "--help-man") == 0) {
+            config_man(stdout);
+            return 1;
+        }
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) return 2;
         if (strncmp(arg, "--", 2) != 0) {
             fprintf(err, "flashsale: unexpected argument '%s' (see --help)\n", arg);
             return -1;
@@ -181,17 +232,22 @@ int config_parse(struct config *cfg, int argc, char **argv, FILE *err)
             return -1;
         }
         if (config_set(cfg, row, value, "command line", err)) return -1;
+        if (row->offset == F(static_dir)) static_given = true;
     }
     log_threshold = (enum log_level)cfg->log_level;
+    log_json = cfg->log_format == 1;
+    if (!static_given) config_installed_static(cfg);
     /* Measured on 2 cores: one I/O thread serves a flash crowd ~20% faster than
      * two (190k vs 158k requests/s, p99 1 ms vs 4 ms): threads beyond the cores
      * left over by the writer only add switches. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
     if (cfg->io_threads == 0) cfg->io_threads = cores > 1 ? cores - 1 : 1;
-    /* The unsafe strategy's lesson needs buyers racing each other: with one
-     * worker its read-check-write would never interleave. */
-    if (cfg->workers == 0) cfg->workers = cfg->inventory == INVENTORY_UNSAFE ? 4 : cores > 1 ? cores / 2 : 1;
+    if (cfg->workers == 0) {
+        int min = inventory_traits_of((enum config_inventory)cfg->inventory)->min_workers;
+        cfg->workers = cores > 1 ? (int)cores / 2 : 1;
+        if (cfg->workers < min) cfg->workers = min;
+    }
     return 0;
 }
 
@@ -219,6 +275,81 @@ void config_usage(FILE *out)
         fprintf(out, "  %-40s %s\n  %-40s env %s, default '%s'\n", flag, row->help, "", env_name,
                 row->def);
     }
+    for (size_t i = 0; i < sizeof config_actions / sizeof config_actions[0]; i++)
+        fprintf(out, "  %-40s %s\n", config_actions[i].flag, config_actions[i].help);
+}
+
+/* Text for roff: a backslash is \e, and a line may not start with '.' or '\''.
+ * literal also writes '-' as \- (a flag's minus sign, which man -l shows as '-'
+ * and searches find, where a bare '-' may become a hyphen). */
+static void config_roff(FILE *out, const char *text, bool literal)
+{
+    if (text[0] == '.' || text[0] == '\'') fputs("\\&", out);
+    for (const char *p = text; *p; p++) {
+        if (*p == '\\') fputs("\\e", out);
+        else if (*p == '-' && literal) fputs("\\-", out);
+        else fputc(*p, out);
+    }
+}
+
+void config_man(FILE *out)
+{
+    char env_name[64], names[96];
+    fprintf(out, ".\\\" Generated by flashsale --help-man from config.c's table: edit that, not this.\n"
+                 ".TH FLASHSALE 1 \"\" \"flashsale %s\" \"User Commands\"\n.nh\n.ad l\n"
+                 ".SH NAME\nflashsale \\- a flash-sale HTTP service that never sells one unit more than the stock\n"
+                 ".SH SYNOPSIS\n.B flashsale\n[\\fB\\-\\-\\fIflag\\fR \\fIvalue\\fR]...\n.br\n"
+                 ".B flashsale \\-\\-help\n.br\n.B flashsale \\-\\-version\n"
+                 ".SH DESCRIPTION\n"
+                 "flashsale takes a crowd of buyers at close to the speed of the machine, sells exactly the stock\n"
+                 "of each sale, and never loses an order it acknowledged: purchases are decided in memory and\n"
+                 "committed to SQLite (or PostgreSQL) in group commits before they are answered.\n"
+                 "It serves a REST API under \\fI/api/v1\\fR, a live dashboard at \\fI/\\fR,\n"
+                 "\\fI/healthz\\fR and Prometheus metrics at \\fI/metrics\\fR.\n"
+                 ".PP\nEvery option is also an environment variable: \\fB\\-\\-io\\-threads\\fR is\n"
+                 "\\fBFLASHSALE_IO_THREADS\\fR.  A flag overrides the environment, which overrides the default.\n"
+                 ".SH OPTIONS\n",
+            FLASHSALE_VERSION);
+    for (size_t i = 0; i < CONFIG_ROWS; i++) {
+        const struct config_row *row = &config_table[i];
+        config_env_name(row, env_name, sizeof env_name);
+        fputs(".TP\n\\fB\\-\\-", out);
+        config_roff(out, row->name, true);
+        fputs("\\fR \\fI", out);
+        config_roff(out, row->type == CFG_ENUM ? config_choices_text(row->choices, names, sizeof names)
+                         : row->type == CFG_INT ? "N" : "VALUE", true);
+        fputs("\\fR\n", out);
+        config_roff(out, row->help, false);
+        fputs(".\nEnvironment \\fB\\%", out); /* \\% : never hyphenate the name */
+        config_roff(out, env_name, true);
+        fputs("\\fR, default \\(lq", out);
+        config_roff(out, row->def, true);
+        fputs("\\(rq.\n", out);
+    }
+    for (size_t i = 0; i < sizeof config_actions / sizeof config_actions[0]; i++) {
+        fputs(".TP\n\\fB", out);
+        config_roff(out, config_actions[i].flag, true);
+        fputs("\\fR\n", out);
+        config_roff(out, config_actions[i].help, false);
+        fputs(".\n", out);
+    }
+    fputs(".SH ENVIRONMENT\n"
+          "\\fBFLASHSALE_\\fINAME\\fR for each option \\fB\\-\\-\\fIname\\fR above, with \\(oq\\-\\(cq written\n"
+          "as \\(oq_\\(cq.  The systemd unit reads them from \\fI/etc/flashsale/flashsale.env\\fR.\n"
+          ".SH FILES\n.TP\n.I PREFIX/share/flashsale/static\n"
+          "The dashboard an installed binary serves when \\fB\\-\\-static\\fR is not given and\n"
+          "\\fI./static\\fR does not exist (\\fIPREFIX\\fR is the folder above the binary\\(aqs \\fIbin\\fR).\n"
+          ".TP\n.I PREFIX/lib/systemd/system/flashsale.service\n"
+          "The systemd unit; its database lives in \\fI/var/lib/flashsale\\fR.\n"
+          ".TP\n.I PREFIX/share/flashsale/flashsale.env\n"
+          "Every \\fBFLASHSALE_*\\fR variable with its default; copy it to \\fI/etc/flashsale/flashsale.env\\fR.\n"
+          ".SH SIGNALS\n"
+          "SIGTERM or SIGINT stop taking connections, commit and answer every queued purchase, and exit 0.\n"
+          ".SH EXIT STATUS\n"
+          "0 after a clean stop, \\-\\-help or \\-\\-version; 1 when the service cannot start;\n"
+          "2 for a bad flag or value.\n"
+          ".SH SEE ALSO\n.BR systemd.exec (5),\n.BR sqlite3 (1),\n.BR prometheus (1)\n",
+          out);
 }
 
 const char *config_name(const char *setting, int64_t value)

@@ -38,10 +38,12 @@ struct config {
     int64_t ip_rate;          /* API requests per second per client address, 0 = no limit */
     char *user_secret;        /* "" = purchases need no signed token */
     int64_t log_level;
+    int64_t log_format;       /* 0 = text, 1 = one JSON object per line */
 };
 
 /* Fills cfg from defaults, the environment and argv.  Returns 0 on success, 1 when
- * --help was printed (exit 0), -1 after printing an error to `err` (exit 2).
+ * --help or --help-man was printed (exit 0), 2 when --version was asked (the caller
+ * prints it: config knows no library), -1 after printing an error to `err` (exit 2).
  * On any return, cfg must be released with config_deinit(). */
 int config_parse(struct config *cfg, int argc, char **argv, FILE *err);
 
@@ -49,6 +51,9 @@ void config_deinit(struct config *cfg);
 
 /* Writes the --help text (every flag, its environment variable and default). */
 void config_usage(FILE *out);
+
+/* Writes the flashsale(1) man page in roff, from the same table as --help. */
+void config_man(FILE *out);
 
 /* The name of an enum setting's value, e.g. config_name("inventory", 0) = "atomic". */
 const char *config_name(const char *setting, int64_t value);

@@ -1,5 +1,6 @@
 /* inventory — see inventory.h.  The four strategies sit side by side below, each
  * as reserve / commit / release. */
+#include <assert.h>
 #include "inventory.h"
 
 #include <sched.h>
@@ -11,8 +12,7 @@
 #include "log.h"
 
 struct inventory_strategy {
-    const char *name;
-    bool fast_path; /* may the I/O thread refuse on memory alone? */
+    struct inventory_traits traits; /* what the rest of the program may know (inventory.h) */
     enum outcome (*reserve)(struct inventory *, struct sale *, const char *, int64_t, int64_t *);
     void (*commit)(struct inventory *, struct sale *, const char *, int64_t);
     void (*release)(struct inventory *, struct sale *, const char *, int64_t);
@@ -161,10 +161,16 @@ static void unsafe_release(struct inventory *inv, struct sale *s, const char *us
 }
 
 static const struct inventory_strategy inventory_strategies[] = {
-    [INVENTORY_ATOMIC] = {"atomic", true, atomic_reserve, atomic_commit, atomic_release, atomic_release},
-    [INVENTORY_MUTEX] = {"mutex", true, mutex_reserve, atomic_commit, mutex_release, mutex_release},
-    [INVENTORY_SQLITE] = {"sqlite", true, sqlite_reserve, sqlite_commit, sqlite_release, sqlite_give_back},
-    [INVENTORY_UNSAFE] = {"unsafe", false, unsafe_reserve, atomic_commit, unsafe_release, unsafe_release},
+    /*                     name      fast  sql    limit  blind  workers */
+    [INVENTORY_ATOMIC] = {{"atomic", true, false, true, false, 1},
+                          atomic_reserve, atomic_commit, atomic_release, atomic_release},
+    [INVENTORY_MUTEX] = {{"mutex", true, false, true, false, 1},
+                         mutex_reserve, atomic_commit, mutex_release, mutex_release},
+    [INVENTORY_SQLITE] = {{"sqlite", true, true, false, false, 1},
+                          sqlite_reserve, sqlite_commit, sqlite_release, sqlite_give_back},
+    /* With one worker its read-check-write would never interleave: 4 buyers race. */
+    [INVENTORY_UNSAFE] = {{"unsafe", false, false, false, true, 4},
+                          unsafe_reserve, atomic_commit, unsafe_release, unsafe_release},
 };
 
 /* ---- the rest is shared by every strategy ----------------------------------- */
@@ -201,6 +207,14 @@ void inventory_free(struct inventory *inv)
 }
 
 enum config_inventory inventory_strategy(const struct inventory *inv) { return inv->kind; }
+
+const struct inventory_traits *inventory_traits_of(enum config_inventory kind)
+{
+    assert((unsigned)kind < sizeof inventory_strategies / sizeof inventory_strategies[0]);
+    return &inventory_strategies[kind].traits;
+}
+
+const struct inventory_traits *inventory_traits(const struct inventory *inv) { return &inv->strategy->traits; }
 
 bool inventory_add(struct inventory *inv, const struct store_sale *row)
 {
@@ -270,7 +284,7 @@ enum outcome inventory_check(struct inventory *inv, struct sale *s, const char *
                              int64_t now)
 {
     enum outcome o = inventory_window(s, now);
-    if (o != OUTCOME_OK || !inv->strategy->fast_path) return o;
+    if (o != OUTCOME_OK || !inv->strategy->traits.fast_path) return o;
     /* Both reads may be stale by the time the purchase runs.  A refusal may race
      * a unit coming back (a failed write releasing it): the buyer is told
      * sold_out a moment early, never sold something that is not there. */
@@ -304,7 +318,9 @@ enum outcome inventory_reserve(struct inventory *inv, struct sale *s, const char
 
 void inventory_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool pending)
 {
-    atomic_fetch_sub(&s->reserved, q);
+    int64_t was = atomic_fetch_sub(&s->reserved, q);
+    assert(was >= q); /* a commit settles only what a reservation took */
+    (void)was;
     inv->strategy->commit(inv, s, user, q);
     if (pending) atomic_fetch_add(&s->pending, q);
 }
@@ -318,6 +334,7 @@ void inventory_paid(struct sale *s, int64_t q)
 void inventory_give_back(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool expired)
 {
     inv->strategy->give_back(inv, s, user, q);
+    assert(inv->strategy->traits.blind_write || atomic_load(&s->stock_left) >= 0);
     atomic_fetch_sub(&s->sold, q);
     atomic_fetch_sub(&s->orders, 1);
     atomic_fetch_sub(&s->pending, q);
@@ -328,8 +345,13 @@ bool inventory_has_windows(struct inventory *inv) { return atomic_load(&inv->win
 
 void inventory_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
 {
-    atomic_fetch_sub(&s->reserved, q);
+    int64_t was = atomic_fetch_sub(&s->reserved, q);
+    assert(was >= q); /* a release gives back only what a reservation took */
+    (void)was;
     inv->strategy->release(inv, s, user, q);
+    /* Units came back, so the stock cannot be below zero now, except in the race
+     * that exists to show it. */
+    assert(inv->strategy->traits.blind_write || atomic_load(&s->stock_left) >= 0);
 }
 
 void inventory_sync(struct inventory *inv, const struct store_sale *row)

@@ -55,6 +55,19 @@ void inventory_free(struct inventory *inv);
 
 enum config_inventory inventory_strategy(const struct inventory *inv);
 
+/* A strategy as data: what the rest of the program needs to know of it, so that no
+ * module outside inventory.c asks which strategy runs.  Static; never freed. */
+struct inventory_traits {
+    const char *name;
+    bool fast_path;   /* the I/O thread may refuse on memory alone (sold out, over the limit) */
+    bool sql_decides; /* no memory gate: each purchase is its own transaction, on its worker */
+    bool holds_limit; /* the memory ledger holds the per-user limit; SQL re-checks the stock only */
+    bool blind_write; /* memory's stock is written to SQL unguarded: the deliberate race */
+    int min_workers;  /* workers it needs to show what it shows (unsafe: buyers must race) */
+};
+const struct inventory_traits *inventory_traits_of(enum config_inventory kind);
+const struct inventory_traits *inventory_traits(const struct inventory *inv);
+
 /* Publishes a sale loaded or created in the store.  False when its id is beyond
  * INVENTORY_MAX_SALES or memory ran out. */
 bool inventory_add(struct inventory *inv, const struct store_sale *row);

@@ -5,6 +5,7 @@
  * bucket by the low bits, so growth of one stripe never touches another.
  */
 #include "ledger.h"
+#include "hash.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -33,9 +34,7 @@ struct ledger {
 
 static uint64_t ledger_hash(int64_t sale, const char *user)
 {
-    uint64_t h = 1469598103934665603u ^ (uint64_t)sale * 0x9e3779b97f4a7c15u;
-    for (const unsigned char *p = (const unsigned char *)user; *p; p++)
-        h = (h ^ *p) * 1099511628211u;
+    uint64_t h = hash_str(HASH_FNV_OFFSET ^ (uint64_t)sale * 0x9e3779b97f4a7c15u, user);
     return h ^ (h >> 29);
 }
 

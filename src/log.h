@@ -1,18 +1,23 @@
 /* log — one logging macro for the whole service.
  *
  * log_at() checks the level before formatting anything, so a disabled debug line
- * costs one comparison.  Lines go to stderr as "time level [file:line] message";
- * file:line is added for debug and fatal lines only.  LOG_FATAL exits(1).
+ * costs one comparison.  Lines go to stderr as "time level [file:line] message",
+ * or with log_json (--log-format json) as one JSON object per line for log
+ * collectors: {"time":"...Z","level":"info","msg":"...","file":"x.c","line":1}.
+ * file:line is added for debug and fatal lines only.  A message is cut at 1 KiB
+ * (a JSON line stays valid).  LOG_FATAL exits(1).
  * Thread-safe: each line is written with a single write(2).
  */
 #ifndef FLASHSALE_LOG_H
 #define FLASHSALE_LOG_H
 
+#include <stdbool.h>
 #include <stdlib.h>
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR, LOG_LEVEL_FATAL };
 
 extern enum log_level log_threshold;
+extern bool log_json; /* set once at start, before any thread */
 
 /* Parses "debug|info|warn|error"; returns 0, or -1 for an unknown name. */
 int log_set_level(const char *name);

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "version.h"
 
 #define MAIN_DRAIN_MS 8000 /* of the 10 s a supervisor usually allows after SIGTERM */
 
@@ -64,6 +65,7 @@ int main(int argc, char **argv)
     struct config cfg;
     int rc = config_parse(&cfg, argc, argv, stderr);
     if (rc != 0) {
+        if (rc == 2) version_print(stdout);
         config_deinit(&cfg);
         return rc > 0 ? 0 : 2;
     }
@@ -77,7 +79,7 @@ int main(int argc, char **argv)
     json_object_seed(0);
     metrics_init();
 
-    if (cfg.inventory == INVENTORY_UNSAFE) {
+    if (inventory_traits_of((enum config_inventory)cfg.inventory)->blind_write) {
         LOG_WARN("**************************************************************");
         LOG_WARN("* --inventory unsafe: a deliberate read-check-write race with *");
         LOG_WARN("* no database guard.  This server WILL OVERSELL under load.   *");

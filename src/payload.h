@@ -17,7 +17,6 @@
 #define PAYLOAD_USER_MAX 64     /* bytes of UTF-8 in a user id */
 #define PAYLOAD_NAME_MAX 200    /* bytes of UTF-8 in a sale name */
 #define PAYLOAD_KEY_MAX 128     /* bytes in an Idempotency-Key */
-#define PAYLOAD_BODY_MAX 16384  /* request bodies larger than this are refused (413) */
 
 struct payload_order {
     char user_id[PAYLOAD_USER_MAX + 1];

@@ -1,5 +1,6 @@
 /* ratelimit — see ratelimit.h. */
 #include "ratelimit.h"
+#include "hash.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -54,9 +55,8 @@ bool ratelimit_take(struct ratelimit *rl, const char *key, size_t len, uint64_t 
                     int *retry_after_s)
 {
     if (len > RATELIMIT_KEY) len = RATELIMIT_KEY;
-    uint64_t h = 1469598103934665603u;
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 1099511628211u;
-    size_t set = (size_t)(h ^ (h >> 32)) & (RATELIMIT_SETS - 1);
+    uint64_t h = hash_bytes(HASH_FNV_OFFSET, key, len);
+    size_t set = (size_t)hash_fold(h) & (RATELIMIT_SETS - 1);
     pthread_mutex_t *mu = &rl->stripes[set % RATELIMIT_STRIPES];
     pthread_mutex_lock(mu);
     struct ratelimit_bucket *ways = rl->buckets[set], *b = NULL, *fullest = &ways[0];

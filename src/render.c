@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "metrics.h"
 #include "outcome.h"
+#include "version.h"
 
 static void render_string(FILE *out, const char *s)
 {
@@ -162,6 +163,7 @@ void render_stats(FILE *out, struct inventory *inv, const struct render_service 
 void render_metrics(FILE *out, struct inventory *inv, const struct render_service *svc)
 {
     metrics_prometheus(out);
+    version_prometheus(out);
     fprintf(out,
             "# HELP flashsale_queue_depth Purchases waiting for a worker.\n"
             "# TYPE flashsale_queue_depth gauge\nflashsale_queue_depth %zu\n"
@@ -175,7 +177,7 @@ void render_metrics(FILE *out, struct inventory *inv, const struct render_servic
     static const struct {
         const char *name, *help;
     } gauges[] = {
-        {"flashsale_sale_stock_total", "Units the sale started with."},
+        {"flashsale_sale_stock", "Units the sale was created with (its stock_total; a gauge, so no _total)."},
         {"flashsale_sale_stock_left", "Units not yet reserved or sold."},
         {"flashsale_sale_sold", "Units in committed orders."},
         {"flashsale_oversold", "Units sold beyond the stock. Must read 0."},

@@ -2,8 +2,9 @@
  *
  * One writer thread owns the writing connection and group-commits: it takes every
  * queued job (up to --batch), runs them in one BEGIN IMMEDIATE ... COMMIT, each
- * purchase guarded in SQL (stock and per-user limit) so that a refusal writes
- * nothing and leaves the rest of the batch alone, and only after COMMIT returns
+ * purchase guarded in SQL (the stock always; the per-user limit only when no memory
+ * ledger holds it: store_purchase.limit_held) so that a refusal writes nothing and
+ * leaves the rest of the batch alone, and only after COMMIT returns
  * calls each job's done().  Nothing is acknowledged before that.  If COMMIT fails,
  * every job of the batch ends OUTCOME_UNAVAILABLE.
  *
@@ -125,8 +126,10 @@ struct store_job {
         struct store_settle settle; /* pay, cancel */
         struct store_sweep sweep;
     } u;
-    /* Called once, on the writer thread after COMMIT (or on failure), under the
-     * commit lock.  Must not block. */
+    /* Called once after COMMIT (or on failure), under the commit lock: on the writer
+     * for a queued job, on the calling worker for store_purchase_now().  (A caller
+     * that settles a job without the store, as a replayed Idempotency-Key does,
+     * calls its own done() without the lock.)  Must not block. */
     void (*done)(struct store_job *job);
     void *ctx; /* the caller's */
 };

@@ -24,7 +24,7 @@
 #include "store_int.h"
 
 #define PG_SCHEMA_VERSION 1
-#define PG_REFRESH_EVERY 100 /* housekeeping rounds (of STORE_PG_HOUSEKEEP_MS) between full refreshes */
+#define PG_REFRESH_EVERY 100 /* housekeeping rounds (of .housekeep_ms, below) between full refreshes */
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
 #define SALE_COLUMNS                                                                               \

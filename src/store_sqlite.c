@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "inventory.h"
 #include "log.h"
 #include "schema_sql.h"
 #include "store_int.h"
@@ -281,7 +282,9 @@ static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *er
             return -1;
         LOG_INFO("store: migrated %s to schema version %d", cfg->db, sqlite_migrations[i].version);
     }
-    if (sqlite_user_index(c, cfg->inventory == INVENTORY_SQLITE, err, err_size) != 0) return -1;
+    /* The per-user index serves only a strategy whose limit SQL decides. */
+    bool index = inventory_traits_of((enum config_inventory)cfg->inventory)->sql_decides;
+    if (sqlite_user_index(c, index, err, err_size) != 0) return -1;
     if (sqlite_prepare(c, err, err_size) != 0) return -1;
     if (cfg->demo_stock > 0) {
         char sql[256];

@@ -4,7 +4,7 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | hostile | faults |
+#   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | hostile | faults | ecosystem |
 #                fuzz | pg | cluster | tsan | asan | e2e | contract
 set -u
 cd "$(dirname "$0")/.."
@@ -64,7 +64,7 @@ have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
 
 what=${1:-all}
 case $what in
-unit) suite unit units build ;;
+unit) suite unit units "${2:-build}" ;;  # tests/run.sh unit build/asan runs the ASan unit binaries
 api) suite api python3 tests/test_api.py ;;
 crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
@@ -72,6 +72,7 @@ lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
 security) suite security python3 tests/test_security.py ;;
 hostile) suite hostile python3 tests/test_hostile.py ;;
 faults) suite faults python3 tests/test_faults.py ;;
+ecosystem) suite ecosystem python3 tests/test_ecosystem.py ;;
 fuzz) suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}" ;;
 pg) pg_suites ;;
 cluster) suite cluster python3 tests/test_cluster.py; suite docker python3 tests/test_docker.py ;;
@@ -97,6 +98,7 @@ all)
     suite security python3 tests/test_security.py
     suite hostile python3 tests/test_hostile.py
     suite faults python3 tests/test_faults.py
+    suite ecosystem python3 tests/test_ecosystem.py
     suite contract python3 tests/test_contract.py
     suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}"
     if have_pg; then
@@ -117,7 +119,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|hostile|faults|fuzz|pg|cluster|tsan|asan|e2e|contract" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|hostile|faults|ecosystem|fuzz|pg|cluster|tsan|asan|e2e|contract" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"

@@ -41,6 +41,26 @@ static int parse(struct config *cfg, FILE *err, const char *const *args)
 #define PARSE(cfg, ...) parse(cfg, devnull, (const char *const[]){"flashsale", __VA_ARGS__, NULL})
 #define PARSE0(cfg) parse(cfg, devnull, (const char *const[]){"flashsale", NULL})
 
+/* Automatic workers come from the strategy's data: unsafe needs buyers that race. */
+static void test_workers_follow_strategy(void)
+{
+    static const struct {
+        const char *inventory;
+        int at_least;
+    } t[] = {{"atomic", 1}, {"mutex", 1}, {"sqlite", 1}, {"unsafe", 4}};
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int half = cores > 1 ? (int)cores / 2 : 1;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct config c;
+        CHECK_EQ_INT(PARSE(&c, "--inventory", t[i].inventory), 0);
+        CHECK_EQ_INT(c.workers, half > t[i].at_least ? half : t[i].at_least);
+        config_deinit(&c);
+        CHECK_EQ_INT(PARSE(&c, "--inventory", t[i].inventory, "--workers", "2"), 0);
+        CHECK_EQ_INT(c.workers, 2); /* an explicit count always wins */
+        config_deinit(&c);
+    }
+}
+
 static void test_defaults(void)
 {
     clear_env();
@@ -181,9 +201,8 @@ static void test_bounds(void)
         int r2 = PARSE(&c, b);
         config_deinit(&c);
         if (r1 != t[i].want || r2 != t[i].want) {
-            snprintf(unit_why, sizeof unit_why, "case %zu --%s '%s': got %d and %d, want %d", i,
+            UNIT_FAILF("case %zu --%s '%s': got %d and %d, want %d", i,
                      t[i].flag, t[i].value, r1, r2, t[i].want);
-            longjmp(unit_jump, 1);
         }
     }
     log_threshold = LOG_LEVEL_INFO;
@@ -247,6 +266,17 @@ static void test_enums_and_names(void)
     CHECK_EQ_INT(PARSE(&c, "--inventory=sqlite"), 0);
     CHECK_EQ_INT(c.inventory, INVENTORY_SQLITE);
     CHECK_EQ_INT(log_threshold, LOG_LEVEL_INFO);
+    CHECK_EQ_INT(c.log_format, 0); /* text unless asked */
+    CHECK(!log_json);
+    config_deinit(&c);
+    CHECK_EQ_INT(PARSE(&c, "--log-format", "json"), 0);
+    CHECK_EQ_INT(c.log_format, 1);
+    CHECK(log_json); /* parse applies the format */
+    config_deinit(&c);
+    CHECK_EQ_INT(PARSE(&c, "--log-format", "xml"), -1);
+    config_deinit(&c);
+    CHECK_EQ_INT(PARSE0(&c), 0);
+    CHECK(!log_json);
     config_deinit(&c);
 
     CHECK_EQ_STR(config_name("inventory", INVENTORY_ATOMIC), "atomic");
@@ -280,12 +310,21 @@ static void test_help(void)
     config_deinit(&c);
     int r3 = PARSE(&c, "--port", "99999", "--help"); /* the error comes first */
     config_deinit(&c);
+    int r4 = PARSE(&c, "--help-man");
+    config_deinit(&c);
+    int r5 = PARSE(&c, "--version"); /* main prints it: config knows no library */
+    config_deinit(&c);
+    int r6 = PARSE(&c, "-V");
+    config_deinit(&c);
     fflush(stdout);
     dup2(saved, 1);
     close(saved);
     CHECK_EQ_INT(r1, 1);
     CHECK_EQ_INT(r2, 1);
     CHECK_EQ_INT(r3, -1);
+    CHECK_EQ_INT(r4, 1);
+    CHECK_EQ_INT(r5, 2);
+    CHECK_EQ_INT(r6, 2);
 
     char *text = NULL;
     size_t size = 0;
@@ -300,15 +339,15 @@ static void test_help(void)
     };
     for (size_t i = 0; i < sizeof must / sizeof must[0]; i++)
         if (!strstr(text, must[i])) {
-            snprintf(unit_why, sizeof unit_why, "usage lacks '%s'", must[i]);
             free(text);
-            longjmp(unit_jump, 1);
+            UNIT_FAILF("usage lacks '%s'", must[i]);
         }
     free(text);
 }
 
 static const struct unit_case cases[] = {
     {"defaults", test_defaults},
+    {"workers_follow_the_strategy", test_workers_follow_strategy},
     {"flag_spellings", test_flag_spellings},
     {"environment", test_environment},
     {"bounds", test_bounds},

@@ -43,14 +43,12 @@ static void check_value(uint64_t ns)
     uint64_t up = hist_bucket_upper_ns(i);
     uint64_t prev = i ? hist_bucket_upper_ns(i - 1) : 0;
     if (!(up > ns && prev <= ns)) {
-        snprintf(unit_why, sizeof unit_why, "%llu ns in bucket %d (%llu..%llu ns)",
+        UNIT_FAILF("%llu ns in bucket %d (%llu..%llu ns)",
                  (unsigned long long)ns, i, (unsigned long long)prev, (unsigned long long)up);
-        longjmp(unit_jump, 1);
     }
     if (ns >= 16 * US && (double)up > (double)ns * 1.07) {
-        snprintf(unit_why, sizeof unit_why, "%llu ns: upper edge %llu is over 7%% above",
+        UNIT_FAILF("%llu ns: upper edge %llu is over 7%% above",
                  (unsigned long long)ns, (unsigned long long)up);
-        longjmp(unit_jump, 1);
     }
 }
 
@@ -96,9 +94,8 @@ static struct hist_view v1, v2, vd;
 static void near(uint64_t got_ns, double want_ns, double tol)
 {
     if ((double)got_ns < want_ns * (1 - tol) || (double)got_ns > want_ns * (1 + tol)) {
-        snprintf(unit_why, sizeof unit_why, "got %llu ns, want %.0f ns +- %.0f%%",
+        UNIT_FAILF("got %llu ns, want %.0f ns +- %.0f%%",
                  (unsigned long long)got_ns, want_ns, tol * 100);
-        longjmp(unit_jump, 1);
     }
 }
 

@@ -5,12 +5,6 @@
 #include "payload.h"
 #include "unit.h"
 
-#define FAILF(...)                                                                                 \
-    do {                                                                                           \
-        snprintf(unit_why, sizeof unit_why, __VA_ARGS__);                                          \
-        longjmp(unit_jump, 1);                                                                     \
-    } while (0)
-
 /* Parses a copy of exactly len bytes in its own allocation, so ASan sees any read
  * past the end (the parsers take a length, not a C string). */
 static enum outcome order_parse(const char *body, size_t len, struct payload_order *out,
@@ -51,13 +45,13 @@ static void order_table(const struct order_case *t, size_t n)
         char msg[256] = "";
         enum outcome o = order_parse(t[i].body, strlen(t[i].body), &out, msg, sizeof msg);
         if (o != t[i].want)
-            FAILF("case %zu '%s': outcome %d, want %d (msg '%s')", i, t[i].body, (int)o,
+            UNIT_FAILF("case %zu '%s': outcome %d, want %d (msg '%s')", i, t[i].body, (int)o,
                   (int)t[i].want, msg);
         if (o == OUTCOME_OK && (strcmp(out.user_id, t[i].user) != 0 || out.quantity != t[i].quantity))
-            FAILF("case %zu '%s': got user '%s' quantity %lld", i, t[i].body, out.user_id,
+            UNIT_FAILF("case %zu '%s': got user '%s' quantity %lld", i, t[i].body, out.user_id,
                   (long long)out.quantity);
         if (o != OUTCOME_OK && (!msg[0] || (t[i].in_msg && !strstr(msg, t[i].in_msg))))
-            FAILF("case %zu '%s': msg '%s' lacks '%s'", i, t[i].body, msg,
+            UNIT_FAILF("case %zu '%s': msg '%s' lacks '%s'", i, t[i].body, msg,
                   t[i].in_msg ? t[i].in_msg : "(anything)");
     }
 }
@@ -300,7 +294,7 @@ static void test_user_parse(void)
         memcpy(copy, t[i].body, len);
         enum outcome o = payload_user_parse(copy, len, user, msg, sizeof msg);
         free(copy);
-        if (o != t[i].want) FAILF("case %zu '%s': outcome %d (msg '%s')", i, t[i].body, (int)o, msg);
+        if (o != t[i].want) UNIT_FAILF("case %zu '%s': outcome %d (msg '%s')", i, t[i].body, (int)o, msg);
         if (o == OUTCOME_OK) CHECK_EQ_STR(user, t[i].user);
         else CHECK(msg[0] != 0);
     }
@@ -323,20 +317,20 @@ static void sale_table(const struct sale_case *t, size_t n)
         char msg[256] = "";
         enum outcome o = sale_parse(t[i].body, &out, msg);
         if (o != t[i].want)
-            FAILF("case %zu '%s': outcome %d, want %d (msg '%s')", i, t[i].body, (int)o,
+            UNIT_FAILF("case %zu '%s': outcome %d, want %d (msg '%s')", i, t[i].body, (int)o,
                   (int)t[i].want, msg);
         if (o == OUTCOME_OK) {
             const struct payload_sale *e = &t[i].expect;
             if (strcmp(out.name, e->name) != 0 || out.stock != e->stock ||
                 out.per_user_limit != e->per_user_limit || out.starts_at != e->starts_at ||
                 out.ends_at != e->ends_at || out.payment_window != e->payment_window)
-                FAILF("case %zu '%s': got name '%s' stock %lld limit %lld starts %lld ends %lld "
+                UNIT_FAILF("case %zu '%s': got name '%s' stock %lld limit %lld starts %lld ends %lld "
                       "window %lld",
                       i, t[i].body, out.name, (long long)out.stock, (long long)out.per_user_limit,
                       (long long)out.starts_at, (long long)out.ends_at,
                       (long long)out.payment_window);
         } else if (!msg[0] || (t[i].in_msg && !strstr(msg, t[i].in_msg))) {
-            FAILF("case %zu '%s': msg '%s' lacks '%s'", i, t[i].body, msg,
+            UNIT_FAILF("case %zu '%s': msg '%s' lacks '%s'", i, t[i].body, msg,
                   t[i].in_msg ? t[i].in_msg : "(anything)");
         }
     }
@@ -453,7 +447,7 @@ static void test_text_ok(void)
         {"a\xc2\x85", 2, true}, /* the C1 pair is cut by len */
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-        if (payload_text_ok(t[i].s, t[i].len) != t[i].ok) FAILF("case %zu: want %d", i, t[i].ok);
+        if (payload_text_ok(t[i].s, t[i].len) != t[i].ok) UNIT_FAILF("case %zu: want %d", i, t[i].ok);
 }
 
 static void test_key_ok(void)
@@ -516,7 +510,7 @@ static void test_content_type_ok(void)
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (payload_content_type_ok(t[i].ct) != t[i].ok)
-            FAILF("case %zu '%s': want %d", i, t[i].ct ? t[i].ct : "(null)", t[i].ok);
+            UNIT_FAILF("case %zu '%s': want %d", i, t[i].ct ? t[i].ct : "(null)", t[i].ok);
 }
 
 static const struct unit_case cases[] = {

@@ -22,13 +22,11 @@ static void route_check_table(const struct route_case *cases, size_t n)
         if (o != c->want || m.route != c->route || m.id != c->id ||
             (c->allow == NULL) != (m.allow == NULL) ||
             (c->allow && strcmp(c->allow, m.allow) != 0)) {
-            snprintf(unit_why, sizeof unit_why,
-                     "case %zu: method %d '%s': got outcome %d route %d id %lld allow '%s', "
+            UNIT_FAILF("case %zu: method %d '%s': got outcome %d route %d id %lld allow '%s', "
                      "want %d %d %lld '%s'",
                      i, (int)c->method, c->path, (int)o, (int)m.route, (long long)m.id,
                      m.allow ? m.allow : "(null)", (int)c->want, (int)c->route, (long long)c->id,
                      c->allow ? c->allow : "(null)");
-            longjmp(unit_jump, 1);
         }
     }
 }

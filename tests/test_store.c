@@ -20,11 +20,12 @@
 static char dir[64];
 static int db_seq;
 
-/* A fresh database path in the temporary folder. */
+/* A fresh database path in the temporary folder.  Every case runs in its own forked
+ * child (unit.h), so the pid keeps paths of different cases apart. */
 static const char *new_db_path(void)
 {
     static char path[128];
-    snprintf(path, sizeof path, "%s/t%d.db", dir, ++db_seq);
+    snprintf(path, sizeof path, "%s/t%d-%d.db", dir, (int)getpid(), ++db_seq);
     return path;
 }
 
@@ -58,8 +59,7 @@ static struct store *open_for(struct opened *o, const char *path, const char *de
     char err[256] = "";
     o->st = store_open(&o->cfg, err, sizeof err);
     if (!o->st) {
-        snprintf(unit_why, sizeof unit_why, "store_open(%s): %s", path, err);
-        longjmp(unit_jump, 1);
+        UNIT_FAILF("store_open(%s): %s", path, err);
     }
     return o->st;
 }
