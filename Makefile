@@ -14,7 +14,7 @@ PKGS      := libmicrohttpd jansson sqlite3 libpq
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev sqlite3
 DEB_TEST  := python3 clang libclang-rt-dev wrk curl procps
 DEB_BENCH := nginx-light gnuplot-nox
-DEB_E2E   := chromium
+DEB_E2E   := chromium fonts-wqy-microhei
 DEB_PG    := postgresql postgresql-client libpq-dev nginx-light docker-compose
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH)
 
