@@ -503,6 +503,15 @@ async function main() {
     const hint = (await zp.textContent(byTestId('stat-p50-sub'))).trim();
     assert(hint === '暂无购买' || hint === '每次购买', `the p50 note says "${hint}"`);
   });
+  await check('zh-every-word-in-both', async () => {
+    // Words the page has not shown yet (errors, offline) must exist in both tables too.
+    const keys = await zp.evaluate(() => ({ en: Object.keys(I18N_MESSAGES.en), zh: Object.keys(I18N_MESSAGES.zh) }));
+    const onlyEn = keys.en.filter((k) => !keys.zh.includes(k)), onlyZh = keys.zh.filter((k) => !keys.en.includes(k));
+    assert(onlyEn.length === 0 && onlyZh.length === 0, `only in English: ${onlyEn.join(', ') || '-'}; only in Chinese: ${onlyZh.join(', ') || '-'}`);
+    const used = await zp.evaluate(() => [...document.querySelectorAll('[data-i18n]')].map((e) => e.dataset.i18n));
+    const unknown = used.filter((k) => !keys.en.includes(k));
+    assert(unknown.length === 0, `data-i18n keys with no text: ${unknown.join(', ')}`);
+  });
   await check('zh-no-english-left', async () => {
     // Words allowed in Chinese: names (flashsale, the API), ID and units, the toggle's "English",
     // and what only the browser or the server decides.
