@@ -14,7 +14,7 @@ PKGS      := libmicrohttpd jansson sqlite3 libpq
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev sqlite3
 DEB_TEST  := python3 clang libclang-rt-dev wrk curl procps
 DEB_BENCH := nginx-light gnuplot-nox
-DEB_E2E   := chromium
+DEB_E2E   := chromium fonts-wqy-microhei
 DEB_PG    := postgresql postgresql-client libpq-dev nginx-light docker-compose
 # promtool (metrics and alert rules), systemd-analyze (the unit), man and groff (the man
 # page), strace (the unit's system-call filter against the calls the service makes).
@@ -90,10 +90,12 @@ endef
 deps:
 	$(call apt_install,$(DEB_ALL))
 
-# Node.js comes from Debian only when the machine has none (Debian 12's is v18).
+# Node.js comes from Debian only when the machine has none (Debian 12's is v18, so every
+# npm pin must allow Node 18).  npm ci again whenever the lockfile is newer than what
+# node_modules holds, so a changed pin is installed, not shadowed by an older copy.
 deps-e2e:
 	$(call apt_install,$(DEB_E2E) $(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm))
-	@test -d tests/e2e/node_modules/playwright-core || \
+	@test tests/e2e/node_modules/.package-lock.json -nt tests/e2e/package-lock.json || \
 	  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 
 deps-pg:

@@ -9,6 +9,7 @@
  * Server text (sale names, error messages) is only ever written with textContent.
  * The admin token lives in sessionStorage and nowhere else.
  * Elements are found by data-testid, the same names the end-to-end test reads.
+ * Words come from t() (i18n.js); a language switch redraws from the last answer.
  */
 'use strict';
 
@@ -19,20 +20,14 @@ const TIMEOUT_MS = 2500;      // a stats poll slower than this counts as failed
 const TOKEN_KEY = 'flashsale.adminToken';
 const CHART_SPAN_S = 60;
 
-const STATUS_LABEL = { upcoming: 'upcoming', open: 'open', sold_out: 'sold out', ended: 'ended' };
-const ERROR_TITLE = {
-  sold_out: 'Sold out',
-  limit_exceeded: 'Per-user limit reached',
-  sale_not_started: 'Sale not open yet',
-  sale_ended: 'Sale has ended',
-  overloaded: 'Server overloaded',
-  rate_limited: 'Too many requests',
-  invalid_request: 'Invalid request',
-  unsupported_media_type: 'Unsupported media type',
-  not_found: 'Not found',
-  unauthorized: 'Token rejected',
-  network: 'No answer from the server',
-};
+const STATUSES = ['upcoming', 'open', 'sold_out', 'ended'];
+const statusLabel = (s) => (STATUSES.includes(s) ? t('status.' + s) : s);
+const ORDER_STATUSES = ['pending', 'confirmed', 'paid', 'created'];
+const orderStatusLabel = (s) => (ORDER_STATUSES.includes(s) ? t('order.' + s) : s);
+/* Titles for the error codes the dashboard expects; the server's message is shown as sent. */
+const ERROR_TITLED = ['sold_out', 'limit_exceeded', 'sale_not_started', 'sale_ended', 'overloaded',
+  'rate_limited', 'invalid_request', 'unsupported_media_type', 'not_found', 'unauthorized', 'network'];
+const errorTitle = (code) => (ERROR_TITLED.includes(code) ? t('error.' + code) : null);
 /* Counts of a sale's orders by payment state; shown when present and the sale has a
  * payment window (or any of them is not 0). */
 const OPTIONAL_COUNTS = ['pending', 'paid', 'expired', 'cancelled'];
@@ -49,6 +44,7 @@ const state = {
   cards: new Map(),     // sale id -> card element
   sales: [],
   wantSale: null,       // sale id to select once it shows up (just created)
+  last: null,           // the last stats answer, redrawn when the language changes
 };
 
 /* ---- formatting ------------------------------------------------------------------ */
@@ -73,35 +69,35 @@ function fmtDuration(s) {
   if (typeof s !== 'number' || !isFinite(s)) return '–';
   s = Math.max(0, Math.floor(s));
   const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60, sec = s % 60;
-  if (d) return `${d} d ${h} h`;
-  if (h) return `${h} h ${m} min`;
-  if (m) return sec ? `${m} min ${sec} s` : `${m} min`;
-  return `${sec} s`;
+  if (d) return t('dur.d', d, h);
+  if (h) return t('dur.h', h, m);
+  if (m) return sec ? t('dur.ms', m, sec) : t('dur.m', m);
+  return t('dur.s', sec);
 }
 function fmtClock(unix) {
   const d = new Date(unix * 1000), now = new Date();
-  const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const time = d.toLocaleTimeString(i18nLocale(), { hour: '2-digit', minute: '2-digit' });
   if (d.toDateString() === now.toDateString()) return time;
-  return d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ' ' + time;
+  return d.toLocaleDateString(i18nLocale(), { month: 'short', day: 'numeric' }) + ' ' + time;
 }
 function saleWhen(s) {
   const now = Date.now() / 1000;
   const parts = [];
   if (s.status === 'upcoming' && s.starts_at != null) {
-    parts.push(`opens in ${fmtDuration(s.starts_at - now)} (${fmtClock(s.starts_at)})`);
+    parts.push(t('when.opensIn', fmtDuration(s.starts_at - now), fmtClock(s.starts_at)));
   } else if (s.starts_at != null && s.starts_at > 0) {
-    parts.push(`opened ${fmtClock(s.starts_at)}`);
+    parts.push(t('when.opened', fmtClock(s.starts_at)));
   }
   if (s.ends_at != null) {
-    parts.push(s.ends_at > now ? `closes in ${fmtDuration(s.ends_at - now)} (${fmtClock(s.ends_at)})`
-                               : `closed ${fmtClock(s.ends_at)}`);
+    parts.push(s.ends_at > now ? t('when.closesIn', fmtDuration(s.ends_at - now), fmtClock(s.ends_at))
+                               : t('when.closed', fmtClock(s.ends_at)));
   } else if (s.status !== 'ended') {
-    parts.push('no closing time');
+    parts.push(t('when.noEnd'));
   }
-  if (s.payment_window > 0) parts.push(`pay within ${fmtDuration(s.payment_window)}`);
+  if (s.payment_window > 0) parts.push(t('when.payWithin', fmtDuration(s.payment_window)));
   return parts.join(' · ');
 }
-function clockNow() { return new Date().toLocaleTimeString([], { hour12: false }); }
+function clockNow() { return new Date().toLocaleTimeString(i18nLocale(), { hour12: false }); }
 
 /* ---- small DOM helpers ----------------------------------------------------------- */
 
@@ -143,7 +139,7 @@ async function api(method, path, body, token) {
     try { data = await res.json(); } catch { data = null; }
     return { status: res.status, data, retryAfter: res.headers.get('Retry-After') };
   } catch (err) {
-    return { status: 0, data: { error: 'network', message: err.name === 'AbortError' ? 'the request timed out' : 'the server could not be reached' } };
+    return { status: 0, data: { error: 'network', message: t(err.name === 'AbortError' ? 'error.timeout' : 'error.unreachable') } };
   } finally {
     clearTimeout(timer);
   }
@@ -182,6 +178,7 @@ async function poll() {
     state.lastOkAt = Date.now();
     setOnline(true);
     try {
+      state.last = data;
       render(data);
     } catch (err) {
       console.error('flashsale dashboard: render failed', err);
@@ -202,17 +199,25 @@ function setOnline(online) {
   document.body.classList.toggle('offline', !online);
   const pill = tid('conn-status');
   pill.dataset.state = online ? 'live' : 'offline';
-  setText(pill.querySelector('.conn-text'), online ? 'live' : 'disconnected, retrying…');
+  connText();
   tid('conn-banner').hidden = online;
   tickOffline();
+}
+
+/* The connection pill's words; "connecting…" stays the page's own until the first poll. */
+function connText() {
+  const text = tid('conn-status').querySelector('.conn-text');
+  if (state.online === null) return;
+  delete text.dataset.i18n;
+  setText(text, t(state.online ? 'conn.live' : 'conn.offline'));
 }
 
 /* Once a second: how stale the page is, said in the banner and the footer. */
 function tickOffline() {
   if (state.online) return;
-  const ago = state.lastOkAt ? `last update ${fmtDuration((Date.now() - state.lastOkAt) / 1000)} ago` : 'no data yet';
-  setText(tid('conn-detail'), `(${ago}; ${state.failures} failed ${state.failures === 1 ? 'try' : 'tries'})`);
-  if (state.lastOkAt) setText(tid('last-update'), `stale: ${ago}`);
+  const ago = state.lastOkAt ? t('offline.ago', fmtDuration((Date.now() - state.lastOkAt) / 1000)) : t('offline.noData');
+  setText(tid('conn-detail'), t('offline.detail', ago, state.failures));
+  if (state.lastOkAt) setText(tid('last-update'), t('stale', ago));
 }
 
 /* ---- rendering ------------------------------------------------------------------- */
@@ -229,33 +234,34 @@ function render(d) {
   document.body.classList.toggle('unsafe', unsafe);
   setText(tid('stat-uptime'), fmtDuration(d.uptime_s));
 
-  const t = d.totals || {};
+  const n = d.totals || {};
   setText(tid('stat-requests'), fmtRate(d.requests_per_s));
   setText(tid('stat-orders'), fmtRate(d.orders_per_s));
   setText(tid('stat-soldout'), fmtRate(d.sold_out_per_s));
   setText(tid('stat-overloaded'), fmtRate(d.overloaded_per_s));
   tid('stat-overloaded').classList.toggle('warn', d.overloaded_per_s > 0);
-  setText(tid('total-requests'), `${fmtCount(t.requests)} total`);
-  setText(tid('total-orders'), `${fmtCount(t.orders)} total`);
-  setText(tid('total-soldout'), `${fmtCount(t.sold_out)} total`);
-  setText(tid('total-overloaded'), `${fmtCount(t.overloaded)} overloaded` + (t.rate_limited ? ` · ${fmtCount(t.rate_limited)} rate-limited` : ''));
+  setText(tid('total-requests'), t('stats.total', fmtCount(n.requests)));
+  setText(tid('total-orders'), t('stats.total', fmtCount(n.orders)));
+  setText(tid('total-soldout'), t('stats.total', fmtCount(n.sold_out)));
+  setText(tid('total-overloaded'), t('stats.overloaded', fmtCount(n.overloaded)) + (n.rate_limited ? t('stats.rateLimited', fmtCount(n.rate_limited)) : ''));
   setText(tid('stat-queue'), fmtCount(d.queue_depth));
-  setText(tid('stat-queue-sub'), `of ${fmtCount(d.queue_capacity)}` + (d.store_backlog ? ` · ${fmtCount(d.store_backlog)} to store` : ''));
+  setText(tid('stat-queue-sub'), t('stats.queueOf', fmtCount(d.queue_capacity)) + (d.store_backlog ? t('stats.toStore', fmtCount(d.store_backlog)) : ''));
   // The server reports 0 when the last second had no purchase to time; say so instead
   // of claiming a 0 ms purchase.
   const timed = d.latency_p99_ms > 0;
   setText(tid('stat-p50'), timed ? fmtMs(d.latency_p50_ms) : '–');
   setText(tid('stat-p99'), timed ? fmtMs(d.latency_p99_ms) : '–');
-  for (const id of ['stat-p50-sub', 'stat-p99-sub']) setText(tid(id), timed ? 'per purchase' : 'no purchases');
-  setText(tid('total-units'), fmtCount(t.units_sold));
-  setText(tid('total-limit'), `${fmtCount(t.limit_exceeded)} over limit`);
+  for (const id of ['stat-p50-sub', 'stat-p99-sub']) setText(tid(id), t(timed ? 'stats.perPurchase' : 'stats.noPurchases'));
+  setText(tid('total-units'), fmtCount(n.units_sold));
+  setText(tid('total-limit'), t('stats.overLimit', fmtCount(n.limit_exceeded)));
 
   const hist = Array.isArray(d.history) ? d.history : [];
   drawChart(tid('chart-requests'), hist, 'requests_per_s', 'orders_per_s', fmtRate);
   drawChart(tid('chart-p99'), hist, 'p99_ms', 'p50_ms', fmtMs, true);
 
   renderSales(Array.isArray(d.sales) ? d.sales : []);
-  setText(tid('last-update'), `updated ${clockNow()}`);
+  delete tid('last-update').dataset.i18n;
+  setText(tid('last-update'), t('updated', clockNow()));
 }
 
 function renderSales(sales) {
@@ -267,6 +273,7 @@ function renderSales(sales) {
     let card = state.cards.get(s.id);
     if (!card) {
       card = document.getElementById('sale-template').content.firstElementChild.cloneNode(true);
+      i18nApply(card);
       state.cards.set(s.id, card);
     }
     updateCard(card, s);
@@ -277,7 +284,7 @@ function renderSales(sales) {
   }
   tid('sales-empty').hidden = sales.length > 0;
   const open = sales.filter((s) => s.status === 'open').length;
-  setText(tid('sales-count'), sales.length ? `${sales.length} ${sales.length === 1 ? 'sale' : 'sales'}, ${open} open` : '');
+  setText(tid('sales-count'), sales.length ? t('sales.count', sales.length, open) : '');
   syncSelect(tid('buy-sale'), sales, true);
   syncSelect(tid('admin-sale'), sales, false);
   if (sales.some((s) => s.id === state.wantSale)) state.wantSale = null;
@@ -289,7 +296,7 @@ function updateCard(card, s) {
   setText(tid('sale-name', card), s.name);
   const badge = tid('sale-status', card);
   badge.dataset.status = s.status;
-  setText(badge, STATUS_LABEL[s.status] || s.status);
+  setText(badge, statusLabel(s.status));
 
   const total = s.stock_total, left = s.stock_left;
   setText(tid('sale-stock-left', card), fmtCount(left));
@@ -300,12 +307,12 @@ function updateCard(card, s) {
   bar.dataset.level = left <= 0 ? 'empty' : pct <= 20 ? 'low' : 'ok';
   bar.setAttribute('aria-valuemax', String(total));
   bar.setAttribute('aria-valuenow', String(Math.max(0, left)));
-  bar.setAttribute('aria-valuetext', `${left} of ${total} left`);
-  bar.setAttribute('aria-label', `stock of ${s.name}`);
+  bar.setAttribute('aria-valuetext', t('card.bar.text', left, total));
+  bar.setAttribute('aria-label', t('card.bar.aria', s.name));
 
   setText(tid('sale-sold', card), fmtCount(s.sold));
   tid('sale-sold', card).classList.toggle('bad', s.sold > s.stock_total);
-  setText(tid('sale-limit', card), `${fmtCount(s.per_user_limit)} / user`);
+  setText(tid('sale-limit', card), t('card.perUser', fmtCount(s.per_user_limit)));
   const facts = card.querySelector('.facts');
   const payments = s.payment_window > 0 || OPTIONAL_COUNTS.some((k) => s[k] > 0);
   for (const key of OPTIONAL_COUNTS) {
@@ -313,7 +320,7 @@ function updateCard(card, s) {
     if (!payments || typeof s[key] !== 'number') { if (dd) dd.parentElement.remove(); continue; }
     if (!dd) {
       dd = el('dd', { testid: 'sale-' + key });
-      facts.append(el('div', {}, el('dt', { text: key }), dd));
+      facts.append(el('div', {}, el('dt', { 'data-i18n': 'card.' + key, text: t('card.' + key) }), dd));
     }
     setText(dd, fmtCount(s[key]));
   }
@@ -323,7 +330,7 @@ function updateCard(card, s) {
   box.dataset.bad = over !== 0 ? 'true' : 'false';
   card.classList.toggle('sale-oversold', over !== 0);
   setText(tid('sale-oversold', card), fmtCount(over));
-  box.setAttribute('aria-label', over ? `${over} units oversold` : 'nothing oversold');
+  box.setAttribute('aria-label', t('card.oversold.aria', over));
   setText(tid('sale-when', card), `#${s.id} · ${saleWhen(s)}`);
 }
 
@@ -336,8 +343,7 @@ function syncSelect(sel, sales, preferOpen) {
     sel.replaceChildren(...sales.map((s) => el('option', { value: String(s.id) })));
   }
   sales.forEach((s, i) => {
-    const status = s.status === 'open' ? '' : ` (${STATUS_LABEL[s.status] || s.status})`;
-    setText(sel.options[i], `#${s.id} ${s.name} · ${fmtCount(s.stock_left)} left${status}`);
+    setText(sel.options[i], t('option', s.id, s.name, fmtCount(s.stock_left), s.status === 'open' ? '' : statusLabel(s.status)));
   });
   if (state.wantSale != null && ids.includes(String(state.wantSale))) chosen = String(state.wantSale);
   if (!ids.includes(chosen)) {
@@ -418,7 +424,22 @@ function drawChart(fig, history, keyA, keyB, fmt, zeroIsGap = false) {
 
 /* ---- grab a ticket ---------------------------------------------------------------- */
 
+/* Shows a result in box; draw builds its content and runs again when the language
+ * changes, so a result never stays in the other language. */
+function showIn(box, draw) {
+  box.redraw = draw;
+  draw();
+  box.hidden = false;
+}
+
+/* okTitle() and okLines() build the success view; an error shows the code and the
+ * server's message as sent. */
 function resultBox(box, r, okTitle, okLines) {
+  const at = new Date();
+  showIn(box, () => drawResult(box, r, okTitle, okLines, at));
+}
+
+function drawResult(box, r, okTitle, okLines, at) {
   const ok = r.status >= 200 && r.status < 300;
   const code = r.data && r.data.error;
   box.dataset.status = String(r.status);
@@ -427,16 +448,15 @@ function resultBox(box, r, okTitle, okLines) {
     el('span', { class: 'code', testid: box.dataset.testid + '-code', text: r.status ? String(r.status) : '—' }), ' ');
   const lines = [];
   if (ok) {
-    head.append(okTitle);
-    lines.push(...okLines);
+    head.append(okTitle());
+    lines.push(...okLines());
   } else {
-    head.append(el('strong', { text: ERROR_TITLE[code] || `HTTP ${r.status}` }));
+    head.append(el('strong', { text: errorTitle(code) || `HTTP ${r.status}` }));
     if (code) lines.push(el('p', {}, el('code', { testid: box.dataset.testid + '-error', text: code }), ' ', (r.data && r.data.message) || ''));
-    if (r.retryAfter) lines.push(el('p', { class: 'muted', text: `retry after ${r.retryAfter} s` }));
+    if (r.retryAfter) lines.push(el('p', { class: 'muted', text: t('result.retryAfter', r.retryAfter) }));
   }
-  lines.push(el('p', { class: 'muted small', text: `at ${clockNow()}` }));
+  lines.push(el('p', { class: 'muted small', text: t('result.at', at.toLocaleTimeString(i18nLocale(), { hour12: false })) }));
   box.replaceChildren(head, ...lines.filter(Boolean));
-  box.hidden = false;
 }
 
 function setupBuy() {
@@ -449,32 +469,34 @@ function setupBuy() {
     ev.preventDefault();
     const userId = user.value.trim();
     const quantity = Number.parseInt(qty.value, 10);
-    if (!userId) { user.focus(); return localError(box, 'Enter a user id.'); }
-    if (!sale.value) return localError(box, 'There is no sale to buy from yet.');
-    if (!(quantity >= 1)) { qty.focus(); return localError(box, 'Quantity must be 1 or more.'); }
+    if (!userId) { user.focus(); return localError(box, 'buy.needUser'); }
+    if (!sale.value) return localError(box, 'buy.noSale');
+    if (!(quantity >= 1)) { qty.focus(); return localError(box, 'buy.needQuantity'); }
     const saleId = sale.value;
-    const name = state.sales.find((s) => String(s.id) === saleId)?.name ?? `sale #${saleId}`;
+    const name = state.sales.find((s) => String(s.id) === saleId)?.name ?? t('buy.saleN', saleId);
     button.disabled = true;
-    button.textContent = 'Buying…';
+    button.dataset.i18n = 'buy.busy';
+    button.textContent = t('buy.busy');
     const t0 = performance.now();
     const r = await api('POST', `/api/v1/sales/${encodeURIComponent(saleId)}/orders`, { user_id: userId, quantity });
     const ms = performance.now() - t0;
     button.disabled = false;
-    button.textContent = 'Buy now';
+    button.dataset.i18n = 'buy.submit';
+    button.textContent = t('buy.submit');
     const o = r.data || {};
     resultBox(box, r,
-      el('strong', {}, 'Order ', el('span', { testid: 'buy-order-id', text: String(o.order_id) }), ` ${o.status || 'created'}`),
-      [el('p', { text: `${o.quantity ?? quantity} × ${name} for ${o.user_id ?? userId} · answered in ${fmtMs(ms)}` }),
-        o.expires_at ? el('p', { text: `to be paid by ${new Date(o.expires_at).toLocaleTimeString([], { hour12: false })}, or it is released` }) : null]);
+      () => el('strong', {}, t('buy.order'), ' ', el('span', { testid: 'buy-order-id', text: String(o.order_id) }), ` ${orderStatusLabel(o.status || 'created')}`),
+      () => [el('p', { text: t('buy.done', o.quantity ?? quantity, name, o.user_id ?? userId, fmtMs(ms)) }),
+        o.expires_at ? el('p', { text: t('buy.payBy', new Date(o.expires_at).toLocaleTimeString(i18nLocale(), { hour12: false })) }) : null]);
     pollSoon();
   });
 }
 
-function localError(box, message) {
+/* A mistake caught before asking the server; key names its text. */
+function localError(box, key) {
   box.dataset.status = 'local';
   box.dataset.kind = 'err';
-  box.replaceChildren(el('p', { class: 'result-head' }, el('strong', { text: message })));
-  box.hidden = false;
+  showIn(box, () => box.replaceChildren(el('p', { class: 'result-head' }, el('strong', { text: t(key) }))));
 }
 
 /* ---- admin ------------------------------------------------------------------------ */
@@ -520,8 +542,8 @@ function setupAdmin() {
     const name = tid('create-name').value.trim();
     const stock = Number.parseInt(tid('create-stock').value, 10);
     const limit = Number.parseInt(tid('create-limit').value, 10);
-    if (!name) { tid('create-name').focus(); return localError(box, 'Give the sale a name.'); }
-    if (!(stock >= 1)) { tid('create-stock').focus(); return localError(box, 'Stock must be 1 or more.'); }
+    if (!name) { tid('create-name').focus(); return localError(box, 'create.needName'); }
+    if (!(stock >= 1)) { tid('create-stock').focus(); return localError(box, 'create.needStock'); }
     const body = { name, stock };
     if (limit >= 1) body.per_user_limit = limit;
     const window = Number.parseInt(tid('create-window').value, 10);
@@ -531,7 +553,7 @@ function setupAdmin() {
     if (ends !== undefined) body.ends_at = ends;
     if (starts !== undefined && ends !== undefined && ends <= starts) {
       tid('create-ends').focus();
-      return localError(box, 'The end must come after the start.');
+      return localError(box, 'create.endAfterStart');
     }
     const button = tid('create-submit');
     button.disabled = true;
@@ -539,28 +561,28 @@ function setupAdmin() {
     button.disabled = false;
     const s = r.data || {};
     if (r.status === 201) state.wantSale = s.id;
-    resultBox(box, r, el('strong', { text: `Created sale #${s.id} “${s.name}”` }),
-      [el('p', { text: `${fmtCount(s.stock_total)} units, ${fmtCount(s.per_user_limit)} per user, ${STATUS_LABEL[s.status] || s.status}` })]);
+    resultBox(box, r, () => el('strong', { text: t('create.done', s.id, s.name) }),
+      () => [el('p', { text: t('create.what', fmtCount(s.stock_total), fmtCount(s.per_user_limit), statusLabel(s.status)) })]);
     pollSoon();
   });
 
   tid('reset-submit').addEventListener('click', async () => {
     const id = tid('admin-sale').value;
-    if (!id) return localError(box, 'No sale to reset.');
+    if (!id) return localError(box, 'reset.none');
     const r = await api('POST', `/api/v1/sales/${encodeURIComponent(id)}/reset`, undefined, token());
     const s = r.data || {};
-    resultBox(box, r, el('strong', { text: `Reset sale #${s.id} “${s.name}”` }),
-      [el('p', { text: `${fmtCount(s.stock_left)} / ${fmtCount(s.stock_total)} left again` })]);
+    resultBox(box, r, () => el('strong', { text: t('reset.done', s.id, s.name) }),
+      () => [el('p', { text: t('reset.what', fmtCount(s.stock_left), fmtCount(s.stock_total)) })]);
     pollSoon();
   });
 
   tid('audit-submit').addEventListener('click', async () => {
     const id = tid('admin-sale').value;
-    if (!id) return localError(box, 'No sale to audit.');
+    if (!id) return localError(box, 'audit.none');
     const r = await api('GET', `/api/v1/sales/${encodeURIComponent(id)}/audit`, undefined, token());
     const a = r.data || {};
     const name = state.sales.find((s) => String(s.id) === id)?.name ?? '';
-    resultBox(box, r, el('strong', { text: `Audit of sale #${a.sale_id} “${name}”` }), r.status === 200 ? [auditView(a)] : []);
+    resultBox(box, r, () => el('strong', { text: t('audit.done', a.sale_id, name) }), () => (r.status === 200 ? [auditView(a)] : []));
     if (r.status === 200 && a.consistent !== true) box.dataset.kind = 'err';
   });
 }
@@ -568,27 +590,39 @@ function setupAdmin() {
 function auditView(a) {
   const yes = a.consistent === true;
   const m = a.memory || {};
-  const row = (id, label, value, bad) => el('div', bad ? { class: 'bad' } : {},
-    el('dt', { text: label }), el('dd', { testid: 'audit-' + id, text: value }));
-  const yn = (b) => (b === true ? 'yes' : b === false ? 'no' : '–');
+  const row = (id, value, bad) => el('div', bad ? { class: 'bad' } : {},
+    el('dt', { text: t('audit.' + id) }), el('dd', { testid: 'audit-' + id, text: value }));
+  const yn = (b) => (b === true ? t('yes') : b === false ? t('no') : '–');
   return el('div', { class: 'audit', testid: 'audit-result' },
     el('p', { class: 'verdict', 'data-consistent': String(yes) },
-      'consistent: ', el('b', { testid: 'audit-consistent', text: yn(a.consistent) })),
+      t('audit.consistent'), el('b', { testid: 'audit-consistent', text: yn(a.consistent) })),
     el('dl', { class: 'audit-facts' },
-      row('stock-total', 'stock total', fmtCount(a.stock_total)),
-      row('stock-left', 'stock left', fmtCount(a.stock_left)),
-      row('units-sold', 'units sold', fmtCount(a.units_sold)),
-      row('orders', 'orders', fmtCount(a.orders)),
-      row('oversold', 'oversold', fmtCount(a.oversold), a.oversold > 0),
-      row('users-over-limit', 'users over limit', fmtCount(a.users_over_limit), a.users_over_limit > 0),
-      row('memory-agrees', 'memory agrees', yn(m.agrees), m.agrees === false),
-      row('in-flight', 'in flight', fmtCount(m.in_flight)),
-      row('inventory', 'inventory', a.inventory ?? '–', a.inventory === 'unsafe')));
+      row('stock-total', fmtCount(a.stock_total)),
+      row('stock-left', fmtCount(a.stock_left)),
+      row('units-sold', fmtCount(a.units_sold)),
+      row('orders', fmtCount(a.orders)),
+      row('oversold', fmtCount(a.oversold), a.oversold > 0),
+      row('users-over-limit', fmtCount(a.users_over_limit), a.users_over_limit > 0),
+      row('memory-agrees', yn(m.agrees), m.agrees === false),
+      row('in-flight', fmtCount(m.in_flight)),
+      row('inventory', a.inventory ?? '–', a.inventory === 'unsafe')));
 }
 
 /* ---- start ------------------------------------------------------------------------ */
 
+/* A language switch: redraw what is on screen from what the page already holds. */
+function relabel() {
+  connText();
+  tickOffline();
+  if (state.last) {
+    try { render(state.last); } catch (err) { console.error('flashsale dashboard: render failed', err); }
+  }
+  for (const box of [tid('buy-result'), tid('admin-result')]) if (!box.hidden && box.redraw) box.redraw();
+}
+
 function start() {
+  i18nStart();
+  i18nOnChange(relabel);
   setupBuy();
   setupAdmin();
   setInterval(tickOffline, 1000);

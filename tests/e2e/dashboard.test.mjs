@@ -7,6 +7,8 @@
 // prints one line per check, "PASS e2e:<name>" or "FAIL e2e:<name>: <why>", like the other
 // suites; exits 1 if any failed.  Screenshots go to tests/out/.  Every server, the browser
 // and the temporary folders are cleaned up on every way out, including the watchdog.
+// The page is checked in English (browser locale en-US) and in Chinese (zh-CN): the
+// language follows the browser, the toggle switches it, and a reload remembers the choice.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -21,7 +23,7 @@ const STATIC = join(ROOT, 'static');
 const OUT = join(ROOT, 'tests/out');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const TOKEN = 'e2e-admin-token';
-const WATCHDOG_MS = 90_000;
+const WATCHDOG_MS = 120_000;
 const STEP_MS = 6_000; // default wait for any one thing the page should show
 
 const t0 = Date.now();
@@ -176,6 +178,59 @@ function localInputValue(date) {
   return `${date.getFullYear()}-${p(date.getMonth() + 1)}-${p(date.getDate())}T${p(date.getHours())}:${p(date.getMinutes())}`;
 }
 
+/* The page's language as the test sees it: <html lang>, and the words of a few landmarks. */
+async function pageWords(page) {
+  return page.evaluate(() => ({
+    lang: document.documentElement.lang,
+    title: document.title,
+    sales: document.getElementById('h-sales').textContent.trim(),
+    buy: document.getElementById('h-buy').textContent.trim(),
+    submit: document.querySelector('[data-testid="buy-submit"]').textContent.trim(),
+    toggle: document.querySelector('[data-testid="lang-toggle"]').textContent.trim(),
+    conn: document.querySelector('[data-testid="conn-status"] .conn-text').textContent.trim(),
+    stored: localStorage.getItem('flashsale.lang'),
+  }));
+}
+const ENGLISH = { lang: 'en', title: 'flashsale · live', sales: 'Sales', buy: 'Grab a ticket', submit: 'Buy now', toggle: '中文', conn: 'live' };
+const CHINESE = { lang: 'zh-CN', title: 'flashsale · 实时', sales: '秒杀活动', buy: '抢购', submit: '立即抢购', toggle: 'English', conn: '在线' };
+
+/* Fails unless the page shows every word of want (a subset of pageWords). */
+async function expectWords(page, want, what) {
+  await eventually(`the page is in ${what}`, async () => {
+    const got = await pageWords(page);
+    const wrong = Object.keys(want).filter((k) => got[k] !== want[k]);
+    if (wrong.length) throw new Error(wrong.map((k) => `${k}: "${got[k]}", want "${want[k]}"`).join('; '));
+    return got;
+  });
+}
+
+/* Every visible text of the page (and the options of its selects), minus what the server
+ * said (sale names, strategy names: server data is never translated) and <code>. */
+async function visibleTexts(page, serverWords) {
+  const texts = await page.evaluate(() => {
+    const out = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const p = n.parentElement;
+      if (!n.textContent.trim() || p.closest('code, script, template, option')) continue;
+      if (p.checkVisibility && !p.checkVisibility()) continue;
+      out.push(n.textContent);
+    }
+    for (const o of document.querySelectorAll('option')) out.push(o.textContent);
+    for (const e of document.querySelectorAll('[placeholder], [title], [aria-label]')) {
+      for (const a of ['placeholder', 'title', 'aria-label']) if (e.hasAttribute(a)) out.push(e.getAttribute(a));
+    }
+    return out;
+  });
+  return texts.map((t) => serverWords.reduce((acc, w) => acc.split(w).join(' '), t));
+}
+
+async function serverWords(srv) {
+  const d = (await apiCall(srv, 'GET', '/api/v1/stats')).data;
+  return [...d.sales.map((s) => s.name), d.inventory, d.durability, d.store].filter(Boolean)
+    .sort((a, b) => b.length - a.length);
+}
+
 async function shot(page, file) {
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(OUT, file), fullPage: true });
@@ -216,12 +271,17 @@ async function main() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-US' });
   context.setDefaultTimeout(STEP_MS);
   const page = await context.newPage();
   const pageErrors = [];
   const foreign = [];
-  page.on('pageerror', (err) => pageErrors.push(err.message));
+  const watch = (p) => {
+    p.on('pageerror', (err) => pageErrors.push(err.message));
+    // app.js and i18n.js log "flashsale dashboard: ..." (a failed render, a missing word).
+    p.on('console', (msg) => { if (msg.type() === 'error' && msg.text().includes('flashsale dashboard')) pageErrors.push(msg.text()); });
+  };
+  watch(page);
   page.on('request', (req) => {
     const u = new URL(req.url());
     if (u.hostname !== '127.0.0.1' && u.protocol !== 'data:') foreign.push(req.url());
@@ -234,6 +294,16 @@ async function main() {
     assert((await page.title()).includes('flashsale'), `title is "${await page.title()}"`);
     await eventually('the connection pill says live',
       async () => (await page.getAttribute(byTestId('conn-status'), 'data-state')) === 'live');
+  });
+  await check('en-follows-browser', async () => {
+    // An en-US browser gets English, and following the browser stores nothing.
+    await expectWords(page, { ...ENGLISH, stored: null }, 'English');
+  });
+  await check('openapi-link', async () => {
+    const link = page.locator(byTestId('openapi-link'));
+    assert((await link.getAttribute('href')) === '/openapi.json', `the link goes to ${await link.getAttribute('href')}`);
+    assert((await link.textContent()).trim() === 'API (OpenAPI)', `the link says "${await link.textContent()}"`);
+    assert(await link.isVisible(), 'the link to the OpenAPI document is not visible');
   });
   await check('sale-shown', async () => {
     await eventually('the demo sale card shows "Demo sale", 20 / 20 left, oversold 0', async () =>
@@ -326,10 +396,11 @@ async function main() {
     await page.click(byTestId('admin-unlock'));
     await eventually('the admin tools unlock', async () => page.locator(byTestId('create-submit')).isEnabled());
     const stored = await page.evaluate(() => ({
-      session: Object.values(sessionStorage), local: localStorage.length, cookie: document.cookie,
+      session: Object.values(sessionStorage), local: Object.values(localStorage), cookie: document.cookie,
     }));
     assert(stored.session.includes(TOKEN), 'the token is not in sessionStorage');
-    assert(stored.local === 0 && stored.cookie === '', `the token leaked: localStorage ${stored.local} keys, cookie "${stored.cookie}"`);
+    const leaked = stored.local.filter((v) => v.includes(TOKEN));
+    assert(leaked.length === 0 && stored.cookie === '', `the token leaked: ${leaked.length} localStorage values, cookie "${stored.cookie}"`);
     await page.fill(byTestId('create-name'), saleName);
     await page.fill(byTestId('create-stock'), '7');
     await page.fill(byTestId('create-limit'), '2');
@@ -394,16 +465,109 @@ async function main() {
     const phone = await browser.newContext({ viewport: { width: 375, height: 812 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
     phone.setDefaultTimeout(STEP_MS);
     const p = await phone.newPage();
-    p.on('pageerror', (err) => pageErrors.push(err.message));
+    watch(p);
     try {
       await p.goto(srv.url + '/');
       await eventually('the phone page shows the demo sale', async () => (await saleText(p, 1, 'sale-name')) === 'Demo sale');
-      const w = await p.evaluate(() => ({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth }));
-      assert(w.scroll <= w.client, `the page scrolls sideways at 375 px: ${w.scroll} > ${w.client}`);
-      await shot(p, 'dashboard-phone.png');
+      // Both languages: Chinese labels are shorter but the header gains the toggle.
+      for (const [lang, file] of [['en', 'dashboard-phone.png'], ['zh', 'dashboard-phone-zh.png']]) {
+        if (lang === 'zh') await p.click(byTestId('lang-toggle'));
+        await expectWords(p, lang === 'zh' ? CHINESE : ENGLISH, lang);
+        const w = await p.evaluate(() => ({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth }));
+        assert(w.scroll <= w.client, `the ${lang} page scrolls sideways at 375 px: ${w.scroll} > ${w.client}`);
+        await shot(p, file);
+      }
     } finally {
       await phone.close();
     }
+  });
+
+  // 8. Chinese: a zh-CN browser gets Chinese everywhere; the server's words stay as sent.
+  const zh = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'zh-CN' });
+  zh.setDefaultTimeout(STEP_MS);
+  const zp = await zh.newPage();
+  watch(zp);
+  let zhSale = 0;
+  await check('zh-follows-browser', async () => {
+    const created = await apiCall(srv, 'POST', '/api/v1/sales', { name: '限量球鞋', stock: 5, per_user_limit: 1 }, TOKEN);
+    assert(created.status === 201, `creating the sale answered ${created.status}`);
+    zhSale = created.data.id;
+    await zp.goto(srv.url + '/');
+    await expectWords(zp, { ...CHINESE, stored: null }, 'Chinese');
+    await eventually('the demo sale is "进行中" (open) with "剩余" (left)', async () =>
+      (await saleText(zp, 1, 'sale-status')) === '进行中' &&
+      (await zp.textContent(`${saleCard(1)} .stock-total`)).includes('剩余'));
+    const link = zp.locator(byTestId('openapi-link'));
+    assert((await link.textContent()).trim() === 'API 文档 (OpenAPI)', `the API link says "${await link.textContent()}"`);
+    assert((await link.getAttribute('href')) === '/openapi.json', 'the API link moved');
+    const hint = (await zp.textContent(byTestId('stat-p50-sub'))).trim();
+    assert(hint === '暂无购买' || hint === '每次购买', `the p50 note says "${hint}"`);
+  });
+  await check('zh-every-word-in-both', async () => {
+    // Words the page has not shown yet (errors, offline) must exist in both tables too.
+    const keys = await zp.evaluate(() => ({ en: Object.keys(I18N_MESSAGES.en), zh: Object.keys(I18N_MESSAGES.zh) }));
+    const onlyEn = keys.en.filter((k) => !keys.zh.includes(k)), onlyZh = keys.zh.filter((k) => !keys.en.includes(k));
+    assert(onlyEn.length === 0 && onlyZh.length === 0, `only in English: ${onlyEn.join(', ') || '-'}; only in Chinese: ${onlyZh.join(', ') || '-'}`);
+    const used = await zp.evaluate(() => [...document.querySelectorAll('[data-i18n]')].map((e) => e.dataset.i18n));
+    const unknown = used.filter((k) => !keys.en.includes(k));
+    assert(unknown.length === 0, `data-i18n keys with no text: ${unknown.join(', ')}`);
+  });
+  await check('zh-no-english-left', async () => {
+    // Words allowed in Chinese: names (flashsale, the API), ID and units, the toggle's "English",
+    // and what only the browser or the server decides.
+    const allowed = new Set(['flashsale', 'API', 'ID', 'OpenAPI', 'English', 'Switch', 'to', 'ms', 'SQLite', 'Bearer', 'sessionStorage']);
+    const words = (await visibleTexts(zp, await serverWords(srv))).flatMap((t) => t.match(/[A-Za-z]{2,}/g) || []);
+    const english = [...new Set(words.filter((w) => !allowed.has(w)))];
+    assert(english.length === 0, `English left on the Chinese page: ${english.slice(0, 12).join(', ')}`);
+  });
+  await check('zh-error-codes-stay-english', async () => {
+    await zp.selectOption(byTestId('buy-sale'), String(zhSale));
+    await zp.click(byTestId('buy-submit'));
+    await eventually('the purchase shows 201 as "订单 N"', async () =>
+      (await zp.getAttribute(byTestId('buy-result'), 'data-status')) === '201' &&
+      (await zp.textContent(`${byTestId('buy-result')} strong`)).startsWith('订单'));
+    await zp.click(byTestId('buy-submit'));
+    await eventually('the second purchase shows 409 limit_exceeded', async () =>
+      (await zp.getAttribute(byTestId('buy-result'), 'data-status')) === '409' &&
+      (await zp.textContent(byTestId('buy-result-error'))).trim() === 'limit_exceeded');
+    const title = (await zp.textContent(`${byTestId('buy-result')} strong`)).trim();
+    assert(title === '已达每人限购', `the error title is "${title}", not Chinese`);
+    const text = await zp.textContent(byTestId('buy-result'));
+    assert(/per-user limit/i.test(text), `the server's English message is not shown as sent: "${oneLine(text)}"`);
+    await sleep(600); // one more poll so the card shows the purchase
+    await shot(zp, 'dashboard-zh.png');
+  });
+  await check('zh-toggle-remembered', async () => {
+    // The toggle switches at once (the result shown too), and the choice beats the browser.
+    await zp.click(byTestId('lang-toggle'));
+    await expectWords(zp, { ...ENGLISH, stored: 'en' }, 'English after the toggle');
+    await eventually('the shown 409 is relabelled', async () =>
+      (await zp.textContent(`${byTestId('buy-result')} strong`)).trim() === 'Per-user limit reached');
+    assert((await saleText(zp, 1, 'sale-status')) === 'open', `the badge says "${await saleText(zp, 1, 'sale-status')}"`);
+    await zp.reload();
+    await expectWords(zp, { ...ENGLISH, stored: 'en' }, 'English after a reload in a zh-CN browser');
+    await zp.click(byTestId('lang-toggle'));
+    await zp.reload();
+    await expectWords(zp, { ...CHINESE, stored: 'zh' }, 'Chinese again after toggling back and reloading');
+  });
+  await zh.close();
+  await check('en-toggle-remembered', async () => {
+    // The en-US page of the checks above: to Chinese and back, each surviving a reload.
+    await page.click(byTestId('lang-toggle'));
+    await expectWords(page, { ...CHINESE, stored: 'zh' }, 'Chinese after the toggle');
+    await eventually('the sale badge and the audit are relabelled', async () =>
+      (await saleText(page, 1, 'sale-status')) === '进行中' &&
+      (await page.textContent(byTestId('audit-consistent'))).trim() === '是');
+    await page.reload();
+    await expectWords(page, { ...CHINESE, stored: 'zh' }, 'Chinese after a reload in an en-US browser');
+    await page.click(byTestId('lang-toggle'));
+    await page.reload();
+    await expectWords(page, { ...ENGLISH, stored: 'en' }, 'English again after toggling back and reloading');
+  });
+  await check('en-no-chinese-left', async () => {
+    const texts = await visibleTexts(page, await serverWords(srv));
+    const cjk = texts.filter((t) => /[\u3000-\u9fff\uff00-\uffef]/.test(t) && !/^(中文|Switch to Chinese \(切换到中文\))$/.test(t.trim()));
+    assert(cjk.length === 0, `Chinese on the English page: ${cjk.slice(0, 5).join(' | ')}`);
   });
 
   // 5. Kill the server: the page says so and greys its numbers; a restart brings it back.
@@ -443,7 +607,7 @@ async function main() {
     }
     assert(oversold > 0, 'the unsafe server did not oversell in 8 crowds of 1,500 (the page was not at fault)');
     const p = await context.newPage();
-    p.on('pageerror', (err) => pageErrors.push(err.message));
+    watch(p);
     try {
       await p.goto(bad.url + '/');
       await eventually(`the oversold counter shows ${oversold}`, async () =>
