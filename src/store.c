@@ -37,7 +37,8 @@ struct store {
     pthread_mutex_t commit_mu; /* see store.h: done() callbacks and audit snapshots */
 
     pthread_t housekeeper; /* runs be->housekeep on its own connection */
-    struct store_events events;
+    struct store_events events;   /* the caller's */
+    struct store_events locked;   /* what the backend calls: events under the commit lock */
     _Atomic bool listening; /* events is set */
     pthread_cond_t housekeep_wake; /* its own: a signal meant for the writer must
                                     * never wake the housekeeper instead */
@@ -152,7 +153,7 @@ static void *store_housekeeper_main(void *arg)
         pthread_cond_timedwait(&s->housekeep_wake, &s->mu, &until);
         if (s->stopping) break;
         pthread_mutex_unlock(&s->mu);
-        s->be->housekeep(s->housekeep_conn, atomic_load(&s->listening) ? &s->events : NULL);
+        s->be->housekeep(s->housekeep_conn, atomic_load(&s->listening) ? &s->locked : NULL);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -394,9 +395,36 @@ bool store_shared(const struct store *s) { return s->be == &store_pg; }
 
 const char *store_kind(const struct store *s) { return s->be == &store_pg ? "postgresql" : "sqlite"; }
 
+/* The backend reads the database without the commit lock and tells memory under
+ * it: a local commit and the news of another node's never interleave in memory. */
+static void store_event_sale(void *ctx, const struct store_sale *row, uint64_t read_ns)
+{
+    struct store *s = ctx;
+    pthread_mutex_lock(&s->commit_mu);
+    s->events.sale(s->events.ctx, row, read_ns);
+    pthread_mutex_unlock(&s->commit_mu);
+}
+
+static void store_event_sold_out(void *ctx, int64_t sale_id, uint64_t read_ns)
+{
+    struct store *s = ctx;
+    pthread_mutex_lock(&s->commit_mu);
+    s->events.sold_out(s->events.ctx, sale_id, read_ns);
+    pthread_mutex_unlock(&s->commit_mu);
+}
+
+static void store_event_reset(void *ctx, int64_t sale_id)
+{
+    struct store *s = ctx;
+    pthread_mutex_lock(&s->commit_mu);
+    s->events.reset(s->events.ctx, sale_id);
+    pthread_mutex_unlock(&s->commit_mu);
+}
+
 void store_listen(struct store *s, const struct store_events *ev)
 {
     s->events = *ev;
+    s->locked = (struct store_events){store_event_sale, store_event_sold_out, store_event_reset, s};
     atomic_store(&s->listening, true); /* publishes events to the housekeeper */
 }
 
