@@ -356,8 +356,11 @@ static void admin_audit_run(struct pool_job *job, void *conn)
     audit->current = audit->next; /* they arrived during this run: the next one is theirs */
     audit->next = NULL;
     audit->run_snapshot_ns = 0;
-    audit->running = audit->current && pool_reserve(ad->pool);
-    if (!audit->running) { /* nobody waits, or the service is stopping */
+    /* Decided under the lock: once `running` is false, an I/O thread may start
+     * the next run itself. */
+    bool again = audit->current && pool_reserve(ad->pool);
+    audit->running = again;
+    if (!again) { /* nobody waits, or the service is stopping */
         refused = audit->current;
         audit->current = NULL;
     }
@@ -365,7 +368,7 @@ static void admin_audit_run(struct pool_job *job, void *conn)
     for (struct admin_waiter *w = refused; w; w = w->next) n++;
     ad->parked -= n;
     pthread_mutex_unlock(&ad->mu);
-    if (audit->running) pool_submit(ad->pool, &audit->job);
+    if (again) pool_submit(ad->pool, &audit->job);
 
     for (struct admin_waiter *w = answer, *next; w; w = next) {
         next = w->next;
