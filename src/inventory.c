@@ -419,6 +419,19 @@ void inventory_sold_out(struct inventory *inv, int64_t sale_id, uint64_t read_ns
 
 void inventory_forget(struct inventory *inv, int64_t sale_id) { ledger_clear_sale(inv->ledger, sale_id); }
 
+/* True when nothing admitted is left.  A purchase refused while paused counts
+ * itself in `active` for a moment (inventory_admit): under a crowd the count may
+ * read 1 just after the last real purchase left and woke us, so look a few times
+ * before waiting for the next wake-up. */
+static bool inventory_drained(struct sale *s)
+{
+    for (int i = 0; i < 64; i++) {
+        if (atomic_load(&s->active) == 0) return true;
+        sched_yield();
+    }
+    return false;
+}
+
 bool inventory_pause(struct sale *s, int timeout_ms)
 {
     bool was = false;
@@ -435,7 +448,7 @@ bool inventory_pause(struct sale *s, int timeout_ms)
      * fall between our look at `active` and the wait. */
     pthread_mutex_lock(&s->drain_mu);
     int rc = 0;
-    while (atomic_load(&s->active) > 0 && rc != ETIMEDOUT)
+    while (!inventory_drained(s) && rc != ETIMEDOUT)
         rc = pthread_cond_timedwait(&s->drained, &s->drain_mu, &until);
     bool drained = atomic_load(&s->active) == 0;
     pthread_mutex_unlock(&s->drain_mu);
