@@ -13,8 +13,9 @@
  * (store_purchase_now).
  *
  * The commit lock: every COMMIT and the done() callbacks after it run under it,
- * and store_audit() takes it while it opens its read snapshot, so an audit sees
- * memory and database at the same commit.
+ * and store_audit() opens its read snapshot while no one holds it (a seqlock
+ * beside the lock; the lock itself only after a few misses), so an audit sees
+ * memory and database at the same commit and, as a rule, never holds the writer up.
  *
  * Ownership: jobs belong to the caller and must stay alive until done() has been
  * called; done() may free them.  Rows are plain structs copied out.
