@@ -225,7 +225,7 @@ def main():
               f"{p50_flood:.2f}/{pct(flood, .99):.2f} ms; audits answered {seen.get('statuses')}, "
               f"ages {seen.get('ages')}; trickle {seen.get('trickle')}")
         check(SUITE, "baseline_purchases_201", st_b1 == {201: BUYS} and st_b2 == {201: BUYS}, f"{st_b1} {st_b2}")
-        check(SUITE, "flood_no_purchase_refused", st_f == {201: BUYS}, repr(st_f))
+        starved = not check(SUITE, "flood_no_purchase_refused", st_f == {201: BUYS}, repr(st_f))
         # A ratio against the same run's baseline, plus a few ms for a noisy machine.
         check(SUITE, "flood_purchase_p50_within_5x_baseline", p50_flood <= max(5 * p50_base, p50_base + 10),
               f"p50 {p50_flood:.2f} ms under the flood vs {p50_base:.2f} ms baseline")
@@ -245,6 +245,9 @@ def main():
               r.status == 200 and r.json.get("age_ms") == 0 and r.json["units_sold"] == units and r.json["consistent"],
               f"{r} vs {units} in the database")
 
+        if starved:  # audits run where purchases do: the burst below would take minutes
+            check(SUITE, "parked_audits_bounded_rest_503_retry_after", False, "skipped: purchases were starved")
+            finish()
         answers, held = parked_burst(srv, big, small)
         print(f"# {PARKED_BURST} audits at once behind a held admin thread: {answers}; held jobs {held}")
         check(SUITE, "parked_audits_bounded_rest_503_retry_after",
