@@ -744,19 +744,25 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
     }
     struct pool_hooks hooks = {api_worker_new, api_worker_round_done, api_worker_free, a};
     a->pool = pool_new((size_t)cfg->workers, (size_t)cfg->queue, &hooks);
-    if (!a->pool || !a->healthz) {
+    a->admin = a->pool ? admin_new(a) : NULL;
+    if (!a->pool || !a->admin || !a->healthz) {
         api_free(a);
         return NULL;
     }
     return a;
 }
 
-void api_drain(struct api *a) { pool_stop(a->pool); }
+void api_drain(struct api *a)
+{
+    pool_stop(a->pool);
+    admin_drain(a->admin);
+}
 
 void api_free(struct api *a)
 {
     if (!a) return;
     pool_free(a->pool);
+    admin_free(a->admin);
     for (int o = 0; o < OUTCOME_COUNT; o++) http_canned_free(a->canned[o]);
     http_canned_free(a->healthz);
     ratelimit_free(a->user_rate);

@@ -21,7 +21,8 @@ struct api {
     const struct config *cfg;
     struct inventory *inv;
     struct store *store;
-    struct pool *pool;
+    struct pool *pool;   /* the purchase workers */
+    struct admin *admin; /* admin.c: the admin thread and the audits */
     char token[128];
     size_t token_len;
     struct http_canned *canned[OUTCOME_COUNT]; /* default error answers */
@@ -85,8 +86,14 @@ void api_worker_round_done(void *state);
 void api_complete_outcome(struct api_call *c, enum outcome o, const char *msg);
 
 /* admin.c: POST /sales and POST /sales/{id}/reset (route says which), and
- * GET /sales/{id}/audit; on the I/O thread, each queues its work to a worker. */
+ * GET /sales/{id}/audit; on the I/O thread, each queues its work to the admin
+ * thread (never to a purchase worker), or answers the audit from its last run. */
 void admin_post(struct api *a, struct http_request *r, enum route route, int64_t id);
 void admin_audit(struct api *a, struct http_request *r, int64_t sale_id);
+/* The admin thread: started by api_new (NULL when out of memory), drained after
+ * the purchase workers (a reset may wait for their purchases), freed last. */
+struct admin *admin_new(struct api *a);
+void admin_drain(struct admin *ad);
+void admin_free(struct admin *ad);
 
 #endif

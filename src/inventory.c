@@ -3,11 +3,13 @@
 #include <assert.h>
 #include "inventory.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "ledger.h"
 #include "log.h"
 
@@ -45,6 +47,13 @@ static void inventory_count_sold(struct sale *s, int64_t q)
 {
     atomic_fetch_add(&s->sold, q);
     atomic_fetch_add(&s->orders, 1);
+}
+
+/* A change the database also has (see struct sale): under the commit lock. */
+static void inventory_touch(struct sale *s)
+{
+    atomic_fetch_add(&s->version, 1);
+    atomic_store(&s->changed_ns, clock_mono_ns());
 }
 
 /* ---- atomic: lock-free compare-and-swap on the stock ------------------------ */
@@ -190,6 +199,14 @@ struct inventory *inventory_new(enum config_inventory strategy)
     return inv;
 }
 
+static void inventory_sale_free(struct sale *s)
+{
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->drain_mu);
+    pthread_cond_destroy(&s->drained);
+    free(s);
+}
+
 void inventory_free(struct inventory *inv)
 {
     if (!inv) return;
@@ -197,8 +214,7 @@ void inventory_free(struct inventory *inv)
         for (int64_t i = 1; i <= INVENTORY_MAX_SALES; i++) {
             struct sale *s = atomic_load(&inv->sales[i]);
             if (!s) continue;
-            pthread_mutex_destroy(&s->mu);
-            free(s);
+            inventory_sale_free(s);
         }
     }
     free(inv->sales);
@@ -216,12 +232,15 @@ const struct inventory_traits *inventory_traits_of(enum config_inventory kind)
 
 const struct inventory_traits *inventory_traits(const struct inventory *inv) { return &inv->strategy->traits; }
 
-bool inventory_add(struct inventory *inv, const struct store_sale *row)
+/* Publishes a new sale for row in its slot unless one is there: *found is then
+ * the sale already published.  NULL (and *found NULL) when out of range or memory. */
+static struct sale *inventory_insert(struct inventory *inv, const struct store_sale *row, struct sale **found)
 {
-    if (row->id < 1 || row->id > INVENTORY_MAX_SALES || atomic_load(&inv->sales[row->id]))
-        return false;
+    *found = NULL;
+    if (row->id < 1 || row->id > INVENTORY_MAX_SALES) return NULL;
+    if ((*found = atomic_load(&inv->sales[row->id]))) return NULL;
     struct sale *s = calloc(1, sizeof *s);
-    if (!s) return false;
+    if (!s) return NULL;
     s->id = row->id;
     memcpy(s->name, row->name, sizeof s->name);
     s->stock_total = row->stock_total;
@@ -237,12 +256,39 @@ bool inventory_add(struct inventory *inv, const struct store_sale *row)
     atomic_init(&s->paid, row->paid);
     atomic_init(&s->expired, row->expired);
     atomic_init(&s->cancelled, row->cancelled);
+    atomic_init(&s->changed_ns, clock_mono_ns());
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->drain_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->drained, &ca);
+    pthread_condattr_destroy(&ca);
+    /* Publish: the fields above are visible first.  Two publishers of one id (a
+     * creator and a refresh of the database) race here; one wins, the other
+     * frees its copy and gets the winner's. */
+    struct sale *none = NULL;
+    if (!atomic_compare_exchange_strong(&inv->sales[row->id], &none, s)) {
+        inventory_sale_free(s);
+        *found = none;
+        return NULL;
+    }
     if (s->payment_window) atomic_fetch_add(&inv->windows, 1);
-    atomic_store(&inv->sales[row->id], s); /* publish: the fields above are visible first */
     int64_t max = atomic_load(&inv->max_id);
     while (max < row->id && !atomic_compare_exchange_weak(&inv->max_id, &max, row->id)) {}
-    return true;
+    return s;
+}
+
+bool inventory_add(struct inventory *inv, const struct store_sale *row)
+{
+    struct sale *found;
+    return inventory_insert(inv, row, &found) != NULL;
+}
+
+struct sale *inventory_publish(struct inventory *inv, const struct store_sale *row)
+{
+    struct sale *found, *s = inventory_insert(inv, row, &found);
+    return s ? s : found;
 }
 
 void inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units)
@@ -300,11 +346,20 @@ bool inventory_admit(struct sale *s)
      * the flag, then waits for the count, so one of the two always sees the other. */
     atomic_fetch_add(&s->active, 1);
     if (!atomic_load(&s->paused)) return true;
-    atomic_fetch_sub(&s->active, 1);
+    inventory_leave(s);
     return false;
 }
 
-void inventory_leave(struct sale *s) { atomic_fetch_sub(&s->active, 1); }
+void inventory_leave(struct sale *s)
+{
+    /* Leave first, then look (both sequentially consistent), the mirror of
+     * inventory_admit: the last to leave a paused sale wakes the reset. */
+    if (atomic_fetch_sub(&s->active, 1) == 1 && atomic_load(&s->paused)) {
+        pthread_mutex_lock(&s->drain_mu);
+        pthread_cond_broadcast(&s->drained);
+        pthread_mutex_unlock(&s->drain_mu);
+    }
+}
 
 enum outcome inventory_reserve(struct inventory *inv, struct sale *s, const char *user, int64_t q,
                                int64_t now, int64_t *unguarded_left)
@@ -323,12 +378,14 @@ void inventory_commit(struct inventory *inv, struct sale *s, const char *user, i
     (void)was;
     inv->strategy->commit(inv, s, user, q);
     if (pending) atomic_fetch_add(&s->pending, q);
+    inventory_touch(s);
 }
 
 void inventory_paid(struct sale *s, int64_t q)
 {
     atomic_fetch_sub(&s->pending, q);
     atomic_fetch_add(&s->paid, q);
+    inventory_touch(s);
 }
 
 void inventory_give_back(struct inventory *inv, struct sale *s, const char *user, int64_t q, bool expired)
@@ -339,6 +396,7 @@ void inventory_give_back(struct inventory *inv, struct sale *s, const char *user
     atomic_fetch_sub(&s->orders, 1);
     atomic_fetch_sub(&s->pending, q);
     atomic_fetch_add(expired ? &s->expired : &s->cancelled, q);
+    inventory_touch(s);
 }
 
 bool inventory_has_windows(struct inventory *inv) { return atomic_load(&inv->windows) > 0; }
@@ -354,13 +412,16 @@ void inventory_release(struct inventory *inv, struct sale *s, const char *user, 
     assert(inv->strategy->traits.blind_write || atomic_load(&s->stock_left) >= 0);
 }
 
-void inventory_sync(struct inventory *inv, const struct store_sale *row)
+void inventory_sync(struct inventory *inv, const struct store_sale *row, uint64_t read_ns)
 {
     struct sale *s = inventory_get(inv, row->id);
     if (!s) {
-        if (!inventory_add(inv, row)) LOG_WARN("inventory: cannot hold sale %lld", (long long)row->id);
+        if (!inventory_publish(inv, row)) LOG_WARN("inventory: cannot hold sale %lld", (long long)row->id);
         return;
     }
+    /* Created, sold, reset or given back here after the row was read: memory is
+     * newer than the row. */
+    if (atomic_load(&s->changed_ns) >= read_ns) return;
     int64_t gate = row->stock_left - atomic_load(&s->reserved);
     atomic_store(&s->stock_left, gate > 0 ? gate : 0);
     atomic_store(&s->sold, row->sold);
@@ -371,26 +432,50 @@ void inventory_sync(struct inventory *inv, const struct store_sale *row)
     atomic_store(&s->cancelled, row->cancelled);
 }
 
-void inventory_sold_out(struct inventory *inv, int64_t sale_id)
+void inventory_sold_out(struct inventory *inv, int64_t sale_id, uint64_t read_ns)
 {
     struct sale *s = inventory_get(inv, sale_id);
-    if (s) atomic_store(&s->stock_left, 0);
+    /* Not over a local reset (or units back) that may be newer than the news. */
+    if (s && atomic_load(&s->changed_ns) < read_ns) atomic_store(&s->stock_left, 0);
 }
 
 void inventory_forget(struct inventory *inv, int64_t sale_id) { ledger_clear_sale(inv->ledger, sale_id); }
+
+/* True when nothing admitted is left.  A purchase refused while paused counts
+ * itself in `active` for a moment (inventory_admit): under a crowd the count may
+ * read 1 just after the last real purchase left and woke us, so look a few times
+ * before waiting for the next wake-up. */
+static bool inventory_drained(struct sale *s)
+{
+    for (int i = 0; i < 64; i++) {
+        if (atomic_load(&s->active) == 0) return true;
+        sched_yield();
+    }
+    return false;
+}
 
 bool inventory_pause(struct sale *s, int timeout_ms)
 {
     bool was = false;
     if (!atomic_compare_exchange_strong(&s->paused, &was, true)) return false; /* reset under way */
-    for (int waited = 0; atomic_load(&s->active) > 0; waited++) {
-        if (waited >= timeout_ms) {
-            atomic_store(&s->paused, false);
-            return false;
-        }
-        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
     }
-    return true;
+    /* The last purchase to leave broadcasts under drain_mu, so its wake-up cannot
+     * fall between our look at `active` and the wait. */
+    pthread_mutex_lock(&s->drain_mu);
+    int rc = 0;
+    while (!inventory_drained(s) && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&s->drained, &s->drain_mu, &until);
+    bool drained = atomic_load(&s->active) == 0;
+    pthread_mutex_unlock(&s->drain_mu);
+    if (!drained) atomic_store(&s->paused, false);
+    return drained;
 }
 
 void inventory_reset(struct inventory *inv, struct sale *s)
@@ -403,6 +488,7 @@ void inventory_reset(struct inventory *inv, struct sale *s)
     atomic_store(&s->paid, 0);
     atomic_store(&s->expired, 0);
     atomic_store(&s->cancelled, 0);
+    inventory_touch(s);
 }
 
 void inventory_unpause(struct sale *s) { atomic_store(&s->paused, false); }

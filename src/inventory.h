@@ -45,6 +45,15 @@ struct sale {
     _Atomic int64_t reserved;   /* units reserved here and not yet committed or released */
     _Atomic bool paused;        /* a reset is waiting for `active` to drain */
     pthread_mutex_t mu;         /* the mutex strategy's lock */
+    pthread_mutex_t drain_mu;   /* a reset waits on `drained` for `active` to reach 0 */
+    pthread_cond_t drained;
+    /* Local changes that the database also has (a commit, a unit back, a payment,
+     * a reset, the sale's creation), made under the store's commit lock: `version`
+     * counts them (an audit whose snapshot saw this version is still exact while
+     * it holds), `changed_ns` says when the last one was (CLOCK_MONOTONIC), so that
+     * a refresh read from the database before it cannot overwrite it. */
+    _Atomic uint64_t version;
+    _Atomic uint64_t changed_ns;
 };
 
 struct inventory;
@@ -69,8 +78,13 @@ const struct inventory_traits *inventory_traits_of(enum config_inventory kind);
 const struct inventory_traits *inventory_traits(const struct inventory *inv);
 
 /* Publishes a sale loaded or created in the store.  False when its id is beyond
- * INVENTORY_MAX_SALES or memory ran out. */
+ * INVENTORY_MAX_SALES, is already published, or memory ran out. */
 bool inventory_add(struct inventory *inv, const struct store_sale *row);
+
+/* The same for a sale this node just created, which a refresh of the database
+ * (PostgreSQL) may have published first: the sale as published, whoever did it;
+ * NULL when its id is beyond INVENTORY_MAX_SALES or memory ran out. */
+struct sale *inventory_publish(struct inventory *inv, const struct store_sale *row);
 
 /* Restores a user's live units at start. */
 void inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units);
@@ -123,8 +137,9 @@ bool inventory_has_windows(struct inventory *inv);
 void inventory_release(struct inventory *inv, struct sale *s, const char *user, int64_t q);
 
 /* Reset, in three steps: pause (new purchases refused) and wait until admitted
- * ones are answered (false after timeout_ms, unpaused again); the caller resets
- * the database; then inventory_reset() restores memory and unpauses. */
+ * ones are answered (false after timeout_ms, unpaused again; the last one to leave
+ * wakes the wait, nothing polls); the caller resets the database and, under the
+ * commit lock, inventory_reset() restores memory; then inventory_unpause(). */
 bool inventory_pause(struct sale *s, int timeout_ms);
 void inventory_reset(struct inventory *inv, struct sale *s);
 void inventory_unpause(struct sale *s);
@@ -136,10 +151,13 @@ int64_t inventory_units(struct inventory *inv, struct sale *s, const char *user)
  * says.  inventory_sync publishes a sale new to this node or refreshes its
  * counters (the gate becomes the database's stock less what this node has in
  * flight); inventory_sold_out closes the gate at once; inventory_forget drops the
- * sale's per-user ledger after another node reset it.  The database stays the
- * arbiter: a stale gate only changes which purchases reach it. */
-void inventory_sync(struct inventory *inv, const struct store_sale *row);
-void inventory_sold_out(struct inventory *inv, int64_t sale_id);
+ * sale's per-user ledger after another node reset it.  read_ns is when the
+ * database was read (CLOCK_MONOTONIC, taken before the read): a sale changed here
+ * at or after it is newer than what was read, and is left alone (the next refresh
+ * catches up).  Call under the store's commit lock, like every local change.  The
+ * database stays the arbiter: a stale gate only changes which purchases reach it. */
+void inventory_sync(struct inventory *inv, const struct store_sale *row, uint64_t read_ns);
+void inventory_sold_out(struct inventory *inv, int64_t sale_id, uint64_t read_ns);
 void inventory_forget(struct inventory *inv, int64_t sale_id);
 
 /* Users holding more than the limit, by the in-memory ledger (audit). */

@@ -41,8 +41,11 @@ static void main_load_held(void *ctx, int64_t sale_id, const char *user, int64_t
 }
 
 /* Other nodes' changes (PostgreSQL), from the store's housekeeping thread. */
-static void main_sale_changed(void *ctx, const struct store_sale *row) { inventory_sync(ctx, row); }
-static void main_sold_out(void *ctx, int64_t sale_id) { inventory_sold_out(ctx, sale_id); }
+static void main_sale_changed(void *ctx, const struct store_sale *row, uint64_t read_ns)
+{
+    inventory_sync(ctx, row, read_ns);
+}
+static void main_sold_out(void *ctx, int64_t sale_id, uint64_t read_ns) { inventory_sold_out(ctx, sale_id, read_ns); }
 static void main_reset(void *ctx, int64_t sale_id) { inventory_forget(ctx, sale_id); }
 
 /* 10,000 connections need more descriptors than the usual soft limit of 1024. */

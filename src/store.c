@@ -35,9 +35,13 @@ struct store {
     bool stopping, writer_waiting;
 
     pthread_mutex_t commit_mu; /* see store.h: done() callbacks and audit snapshots */
+    /* Odd while someone holds commit_mu to change the database or memory: an audit
+     * reads it around its snapshot instead of taking the lock (store_audit). */
+    _Atomic uint64_t commit_seq;
 
     pthread_t housekeeper; /* runs be->housekeep on its own connection */
-    struct store_events events;
+    struct store_events events;   /* the caller's */
+    struct store_events locked;   /* what the backend calls: events under the commit lock */
     _Atomic bool listening; /* events is set */
     pthread_cond_t housekeep_wake; /* its own: a signal meant for the writer must
                                     * never wake the housekeeper instead */
@@ -46,6 +50,7 @@ struct store {
 };
 
 #define STORE_RETRIES 3 /* runs of a batch that hit a deadlock before giving up */
+#define STORE_AUDIT_TRIES 16 /* lock-free snapshots an audit tries before taking the lock */
 
 /* For store_run(): a job plus a flag to wait on. */
 struct store_waiter {
@@ -55,6 +60,19 @@ struct store_waiter {
     void (*done)(struct store_job *);
     void *ctx;
 };
+
+/* The commit lock, for changing the database or memory under it. */
+static void store_commit_enter(struct store *s)
+{
+    pthread_mutex_lock(&s->commit_mu);
+    atomic_fetch_add(&s->commit_seq, 1);
+}
+
+static void store_commit_leave(struct store *s)
+{
+    atomic_fetch_add(&s->commit_seq, 1);
+    pthread_mutex_unlock(&s->commit_mu);
+}
 
 static void store_finish(struct store_job **jobs, size_t n)
 {
@@ -79,7 +97,7 @@ static bool store_try_batch(struct store *s, struct store_job **jobs, size_t n, 
     }
     /* COMMIT and the memory updates under one lock: an audit taking its snapshot
      * sees both or neither.  The caller unlocks after done(). */
-    pthread_mutex_lock(&s->commit_mu);
+    store_commit_enter(s);
     if (!failed) failed = s->be->commit(c) != 0;
     if (failed) {
         *retry = s->be->retryable && s->be->retryable(c);
@@ -94,7 +112,7 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
     bool retry = false, ok;
     for (int attempt = 1; !(ok = store_try_batch(s, jobs, n, &retry)) && retry && attempt < STORE_RETRIES;
          attempt++) {
-        pthread_mutex_unlock(&s->commit_mu);
+        store_commit_leave(s);
         LOG_WARN("store: a group commit of %zu jobs hit a deadlock; running it again", n);
     }
     if (!ok) {
@@ -106,7 +124,7 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
     }
     metrics_batch(n, clock_mono_ns() - t0);
     store_finish(jobs, n);
-    pthread_mutex_unlock(&s->commit_mu);
+    store_commit_leave(s);
     if (s->be->after_commit) s->be->after_commit(s->writer_conn);
 }
 
@@ -152,7 +170,7 @@ static void *store_housekeeper_main(void *arg)
         pthread_cond_timedwait(&s->housekeep_wake, &s->mu, &until);
         if (s->stopping) break;
         pthread_mutex_unlock(&s->mu);
-        s->be->housekeep(s->housekeep_conn, atomic_load(&s->listening) ? &s->events : NULL);
+        s->be->housekeep(s->housekeep_conn, atomic_load(&s->listening) ? &s->locked : NULL);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -305,7 +323,7 @@ enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct st
     } else {
         /* COMMIT and the memory update under one lock, as the writer does, so an
          * audit never sees one without the other. */
-        pthread_mutex_lock(&s->commit_mu);
+        store_commit_enter(s);
         locked = true;
         if (s->be->commit(c) != 0) {
             s->be->rollback(c);
@@ -314,18 +332,39 @@ enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct st
     }
     enum outcome o = job->outcome; /* done() may free the job */
     if (job->done) job->done(job);
-    if (locked) pthread_mutex_unlock(&s->commit_mu);
+    if (locked) store_commit_leave(s);
     return o;
 }
 
 enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
                          struct store_audit *out, void (*snapshot)(void *), void *ctx)
 {
-    pthread_mutex_lock(&s->commit_mu);
-    enum outcome o = s->be->audit_begin(c, sale_id, out);
-    if (o == OUTCOME_OK && snapshot) snapshot(ctx);
-    pthread_mutex_unlock(&s->commit_mu);
-    if (o != OUTCOME_OK) return o;
+    /* A seqlock over the commit lock: the snapshot and memory were read while no
+     * commit was between its COMMIT and its memory update when commit_seq was even
+     * and the same before and after.  An audit may run at low priority, and a
+     * low-priority thread holding the commit lock would make the writer wait for
+     * the CPU it does not get; so it takes the lock only after a few misses. */
+    enum outcome o = OUTCOME_UNAVAILABLE;
+    bool consistent = false;
+    for (int attempt = 0; attempt < STORE_AUDIT_TRIES && !consistent; attempt++) {
+        uint64_t before = atomic_load(&s->commit_seq);
+        if (before & 1) { /* a commit is under way (its fsync, say): let it finish */
+            nanosleep(&(struct timespec){0, 100000}, NULL);
+            continue;
+        }
+        o = s->be->audit_begin(c, sale_id, out);
+        if (o == OUTCOME_OK && snapshot) snapshot(ctx);
+        consistent = atomic_load(&s->commit_seq) == before;
+        if (o != OUTCOME_OK) return o; /* audit_begin ended its transaction */
+        if (!consistent) s->be->rollback(c);
+    }
+    if (!consistent) {
+        pthread_mutex_lock(&s->commit_mu);
+        o = s->be->audit_begin(c, sale_id, out);
+        if (o == OUTCOME_OK && snapshot) snapshot(ctx);
+        pthread_mutex_unlock(&s->commit_mu);
+        if (o != OUTCOME_OK) return o;
+    }
     return s->be->audit_finish(c, sale_id, out);
 }
 
@@ -394,9 +433,36 @@ bool store_shared(const struct store *s) { return s->be == &store_pg; }
 
 const char *store_kind(const struct store *s) { return s->be == &store_pg ? "postgresql" : "sqlite"; }
 
+/* The backend reads the database without the commit lock and tells memory under
+ * it: a local commit and the news of another node's never interleave in memory. */
+static void store_event_sale(void *ctx, const struct store_sale *row, uint64_t read_ns)
+{
+    struct store *s = ctx;
+    store_commit_enter(s);
+    s->events.sale(s->events.ctx, row, read_ns);
+    store_commit_leave(s);
+}
+
+static void store_event_sold_out(void *ctx, int64_t sale_id, uint64_t read_ns)
+{
+    struct store *s = ctx;
+    store_commit_enter(s);
+    s->events.sold_out(s->events.ctx, sale_id, read_ns);
+    store_commit_leave(s);
+}
+
+static void store_event_reset(void *ctx, int64_t sale_id)
+{
+    struct store *s = ctx;
+    store_commit_enter(s);
+    s->events.reset(s->events.ctx, sale_id);
+    store_commit_leave(s);
+}
+
 void store_listen(struct store *s, const struct store_events *ev)
 {
     s->events = *ev;
+    s->locked = (struct store_events){store_event_sale, store_event_sold_out, store_event_reset, s};
     atomic_store(&s->listening, true); /* publishes events to the housekeeper */
 }
 

@@ -14,8 +14,9 @@
  * (store_purchase_now).
  *
  * The commit lock: every COMMIT and the done() callbacks after it run under it,
- * and store_audit() takes it while it opens its read snapshot, so an audit sees
- * memory and database at the same commit.
+ * and store_audit() opens its read snapshot while no one holds it (a seqlock
+ * beside the lock; the lock itself only after a few misses), so an audit sees
+ * memory and database at the same commit and, as a rule, never holds the writer up.
  *
  * Ownership: jobs belong to the caller and must stay alive until done() has been
  * called; done() may free them.  Rows are plain structs copied out.
@@ -135,11 +136,14 @@ struct store_job {
 };
 
 /* What other nodes sharing the database did (PostgreSQL), for memory to follow.
- * Called on the store's housekeeping thread. */
+ * Called on the store's housekeeping thread, under the commit lock (so memory
+ * follows the database in one order with this node's own commits).  read_ns:
+ * CLOCK_MONOTONIC just before the database was read (or the news received);
+ * whatever memory changed at or after it may be newer than what is told. */
 struct store_events {
-    void (*sale)(void *ctx, const struct store_sale *row); /* a sale as the database has it now */
-    void (*sold_out)(void *ctx, int64_t sale_id);
-    void (*reset)(void *ctx, int64_t sale_id);
+    void (*sale)(void *ctx, const struct store_sale *row, uint64_t read_ns); /* a sale as the database has it */
+    void (*sold_out)(void *ctx, int64_t sale_id, uint64_t read_ns);
+    void (*reset)(void *ctx, int64_t sale_id); /* by another node */
     void *ctx;
 };
 

@@ -9,14 +9,21 @@
  * makes store.c run the batch again.
  *
  * Memory on each node is a cache: the housekeeper's connection LISTENs on channel
- * 'flashsale' (soldout:<id>, changed:<id>, reset:<id>, sent by whichever node made
- * the change, at its COMMIT) and re-reads every sale once a second, and hands
- * what it learns to store_events.
+ * 'flashsale' (soldout:<id>, changed:<id>, reset:<id>, each followed by :<origin>,
+ * the sending process's random id; sent by whichever node made the change, at its
+ * COMMIT) and re-reads every sale once a second, and hands what it learns to
+ * store_events, with the time before it read: memory changed after that is newer
+ * and is not overwritten.  A node hears its own news too; memory already did what
+ * those say, and a reset's forgetting of the per-user ledger must then not run
+ * again over purchases made since.
  */
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
@@ -43,7 +50,18 @@ struct store_conn {
     bool retry;     /* the last failure was a deadlock or serialization failure */
     bool listening; /* the housekeeper's: LISTEN flashsale is on */
     unsigned rounds;
+    uint64_t round_ns; /* the housekeeper's: when its last round began */
 };
+
+/* This process, in the notifications it sends. */
+static unsigned long long pg_origin;
+static pthread_once_t pg_origin_once = PTHREAD_ONCE_INIT;
+
+static void pg_origin_init(void)
+{
+    if (getrandom(&pg_origin, sizeof pg_origin, 0) != (ssize_t)sizeof pg_origin)
+        pg_origin = ((unsigned long long)getpid() << 32) ^ (unsigned long long)clock_mono_ns();
+}
 
 static const struct {
     const char *name, *sql;
@@ -129,8 +147,9 @@ static int pg_exec(struct store_conn *c, const char *sql)
 
 static void pg_notify(struct store_conn *c, const char *what, int64_t sale_id)
 {
-    char msg[48];
-    snprintf(msg, sizeof msg, "%s:%lld", what, (long long)sale_id);
+    char msg[64];
+    pthread_once(&pg_origin_once, pg_origin_init);
+    snprintf(msg, sizeof msg, "%s:%lld:%llx", what, (long long)sale_id, pg_origin);
     const char *v[] = {msg};
     PGresult *r = pg_run(c, "notify", 1, v, PGRES_TUPLES_OK);
     PQclear(r);
@@ -586,11 +605,12 @@ static void pg_refresh(struct store_conn *c, const struct store_events *ev, int6
 {
     char a[24];
     const char *v[] = {PG_NUM(a, sale_id)};
+    uint64_t read_ns = clock_mono_ns();
     PGresult *r = sale_id ? pg_run(c, "sale_one", 1, v, PGRES_TUPLES_OK) : pg_run(c, "sales_all", 0, NULL, PGRES_TUPLES_OK);
     for (int row = 0; r && row < PQntuples(r); row++) {
         struct store_sale s;
         pg_read_sale(r, row, &s);
-        ev->sale(ev->ctx, &s);
+        ev->sale(ev->ctx, &s, read_ns);
     }
     PQclear(r);
 }
@@ -598,17 +618,24 @@ static void pg_refresh(struct store_conn *c, const struct store_events *ev, int6
 static void pg_housekeep(struct store_conn *c, const struct store_events *ev)
 {
     if (!ev) return;
+    pthread_once(&pg_origin_once, pg_origin_init);
     if (!c->listening) {
+        c->round_ns = clock_mono_ns();
         c->listening = pg_exec(c, "LISTEN flashsale") == 0;
         if (!c->listening) return;
     }
+    /* Every notification handled now reached this connection after the last
+     * round began (libpq also reads them during that round's queries). */
+    uint64_t heard_ns = c->round_ns;
+    c->round_ns = clock_mono_ns();
     if (!PQconsumeInput(c->pg)) LOG_WARN("pg: listening: %s", PQerrorMessage(c->pg));
     for (PGnotify *n; (n = PQnotifies(c->pg)); PQfreemem(n)) {
         char what[16];
         long long id;
-        if (sscanf(n->extra, "%15[^:]:%lld", what, &id) != 2) continue;
-        if (strcmp(what, "soldout") == 0) ev->sold_out(ev->ctx, id);
-        else if (strcmp(what, "reset") == 0) ev->reset(ev->ctx, id);
+        unsigned long long origin = 0;
+        if (sscanf(n->extra, "%15[^:]:%lld:%llx", what, &id, &origin) < 2) continue;
+        if (strcmp(what, "soldout") == 0) ev->sold_out(ev->ctx, id, heard_ns);
+        else if (strcmp(what, "reset") == 0 && origin != pg_origin) ev->reset(ev->ctx, id);
         if (strcmp(what, "soldout") != 0) pg_refresh(c, ev, id);
     }
     if (++c->rounds % PG_REFRESH_EVERY == 0) pg_refresh(c, ev, 0);

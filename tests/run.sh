@@ -4,8 +4,8 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | hostile | faults | ecosystem |
-#                fuzz | pg | cluster | tsan | asan | e2e | contract
+#   tests/run.sh all | unit | api | crowd | kill | lifecycle | starve | security | hostile | faults |
+#                ecosystem | fuzz | pg | cluster | tsan | asan | e2e | contract
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tests/out
@@ -69,6 +69,7 @@ api) suite api python3 tests/test_api.py ;;
 crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
 lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
+starve) suite starve python3 tests/test_starve.py ;;
 security) suite security python3 tests/test_security.py ;;
 hostile) suite hostile python3 tests/test_hostile.py ;;
 faults) suite faults python3 tests/test_faults.py ;;
@@ -95,6 +96,7 @@ all)
     suite crowd python3 tests/test_crowd.py
     suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
     suite lifecycle python3 tests/test_lifecycle.py
+    suite starve python3 tests/test_starve.py
     suite security python3 tests/test_security.py
     suite hostile python3 tests/test_hostile.py
     suite faults python3 tests/test_faults.py
@@ -119,7 +121,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|hostile|faults|ecosystem|fuzz|pg|cluster|tsan|asan|e2e|contract" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|starve|security|hostile|faults|ecosystem|fuzz|pg|cluster|tsan|asan|e2e|contract" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"

@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, TOKEN, Client, Server, check, db_truth, finish, metric, same_key_retries  # noqa: E402
+from harness import ROOT, TOKEN, Client, Server, check, db_truth, finish, metric, same_key_retries, together  # noqa: E402
 
 SUITE = "api"
 BINARY = sys.argv[1] if len(sys.argv) > 1 else None
@@ -59,6 +60,7 @@ def main():
         srv.cleanup()
     command_line()
     admin_off()
+    concurrent_admins()
     finish()
 
 
@@ -331,6 +333,63 @@ def command_line():
         check(SUITE, "generated_token_printed_once_and_works", len(lines) == 1 and len(tok) >= 32 and r.status == 201,
               f"{lines} {r}")
         srv.stop()
+    finally:
+        srv.cleanup()
+
+
+def concurrent_admins(creators=8, each=100, resets=40):
+    """Creators and resetters at once beside a CPU hog (issue 11, section 4).  On
+    PostgreSQL the housekeeper hears of every new sale and re-reads it; it used to
+    publish the sale in memory before the creator did, and the creator, finding the
+    slot taken, answered 409 too_many_sales for a sale the database had."""
+    srv = Server(binary=BINARY)
+    hog = subprocess.Popen(["nice", "sh", "-c", "while :; do :; done"])
+    answers, resets_seen, lock = [], [], threading.Lock()
+    try:
+        srv.start()
+
+        def creator(i):
+            c = srv.client()
+            for k in range(each):
+                r = c.admin("/api/v1/sales", {"name": f"c{i}-{k}", "stock": 2})
+                with lock:
+                    answers.append((r.status, r.json.get("id") if r.status == 201 else r.error()))
+            c.close()
+
+        def resetter(_):
+            # Sell out, reset, buy again at once: the sale must be on sale again,
+            # whatever the refresh read before the reset.
+            c = srv.client()
+            for k in range(resets):
+                sale = c.create_sale(name=f"r{k}", stock=1)
+                first = c.post(f"/api/v1/sales/{sale}/orders", {"user_id": "ann"}).status
+                reset = c.admin(f"/api/v1/sales/{sale}/reset")
+                again = c.post(f"/api/v1/sales/{sale}/orders", {"user_id": "ann"})
+                with lock:
+                    resets_seen.append((first, reset.status, reset.json.get("stock_left") if reset.json else None,
+                                        again.status, again.error()))
+            c.close()
+
+        together(creators + 1, lambda i: creator(i) if i < creators else resetter(i))
+    finally:
+        hog.kill()
+        hog.wait()
+    try:
+        bad = [a for a in answers if a[0] != 201]
+        check(SUITE, "concurrent_creators_all_201", len(answers) == creators * each and not bad,
+              f"{len(bad)} of {len(answers)} not 201: {bad[:5]}")
+        ids = [a[1] for a in answers if a[0] == 201]
+        rows = srv.sql("SELECT COUNT(*) FROM sales WHERE name LIKE 'c%'")[0][0]
+        check(SUITE, "concurrent_creators_ids_unique_and_stored", len(set(ids)) == len(ids) and rows == creators * each,
+              f"{len(set(ids))} distinct ids of {len(ids)}; {rows} rows")
+        c = srv.client()
+        listed = {s["id"]: s for s in c.get("/api/v1/sales").json["sales"]}
+        wrong = [i for i in ids if listed.get(i, {}).get("stock_left") != 2]
+        check(SUITE, "concurrent_creators_sales_in_memory", not wrong, f"{len(wrong)} missing or wrong: {wrong[:5]}")
+        bad = [r for r in resets_seen if r != (201, 200, 1, 201, None)]
+        check(SUITE, "reset_then_buy_at_once_201", len(resets_seen) == resets and not bad, f"{bad[:5]}")
+        code, _ = srv.stop()
+        check(SUITE, "concurrent_admins_stop_clean", code == 0 and not srv.sanitizer_reports(), f"exit {code}")
     finally:
         srv.cleanup()
 
