@@ -117,6 +117,38 @@ void hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
     hmac_final(&c, out);
 }
 
+void hmac_sha256_key_init(struct hmac_sha256_key *k, const void *key, size_t key_len)
+{
+    uint8_t raw[64] = {0}, pad[64];
+    if (key_len > 64) hmac_sha256_digest(key, key_len, raw);
+    else memcpy(raw, key, key_len);
+    struct hmac_sha256_ctx c;
+    for (int i = 0; i < 64; i++) pad[i] = raw[i] ^ 0x36;
+    hmac_init(&c);
+    hmac_update(&c, pad, 64);
+    memcpy(k->inner, c.h, sizeof k->inner);
+    for (int i = 0; i < 64; i++) pad[i] = raw[i] ^ 0x5c;
+    hmac_init(&c);
+    hmac_update(&c, pad, 64);
+    memcpy(k->outer, c.h, sizeof k->outer);
+    memset(raw, 0, sizeof raw);
+    memset(pad, 0, sizeof pad);
+}
+
+void hmac_sha256_keyed(const struct hmac_sha256_key *k, const void *data, size_t len,
+                       uint8_t out[HMAC_SHA256_LEN])
+{
+    uint8_t inner[HMAC_SHA256_LEN];
+    struct hmac_sha256_ctx c = {.fill = 0, .bytes = 64}; /* one block of pad already hashed */
+    memcpy(c.h, k->inner, sizeof c.h);
+    hmac_update(&c, data, len);
+    hmac_final(&c, inner);
+    c = (struct hmac_sha256_ctx){.fill = 0, .bytes = 64};
+    memcpy(c.h, k->outer, sizeof c.h);
+    hmac_update(&c, inner, sizeof inner);
+    hmac_final(&c, out);
+}
+
 bool hmac_equal(const void *a, const void *b, size_t n)
 {
     const volatile uint8_t *x = a, *y = b;

@@ -1,4 +1,5 @@
-/* test_hmac — SHA-256 (FIPS 180-2 examples) and HMAC-SHA-256 (RFC 4231 cases 1-4, 6, 7). */
+/* test_hmac — SHA-256 (FIPS 180-2 examples) and HMAC-SHA-256 (RFC 4231 cases 1-4, 6, 7),
+ * one-shot and with a prepared key. */
 #include <stdio.h>
 #include <string.h>
 
@@ -68,6 +69,13 @@ static void test_hmac_rfc4231(void)
         uint8_t d[HMAC_SHA256_LEN];
         char h[65];
         hmac_sha256(cases[i].key, cases[i].key_len, cases[i].data, cases[i].len, d);
+        hex(d, sizeof d, h);
+        CHECK_EQ_STR(h, cases[i].want);
+        /* the same with the pads hashed once, ahead of time */
+        struct hmac_sha256_key k;
+        hmac_sha256_key_init(&k, cases[i].key, cases[i].key_len);
+        memset(d, 0, sizeof d);
+        hmac_sha256_keyed(&k, cases[i].data, cases[i].len, d);
         hex(d, sizeof d, h);
         CHECK_EQ_STR(h, cases[i].want);
     }
