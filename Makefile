@@ -47,7 +47,7 @@ LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
 # Every module but main.c is also linked into the unit tests and fuzzers.
 MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit \
-           store store_sqlite store_pg http api admin render assets clock
+           store store_sqlite store_pg http api admin render assets clock ordertoken
 OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
