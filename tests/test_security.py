@@ -224,6 +224,15 @@ def enumeration(label, secret=None):
               repr(r))
         r = c.order(orders[2], token=tok(orders[4]))
         check(SUITE, f"{label}:after_restart_other_token_404", r.status == 404, repr(r))
+        # A reset deletes the sale's orders (the newest ones here): their ids must not come
+        # back, or a kept token would open a new buyer's order.
+        gone = [o for o in orders + [own] if o["sale_id"] == pending_sale]
+        r = c.admin(f"/api/v1/sales/{pending_sale}/reset")
+        fresh = c.request("POST", f"/api/v1/sales/{pending_sale}/orders", json_body={"user_id": "newcomer"},
+                          headers=signed("newcomer")).json or {}
+        opened = [c.order({"order_id": fresh.get("order_id")}, token=tok(o)).status for o in gone]
+        check(SUITE, f"{label}:reset_ids_not_reused", r.status == 200 and fresh.get("order_id", 0) > top
+              and opened == [404] * len(gone), f"{r} {fresh} {opened}")
         srv.stop()
     finally:
         srv.cleanup()

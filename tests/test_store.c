@@ -624,6 +624,44 @@ static void test_reset(void)
     close_store(&o);
 }
 
+/* An order id is never given twice (its token is derived from it): a reset that
+ * deletes the newest orders must not let SQLite's max(id) + 1 hand their ids out
+ * again, within a run or after a restart, however many resets come in a row. */
+static void test_reset_never_reuses_ids(void)
+{
+    const char *path = new_db_path();
+    struct opened o;
+    open_at(&o, path, "0");
+    int64_t sale = create_sale(o.st, "Reset me", 10, 10, 0);
+    struct store_purchase p;
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(buy(o.st, sale, "ann", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 3);
+    struct store_job job = {.op = STORE_RESET_SALE, .u.sale_id = sale};
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
+    CHECK_EQ_INT(buy(o.st, sale, "bob", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 4);
+    CHECK_EQ_INT(buy(o.st, sale, "bob", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 5);
+    /* two resets in a row, then a restart before the next order */
+    job = (struct store_job){.op = STORE_RESET_SALE, .u.sale_id = sale};
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
+    job = (struct store_job){.op = STORE_RESET_SALE, .u.sale_id = sale};
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
+    close_store(&o);
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM orders"), 0);
+    open_at(&o, path, "0");
+    CHECK_EQ_INT(buy(o.st, sale, "cat", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 6);
+    /* a refused first order after a reset (a schema CHECK) leaves the floor for the next */
+    job = (struct store_job){.op = STORE_RESET_SALE, .u.sale_id = sale};
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
+    CHECK(buy(o.st, sale, "", 1, 10, NULL, &p) != OUTCOME_OK);
+    CHECK_EQ_INT(buy(o.st, sale, "dan", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 7);
+    close_store(&o);
+    CHECK_EQ_INT(sql_int(path, "SELECT integrity_check = 'ok' FROM pragma_integrity_check"), 1);
+}
+
 /* A purchase whose INSERT breaks a schema CHECK (empty user id) is undone to its
  * savepoint: its stock UPDATE is rolled back, the rest of the batch commits. */
 static void test_savepoint_undoes_one_job(void)
@@ -972,6 +1010,7 @@ static const struct unit_case cases[] = {
     {"idempotency", test_idempotency},
     {"order_get", test_order_get},
     {"reset", test_reset},
+    {"reset_never_reuses_ids", test_reset_never_reuses_ids},
     {"savepoint_undoes_one_job", test_savepoint_undoes_one_job},
     {"unguarded_write", test_unguarded_write},
     {"audit", test_audit},
