@@ -50,7 +50,7 @@ LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
 # Every module but main.c is also linked into the unit tests and fuzzers.
 MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit \
-           store store_sqlite store_pg http api admin render assets clock version
+           store store_sqlite store_pg http api admin render assets clock version ordertoken
 OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
@@ -112,7 +112,8 @@ deps-contract:
 $(BUILD)/gen/schema_sql.h: sql/schema.sql sql/schema_pg.sql sql/migrations/*.sql sql/embed.sh Makefile
 	@mkdir -p $(dir $@)
 	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql schema_pg_sql sql/schema_pg.sql \
-	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql
+	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql \
+	  migrate_sqlite_003 sql/migrations/sqlite-003-meta.sql
 
 $(BUILD)/%.o: src/%.c | $(GEN)
 	@mkdir -p $(dir $@)

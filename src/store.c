@@ -38,6 +38,7 @@ struct store {
     /* Odd while someone holds commit_mu to change the database or memory: an audit
      * reads it around its snapshot instead of taking the lock (store_audit). */
     _Atomic uint64_t commit_seq;
+    uint8_t order_secret[STORE_SECRET_LEN];
 
     pthread_t housekeeper; /* runs be->housekeep on its own connection */
     struct store_events events;   /* the caller's */
@@ -195,7 +196,7 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
     pthread_cond_init(&s->housekeep_wake, NULL);
     pthread_mutex_init(&s->commit_mu, NULL);
     s->writer_conn = s->be->connect(cfg, true, err, err_size);
-    if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, err, err_size) != 0 ||
+    if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, s->order_secret, err, err_size) != 0 ||
         pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
         if (s->writer_conn) s->be->disconnect(s->writer_conn);
         free(s);
@@ -209,6 +210,8 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
     }
     return s;
 }
+
+const uint8_t *store_order_secret(const struct store *s) { return s->order_secret; }
 
 void store_close(struct store *s)
 {
@@ -226,6 +229,7 @@ void store_close(struct store *s)
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->housekeep_wake);
     pthread_mutex_destroy(&s->mu);
+    memset(s->order_secret, 0, sizeof s->order_secret);
     free(s);
 }
 
@@ -381,7 +385,7 @@ static enum store_settle_step store_settle_step(const struct store_order *o, con
 {
     bool pending = strcmp(o->status, "pending") == 0;
     *outcome = OUTCOME_OK;
-    if (strcmp(o->user_id, user) != 0) {
+    if (user[0] && strcmp(o->user_id, user) != 0) {
         *outcome = OUTCOME_FORBIDDEN;
         return SETTLE_NOTHING;
     }

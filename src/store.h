@@ -83,10 +83,10 @@ struct store_audit {
     int64_t paid_late; /* paid orders whose payment came at or after expiry: must be 0 */
 };
 
-/* Pay or cancel one order (by its own user). */
+/* Pay or cancel one order (its token was checked before). */
 struct store_settle {
     int64_t order_id;
-    char user_id[PAYLOAD_USER_MAX + 1];
+    char user_id[PAYLOAD_USER_MAX + 1]; /* must be the order's user; "" = not given */
     struct store_order order; /* out: the order as it is now */
     bool paid_now;            /* out: this job moved it from pending to paid */
     bool returned;            /* out: this job gave its units back (cancelled or expired) */
@@ -151,6 +151,12 @@ struct store_events {
  * for SQLite, a postgresql:// URI for PostgreSQL — and starts the writer thread.
  * Returns NULL and writes a reason into err on failure. */
 struct store *store_open(const struct config *cfg, char *err, size_t err_size);
+
+/* The database's order secret: 32 random bytes made once, at the first start,
+ * and kept in the database (one for every node sharing it), from which order
+ * tokens are derived (ordertoken.h).  Valid until store_close. */
+#define STORE_SECRET_LEN 32
+const uint8_t *store_order_secret(const struct store *s);
 
 /* Runs every queued job, stops the writer, closes the database. */
 void store_close(struct store *s);

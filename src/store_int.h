@@ -28,8 +28,11 @@ struct store_backend {
     struct store_conn *(*connect)(const struct config *cfg, bool writer, char *err, size_t err_size);
     void (*disconnect)(struct store_conn *c);
 
-    /* Creates or migrates the schema and the demo sale; on the writer's connection. */
-    int (*setup)(struct store_conn *c, const struct config *cfg, char *err, size_t err_size);
+    /* Creates or migrates the schema and the demo sale, and reads the order
+     * secret into secret (creating it, once for the database, when missing); on
+     * the writer's connection. */
+    int (*setup)(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN], char *err,
+                 size_t err_size);
 
     /* BEGIN IMMEDIATE / COMMIT / ROLLBACK; 0 or -1. */
     int (*begin)(struct store_conn *c);

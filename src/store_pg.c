@@ -17,6 +17,7 @@
  * those say, and a reset's forgetting of the per-user ledger must then not run
  * again over purchases made since.
  */
+#include <errno.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -30,7 +31,7 @@
 #include "schema_sql.h"
 #include "store_int.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_REFRESH_EVERY 100 /* housekeeping rounds (of .housekeep_ms, below) between full refreshes */
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
@@ -202,7 +203,42 @@ static struct store_conn *pg_connect(const struct config *cfg, bool writer, char
     return c;
 }
 
-static int pg_setup(struct store_conn *c, const struct config *cfg, char *err, size_t err_size)
+/* The order secret every node shares: the first node to start inserts its own
+ * random bytes, every later one (or a racer, should the lock ever be skipped)
+ * reads the row that is there. */
+static int pg_order_secret(struct store_conn *c, uint8_t secret[STORE_SECRET_LEN], char *err, size_t err_size)
+{
+    uint8_t mine[STORE_SECRET_LEN];
+    char hex[2 * STORE_SECRET_LEN + 3] = "\\x";
+    if (getrandom(mine, sizeof mine, 0) != (ssize_t)sizeof mine) {
+        snprintf(err, err_size, "cannot make the order secret: %s", strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < STORE_SECRET_LEN; i++) snprintf(hex + 2 + 2 * i, 3, "%02x", mine[i]);
+    memset(mine, 0, sizeof mine);
+    const char *v[] = {hex};
+    PGresult *r = PQexecParams(c->pg,
+                               "INSERT INTO flashsale_meta (name, value) VALUES ('order_secret', $1::bytea)"
+                               " ON CONFLICT (name) DO NOTHING",
+                               1, NULL, v, NULL, NULL, 0);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (ok && strcmp(PQcmdTuples(r), "1") == 0) LOG_INFO("store: made the order secret");
+    PQclear(r);
+    memset(hex, 0, sizeof hex);
+    /* Binary result: the bytes as they are. */
+    r = ok ? PQexecParams(c->pg, "SELECT value FROM flashsale_meta WHERE name = 'order_secret'", 0, NULL, NULL,
+                          NULL, NULL, 1)
+           : NULL;
+    ok = ok && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+         PQgetlength(r, 0, 0) == STORE_SECRET_LEN;
+    if (ok) memcpy(secret, PQgetvalue(r, 0, 0), STORE_SECRET_LEN);
+    else snprintf(err, err_size, "cannot read the order secret: %s", PQerrorMessage(c->pg));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+static int pg_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN], char *err,
+                    size_t err_size)
 {
     /* One node at a time: the first creates, the others find it done. */
     if (pg_exec(c, "SELECT pg_advisory_lock(715517)") != 0) {
@@ -223,7 +259,11 @@ static int pg_setup(struct store_conn *c, const struct config *cfg, char *err, s
                  PG_SCHEMA_VERSION);
         goto out;
     }
-    if (version == 0 && pg_exec(c, "INSERT INTO flashsale_schema VALUES (1)") != 0) goto out;
+    /* Version 2 added flashsale_meta (created above with the rest); a version 1
+     * database needs nothing else, and an older flashsale, which would serve
+     * orders without asking for their tokens, now refuses to start on it. */
+    if (version < PG_SCHEMA_VERSION && pg_exec(c, "INSERT INTO flashsale_schema VALUES (2)") != 0) goto out;
+    if (pg_order_secret(c, secret, err, err_size) != 0) goto out;
     if (pg_prepare(c, err, err_size) != 0) goto out;
     if (cfg->demo_stock > 0) {
         char sql[320];
