@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "framing.h"
 #include "log.h"
 
 #define HTTP_SMALL_BODY 512
@@ -322,6 +323,25 @@ static void http_append(struct http_request *r, const char *data, size_t len)
     r->body_len += len;
 }
 
+static enum MHD_Result http_framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         size_t key_size, const char *value, size_t value_size)
+{
+    return framing_field(cls, key, key_size, value, value_size) ? MHD_YES : MHD_NO;
+}
+
+/* Refuses ambiguous framing before libmicrohttpd reads a body byte (see framing.h).
+ * libmicrohttpd left the header block in place from the request line's method to
+ * REQUEST_HEADER_SIZE bytes on; the scan checks each field against it. */
+static enum framing_fault http_framing(struct http_request *r, const char *method, const char *version)
+{
+    const union MHD_ConnectionInfo *hs =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    struct framing_scan fs;
+    framing_begin(&fs, version, hs ? method + hs->header_size : NULL);
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, http_framing_field, &fs);
+    return framing_end(&fs);
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload,
                                    size_t *upload_size, void **con_cls)
@@ -345,6 +365,16 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
             http_reply(r, 400, body, sizeof body - 1, close);
             return MHD_YES;
         }
+        enum framing_fault f = http_framing(r, method, version);
+        if (f != FRAMING_OK) {
+            char body[192];
+            int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}",
+                             framing_code(f), framing_message(f));
+            const char *close[] = {"Connection", "close", NULL};
+            http_reply(r, framing_status(f), body, (size_t)n, close);
+            return MHD_YES;
+        }
+        r->url = framing_path(url);
         hooks->handle(hooks->ctx, r, HTTP_HEADERS);
         return MHD_YES;
     }

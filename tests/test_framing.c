@@ -1,0 +1,213 @@
+/* Unit tests of framing: a table of raw header blocks, each turned into the in-place
+ * layout libmicrohttpd 0.9.75 leaves (terminators and ':' overwritten with NUL, a
+ * value measured with strlen, an obs-fold glued onto the previous name), then
+ * scanned; plus absolute-form paths. */
+#include <stdlib.h>
+
+#include "framing.h"
+#include "unit.h"
+
+#define MAX_FIELDS 16
+
+/* Parses raw (everything after "METHOD SP target SP") the way libmicrohttpd does,
+ * in place in buf, and scans it.  Returns the verdict. */
+static enum framing_fault scan_raw(const char *raw, size_t len)
+{
+    static char buf[4096];
+    CHECK(len < sizeof buf);
+    memcpy(buf, raw, len);
+    buf[len] = 0;
+    /* Split lines: CRLF or bare LF, each byte of the terminator becomes NUL. */
+    char *lines[MAX_FIELDS + 2];
+    size_t n = 0, pos = 0;
+    char *end = NULL;
+    while (pos < len && n < MAX_FIELDS + 2) {
+        char *line = buf + pos;
+        size_t i = pos;
+        while (i < len && buf[i] != '\n' && !(buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n')) i++;
+        CHECK(i < len);
+        bool empty = i == pos;
+        if (buf[i] == '\r') buf[i++] = 0;
+        buf[i++] = 0;
+        pos = i;
+        if (empty) {
+            end = buf + pos;
+            break;
+        }
+        lines[n++] = line;
+    }
+    CHECK(end != NULL && n >= 1);
+    /* Fields: name up to ':' (now NUL), value after spaces, measured with strlen.  A
+     * line starting with SP/HTAB is an obs-fold: libmicrohttpd appends it to the
+     * previous name in a new block and zeroes the old name. */
+    static char moved[MAX_FIELDS][256];
+    const char *name[MAX_FIELDS], *value[MAX_FIELDS];
+    size_t fields = 0;
+    for (size_t i = 1; i < n; i++) {
+        char *line = lines[i];
+        if ((line[0] == ' ' || line[0] == '\t') && fields) {
+            char *tail = line;
+            while (*tail == ' ' || *tail == '\t') tail++;
+            size_t nl = strlen(name[fields - 1]);
+            char *m = moved[fields - 1];
+            memcpy(m, name[fields - 1], nl);
+            strcpy(m + nl, tail);
+            memset((char *)(uintptr_t)name[fields - 1], 0, nl + 1);
+            name[fields - 1] = m;
+            continue;
+        }
+        char *colon = strchr(line, ':');
+        CHECK(colon != NULL);
+        *colon++ = 0;
+        while (*colon == ' ' || *colon == '\t') colon++;
+        name[fields] = line;
+        value[fields] = colon;
+        fields++;
+    }
+    struct framing_scan s;
+    framing_begin(&s, lines[0], end);
+    for (size_t i = 0; i < fields; i++)
+        if (!framing_field(&s, name[i], strlen(name[i]), value[i], strlen(value[i]))) break;
+    return framing_end(&s);
+}
+
+#define RAW(s) s, sizeof s - 1
+
+static const struct {
+    const char *name;
+    const char *raw;
+    size_t len;
+    enum framing_fault want;
+} cases[] = {
+    {"plain_get", RAW("HTTP/1.1\r\nHost: t\r\n\r\n"), FRAMING_OK},
+    {"bare_lf_lines", RAW("HTTP/1.1\nHost: t\nX-A: b\n\n"), FRAMING_OK},
+    {"post_with_length", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 18\r\n\r\n"), FRAMING_OK},
+    {"post_chunked", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\n\r\n"), FRAMING_OK},
+    {"http10_no_host", RAW("HTTP/1.0\r\n\r\n"), FRAMING_OK},
+    {"http10_no_host_lf", RAW("HTTP/1.0\n\n"), FRAMING_OK},
+    {"empty_value", RAW("HTTP/1.1\r\nHost: t\r\nX-Empty:\r\nX-B: c\r\n\r\n"), FRAMING_OK},
+    {"trailing_spaces_kept", RAW("HTTP/1.1\r\nHost: t\r\nX-A: b  \r\n\r\n"), FRAMING_OK},
+    {"tab_in_value", RAW("HTTP/1.1\r\nHost: t\r\nX-A: b\tc\r\n\r\n"), FRAMING_OK},
+    {"length_zero", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"), FRAMING_OK},
+    {"length_max", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 9223372036854775807\r\n\r\n"), FRAMING_OK},
+    {"cl_and_te", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"),
+     FRAMING_CL_AND_TE},
+    {"te_and_cl", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"),
+     FRAMING_CL_AND_TE},
+    {"cl_twice_different", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 18\r\n\r\n"),
+     FRAMING_CL_REPEATED},
+    {"cl_twice_equal", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\ncontent-length: 4\r\n\r\n"),
+     FRAMING_CL_REPEATED},
+    {"cl_list", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 4, 4\r\n\r\n"), FRAMING_CL_INVALID},
+    {"cl_negative", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n"), FRAMING_CL_INVALID},
+    {"cl_plus", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: +18\r\n\r\n"), FRAMING_CL_INVALID},
+    {"cl_hex", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 0x12\r\n\r\n"), FRAMING_CL_INVALID},
+    {"cl_suffix", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 18abc\r\n\r\n"), FRAMING_CL_INVALID},
+    {"cl_empty", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n\r\n"), FRAMING_CL_INVALID},
+    {"cl_2_63", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 9223372036854775808\r\n\r\n"), FRAMING_CL_INVALID},
+    {"cl_2_64", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551616\r\n\r\n"), FRAMING_CL_INVALID},
+    {"te_gzip", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n"), FRAMING_TE_UNSUPPORTED},
+    {"te_xchunked", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n"), FRAMING_TE_UNSUPPORTED},
+    {"te_chunked_identity", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
+     FRAMING_TE_UNSUPPORTED},
+    {"te_identity_chunked", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity, chunked\r\n\r\n"),
+     FRAMING_TE_UNSUPPORTED},
+    {"te_trailing_space", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked \r\n\r\n"),
+     FRAMING_TE_UNSUPPORTED},
+    {"te_twice", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+     FRAMING_TE_REPEATED},
+    {"te_in_http10", RAW("HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), FRAMING_TE_HTTP10},
+    {"host_missing", RAW("HTTP/1.1\r\nX-A: b\r\n\r\n"), FRAMING_HOST_MISSING},
+    {"host_missing_no_fields", RAW("HTTP/1.1\r\n\r\n"), FRAMING_HOST_MISSING},
+    {"host_twice", RAW("HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), FRAMING_HOST_REPEATED},
+    {"host_twice_http10", RAW("HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"), FRAMING_HOST_REPEATED},
+    {"fold_in_middle", RAW("HTTP/1.1\r\nHost: t\r\nX-A: b\r\n c\r\nX-B: d\r\n\r\n"), FRAMING_LINES},
+    {"fold_last", RAW("HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n ;x=y\r\n\r\n"), FRAMING_LINES},
+    {"fold_splits_length", RAW("HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n 8\r\n\r\n"), FRAMING_LINES},
+    {"fold_tab", RAW("HTTP/1.1\r\nHost: t\r\nX-A: b\r\n\tc\r\n\r\n"), FRAMING_LINES},
+    {"nul_in_value_middle", RAW("HTTP/1.1\r\nAuthorization: Bearer T\0junk\r\nHost: t\r\n\r\n"), FRAMING_LINES},
+    {"nul_in_value_last", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\0\r\n\r\n"), FRAMING_LINES},
+    {"nul_in_value_last_lf", RAW("HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\0\n\n"), FRAMING_LINES},
+    {"nul_after_colon", RAW("HTTP/1.1\r\nHost:\0 t\r\n\r\n"), FRAMING_LINES},
+    {"mixed_line_endings", RAW("HTTP/1.1\r\nHost: t\nX-A: b\r\n\r\n"), FRAMING_LINES},
+    {"bare_cr_in_value", RAW("HTTP/1.1\r\nHost: t\r\nX-A: b\rc\r\n\r\n"), FRAMING_VALUE},
+    {"del_in_value", RAW("HTTP/1.1\r\nHost: t\r\nX-A: b\x7f\r\n\r\n"), FRAMING_VALUE},
+    {"space_before_colon", RAW("HTTP/1.1\r\nHost : t\r\n\r\n"), FRAMING_NAME},
+    {"empty_name", RAW("HTTP/1.1\r\nHost: t\r\n: v\r\n\r\n"), FRAMING_NAME},
+    {"name_with_slash", RAW("HTTP/1.1\r\nHost: t\r\nX/A: v\r\n\r\n"), FRAMING_NAME},
+};
+
+/* A row's verdict; FRAMING_COUNT when the block itself is malformed (a CHECK failed). */
+static enum framing_fault scan_row(size_t i)
+{
+    volatile enum framing_fault got = FRAMING_COUNT;
+    unit_why[0] = 0;
+    if (setjmp(unit_jump) == 0) got = scan_raw(cases[i].raw, cases[i].len);
+    return got;
+}
+
+/* One PASS/FAIL line per row, so the count says how many blocks were tried. */
+static int run_table(void)
+{
+    int failed = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        enum framing_fault got = scan_row(i);
+        if (got == cases[i].want) {
+            printf("PASS test_framing.c:table:%s\n", cases[i].name);
+        } else {
+            printf("FAIL test_framing.c:table:%s: fault %d, expected %d %s\n", cases[i].name, (int)got,
+                   (int)cases[i].want, unit_why);
+            failed++;
+        }
+    }
+    fflush(stdout);
+    return failed;
+}
+
+static void test_unknown_end_is_a_fault(void)
+{
+    char version[] = "HTTP/1.1\0\0";
+    struct framing_scan s;
+    framing_begin(&s, version, NULL);
+    CHECK_EQ_INT(framing_end(&s), FRAMING_LINES);
+}
+
+static void test_statuses(void)
+{
+    for (int f = 1; f < FRAMING_COUNT; f++) {
+        int want = f == FRAMING_TE_UNSUPPORTED ? 501 : 400;
+        CHECK_EQ_INT(framing_status((enum framing_fault)f), want);
+        CHECK(framing_message((enum framing_fault)f) && strchr(framing_message((enum framing_fault)f), '"') == NULL);
+    }
+    CHECK_EQ_STR(framing_code(FRAMING_TE_UNSUPPORTED), "not_implemented");
+    CHECK_EQ_STR(framing_code(FRAMING_CL_AND_TE), "invalid_request");
+}
+
+static void test_paths(void)
+{
+    static const struct {
+        const char *target, *path;
+    } paths[] = {
+        {"/api/v1/sales/1", "/api/v1/sales/1"},
+        {"http://h:8080/api/v1/sales/1", "/api/v1/sales/1"},
+        {"HTTP://h/healthz", "/healthz"},
+        {"https://h/", "/"},
+        {"http://h", "/"},
+        {"*", "*"},
+        {"http:/x", "http:/x"},
+        {"ftp://h/x", "ftp://h/x"},
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        CHECK_EQ_STR(framing_path(paths[i].target), paths[i].path);
+}
+
+static const struct unit_case unit_cases[] = {{"unknown_end_is_a_fault", test_unknown_end_is_a_fault},
+                                              {"statuses", test_statuses},
+                                              {"paths", test_paths},
+                                              {NULL, NULL}};
+
+int main(void)
+{
+    int failed = run_table();
+    return unit_run(unit_cases) | (failed != 0);
+}
