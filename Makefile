@@ -53,7 +53,7 @@ GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill test-lifecycle \
-        test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench clean
+        test-tsan test-asan test-e2e test-pg test-cluster test-hostile test-framing asan tsan fuzz loadtest bench clean
 
 all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench
 
@@ -167,6 +167,9 @@ test-cluster: all deps-pg
 
 test-hostile: all
 	tests/run.sh hostile
+
+test-framing: all
+	tests/run.sh framing
 
 fuzz:
 	tests/fuzz.sh $(FUZZ_RUNS)

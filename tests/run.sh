@@ -4,7 +4,7 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | hostile | faults |
+#   tests/run.sh all | unit | api | crowd | kill | lifecycle | security | hostile | framing | faults |
 #                fuzz | pg | cluster | tsan | asan | e2e
 set -u
 cd "$(dirname "$0")/.."
@@ -71,6 +71,7 @@ kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
 lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
 security) suite security python3 tests/test_security.py ;;
 hostile) suite hostile python3 tests/test_hostile.py ;;
+framing) suite framing python3 tests/test_framing.py ;;
 faults) suite faults python3 tests/test_faults.py ;;
 fuzz) suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}" ;;
 pg) pg_suites ;;
@@ -85,6 +86,7 @@ asan)
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
     suite asan-lifecycle python3 tests/test_lifecycle.py build/asan/flashsale
     suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
+    suite asan-framing python3 tests/test_framing.py build/asan/flashsale
     suite asan-faults python3 tests/test_faults.py build/asan/flashsale ;;
 e2e) suite e2e node tests/e2e/dashboard.test.mjs ;;
 all)
@@ -95,6 +97,7 @@ all)
     suite lifecycle python3 tests/test_lifecycle.py
     suite security python3 tests/test_security.py
     suite hostile python3 tests/test_hostile.py
+    suite framing python3 tests/test_framing.py
     suite faults python3 tests/test_faults.py
     suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}"
     if have_pg; then
@@ -110,12 +113,13 @@ all)
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
     suite asan-lifecycle python3 tests/test_lifecycle.py build/asan/flashsale
     suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
+    suite asan-framing python3 tests/test_framing.py build/asan/flashsale
     suite asan-faults python3 tests/test_faults.py build/asan/flashsale
     if [ -f tests/e2e/dashboard.test.mjs ] && command -v chromium >/dev/null && command -v node >/dev/null; then
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|hostile|faults|fuzz|pg|cluster|tsan|asan|e2e" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|security|hostile|framing|faults|fuzz|pg|cluster|tsan|asan|e2e" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"
