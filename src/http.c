@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -370,6 +371,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
             char body[192];
             int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}",
                              framing_code(f), framing_message(f));
+            assert(n > 0 && (size_t)n < sizeof body); /* the table's messages are short */
             const char *close[] = {"Connection", "close", NULL};
             http_reply(r, framing_status(f), body, (size_t)n, close);
             return MHD_YES;

@@ -9,7 +9,9 @@
  *
  * A request reaches the handler twice: once when its headers are in (it may
  * refuse there, e.g. 413 on a large Content-Length), once when the whole body is
- * in (at most HTTP_BODY_MAX bytes are kept).  The handler answers with
+ * in (at most HTTP_BODY_MAX bytes are kept).  Before the first, http.c refuses
+ * ambiguous framing itself (framing.h: 400/501 and close) and reduces an
+ * absolute-form target to its path.  The handler answers with
  * http_reply*() on the spot, or calls http_defer() and later, from any thread,
  * http_complete(); the connection is suspended in between, so no I/O thread ever
  * waits.
