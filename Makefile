@@ -46,7 +46,7 @@ LDFLAGS  += $(SANFL)
 LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
 # Every module but main.c is also linked into the unit tests and fuzzers.
-MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit framing \
+MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit framing gate \
            store store_sqlite store_pg http api admin render assets clock
 OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h

@@ -25,6 +25,7 @@ static const struct {
     [FRAMING_TE_UNSUPPORTED] = {501, "not_implemented", "the only Transfer-Encoding served is chunked"},
     [FRAMING_HOST_MISSING] = {400, "invalid_request", "HTTP/1.1 requires a Host header"},
     [FRAMING_HOST_REPEATED] = {400, "invalid_request", "Host must be sent once"},
+    [FRAMING_VERSION] = {505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served"},
 };
 
 int framing_status(enum framing_fault f) { return framing_table[f].status; }
@@ -147,4 +148,63 @@ const char *framing_path(const char *target)
     else return target;
     const char *slash = strchr(rest, '/');
     return slash ? slash : "/";
+}
+
+/* The line starting at p (before end): its length without CR LF or LF; *next is
+ * where the following line starts, NULL when the line is not complete. */
+static size_t framing_line(const char *p, const char *end, const char **next)
+{
+    const char *lf = memchr(p, '\n', (size_t)(end - p));
+    if (!lf) {
+        *next = NULL;
+        return (size_t)(end - p);
+    }
+    *next = lf + 1;
+    return (size_t)(lf - p) - (lf > p && lf[-1] == '\r');
+}
+
+/* As libmicrohttpd reads a Content-Length: 1*DIGIT that fits 64 bits. */
+static bool framing_uint64_ok(const char *v, size_t len)
+{
+    if (len == 0) return false;
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9') return false;
+        unsigned d = (unsigned)(v[i] - '0');
+        if (n > (UINT64_MAX - d) / 10) return false;
+        n = n * 10 + d;
+    }
+    return true;
+}
+
+enum framing_fault framing_first_bytes(const char *buf, size_t len)
+{
+    const char *end = buf + len, *p = buf, *next;
+    size_t n = framing_line(p, end, &next);
+    /* The request line's version is its last word, "HTTP/d.d" (libmicrohttpd
+     * refuses any other major version than 1 before the service sees it). */
+    if (len >= 16 && memcmp(buf, "PRI * HTTP/2.0\r\n", 16) == 0) return FRAMING_VERSION;
+    if (!next) return FRAMING_OK;
+    if (n >= 9 && memcmp(p + n - 9, " HTTP/", 6) == 0 && p[n - 2] == '.' && p[n - 3] >= '0' &&
+        p[n - 3] <= '9' && p[n - 3] != '1')
+        return FRAMING_VERSION;
+    const char *length = NULL;
+    size_t length_len = 0;
+    bool coded = false;
+    for (p = next; p; p = next) {
+        n = framing_line(p, end, &next);
+        if (!next) return FRAMING_OK; /* the block is not all here: libmicrohttpd reads on */
+        if (n == 0) break;            /* the empty line: the block is complete */
+        const char *colon = memchr(p, ':', n);
+        if (!colon || p[0] == ' ' || p[0] == '\t') continue;
+        size_t name_len = (size_t)(colon - p);
+        if (framing_is(p, name_len, "Transfer-Encoding")) coded = true;
+        if (!length && framing_is(p, name_len, "Content-Length")) {
+            length = colon + 1;
+            while (length < p + n && (*length == ' ' || *length == '\t')) length++;
+            length_len = (size_t)(p + n - length);
+        }
+    }
+    if (length && !coded && !framing_uint64_ok(length, length_len)) return FRAMING_CL_INVALID;
+    return FRAMING_OK;
 }

@@ -38,6 +38,7 @@ enum framing_fault {
     FRAMING_TE_UNSUPPORTED, /* a coding other than exactly "chunked": 501 */
     FRAMING_HOST_MISSING,   /* HTTP/1.1 without Host: 400 */
     FRAMING_HOST_REPEATED,  /* two Host fields: 400 */
+    FRAMING_VERSION,        /* not HTTP/1.x (the HTTP/2 preface): 505 */
     FRAMING_COUNT
 };
 
@@ -67,7 +68,15 @@ bool framing_field(struct framing_scan *s, const char *name, size_t name_len, co
 /* The verdict after the last field: FRAMING_OK or the first fault. */
 enum framing_fault framing_end(struct framing_scan *s);
 
-int framing_status(enum framing_fault f);          /* 400 or 501 (200 for OK) */
+/* The first bytes of a connection, as far as they arrived: FRAMING_VERSION for a
+ * request line that is not HTTP/1.x (the HTTP/2 prior-knowledge preface), and
+ * FRAMING_CL_INVALID when a complete first header block has a first Content-Length
+ * libmicrohttpd cannot parse (not 1*DIGIT below 2^64) and no Transfer-Encoding.
+ * libmicrohttpd answers both on its own before any callback (see gate.h); every
+ * other fault is framing_end()'s, so anything else is FRAMING_OK. */
+enum framing_fault framing_first_bytes(const char *buf, size_t len);
+
+int framing_status(enum framing_fault f);          /* 400, 501 or 505 (200 for OK) */
 const char *framing_code(enum framing_fault f);    /* the JSON error code */
 const char *framing_message(enum framing_fault f); /* the JSON message */
 

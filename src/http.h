@@ -1,9 +1,11 @@
 /* http — the HTTP front end: libmicrohttpd daemons driven by our own event loops.
  *
  * --io-threads threads each own one libmicrohttpd daemon (epoll, no internal
- * thread) on its own SO_REUSEPORT listening socket for the same port; the kernel
- * spreads connections across them.  Each thread waits on its daemon's epoll
- * descriptor and calls MHD_run(), which never blocks: libmicrohttpd's own
+ * thread) and its own SO_REUSEPORT listening socket for the same port; the kernel
+ * spreads connections across them.  The thread accepts them itself and holds
+ * each until its first bytes (gate.h) before libmicrohttpd gets it.  Each thread
+ * waits on its daemon's epoll descriptor and calls MHD_run(), which never blocks:
+ * libmicrohttpd's own
  * blocking loop re-waits with the full timeout whenever epoll returns a full batch
  * of 128 events, a stall we measured at 128 x k busy keep-alive connections.
  *

@@ -175,12 +175,52 @@ static void test_unknown_end_is_a_fault(void)
 static void test_statuses(void)
 {
     for (int f = 1; f < FRAMING_COUNT; f++) {
-        int want = f == FRAMING_TE_UNSUPPORTED ? 501 : 400;
+        int want = f == FRAMING_TE_UNSUPPORTED ? 501 : f == FRAMING_VERSION ? 505 : 400;
         CHECK_EQ_INT(framing_status((enum framing_fault)f), want);
         CHECK(framing_message((enum framing_fault)f) && strchr(framing_message((enum framing_fault)f), '"') == NULL);
     }
     CHECK_EQ_STR(framing_code(FRAMING_TE_UNSUPPORTED), "not_implemented");
     CHECK_EQ_STR(framing_code(FRAMING_CL_AND_TE), "invalid_request");
+}
+
+static void test_first_bytes(void)
+{
+    static const struct {
+        const char *raw;
+        size_t len;
+        enum framing_fault want;
+    } rows[] = {
+        {RAW("GET / HTTP/1.1\r\nHost: t\r\n\r\n"), FRAMING_OK},
+        {RAW("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), FRAMING_VERSION},
+        {RAW("PRI * HTTP/2.0\r\n"), FRAMING_VERSION},
+        {RAW("PRI * HTTP/2"), FRAMING_OK}, /* not all here: libmicrohttpd decides */
+        {RAW("GET / HTTP/2.0\r\nHost: t\r\n\r\n"), FRAMING_VERSION},
+        {RAW("GET / HTTP/0.9\r\n\r\n"), FRAMING_VERSION},
+        {RAW("GET / HTTP/1.0\n\n"), FRAMING_OK},
+        {RAW("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 18\r\n\r\n"), FRAMING_OK},
+        {RAW("POST / HTTP/1.1\r\nHost: t\r\ncontent-length:18446744073709551615\r\n\r\n"), FRAMING_OK},
+        {RAW("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551616\r\n\r\n"), FRAMING_CL_INVALID},
+        {RAW("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n"), FRAMING_CL_INVALID},
+        {RAW("POST / HTTP/1.1\nHost: t\nContent-Length: 0x12\n\n"), FRAMING_CL_INVALID},
+        {RAW("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 18 \r\n\r\n"), FRAMING_CL_INVALID},
+        {RAW("POST / HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n\r\n"), FRAMING_CL_INVALID},
+        /* Only the first Content-Length is libmicrohttpd's; the rest is framing_end()'s. */
+        {RAW("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: -1\r\n\r\n"), FRAMING_OK},
+        /* With a Transfer-Encoding libmicrohttpd ignores Content-Length. */
+        {RAW("POST / HTTP/1.1\r\nContent-Length: -1\r\nTransfer-Encoding: chunked\r\n\r\n"), FRAMING_OK},
+        /* Not complete: libmicrohttpd reads on, and answers itself if it must. */
+        {RAW("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n"), FRAMING_OK},
+        {RAW("GET / HTTP/1.1\r\nHo"), FRAMING_OK},
+        {RAW("G"), FRAMING_OK},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        enum framing_fault got = framing_first_bytes(rows[i].raw, rows[i].len);
+        if (got != rows[i].want) {
+            snprintf(unit_why, sizeof unit_why, "row %zu (%.40s): fault %d, expected %d", i, rows[i].raw,
+                     (int)got, (int)rows[i].want);
+            longjmp(unit_jump, 1);
+        }
+    }
 }
 
 static void test_paths(void)
@@ -204,6 +244,7 @@ static void test_paths(void)
 static const struct unit_case unit_cases[] = {{"unknown_end_is_a_fault", test_unknown_end_is_a_fault},
                                               {"statuses", test_statuses},
                                               {"paths", test_paths},
+                                              {"first_bytes", test_first_bytes},
                                               {NULL, NULL}};
 
 int main(void)
