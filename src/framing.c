@@ -195,6 +195,9 @@ enum framing_fault framing_first_bytes(const char *buf, size_t len)
         n = framing_line(p, end, &next);
         if (!next) return FRAMING_OK; /* the block is not all here: libmicrohttpd reads on */
         if (n == 0) break;            /* the empty line: the block is complete */
+        /* The gate sees the raw bytes: any NUL, even the one framing_end() cannot
+         * see (right before a LF, where it looks like a CR). */
+        if (memchr(p, 0, n)) return FRAMING_LINES;
         const char *colon = memchr(p, ':', n);
         if (!colon || p[0] == ' ' || p[0] == '\t') continue;
         size_t name_len = (size_t)(colon - p);

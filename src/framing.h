@@ -15,6 +15,9 @@
  * overwritten with NUL, a name starts right where the previous line ended, and its
  * value follows the name after optional spaces.  The scan walks the header list
  * against that block and calls any line that does not sit where it should a fault.
+ * One NUL stays invisible there: right before a LF in a CRLF request ("v\0\n"
+ * leaves the bytes "v\r\n" leaves), where it hides nothing after it; the gate
+ * refuses it in a connection's first request, where it sees the raw bytes.
  *
  * Pure, no allocation: the caller owns every pointer it passes, the scan keeps them
  * only until framing_end().
@@ -69,10 +72,11 @@ bool framing_field(struct framing_scan *s, const char *name, size_t name_len, co
 enum framing_fault framing_end(struct framing_scan *s);
 
 /* The first bytes of a connection, as far as they arrived: FRAMING_VERSION for a
- * request line that is not HTTP/1.x (the HTTP/2 prior-knowledge preface), and
- * FRAMING_CL_INVALID when a complete first header block has a first Content-Length
- * libmicrohttpd cannot parse (not 1*DIGIT below 2^64) and no Transfer-Encoding.
- * libmicrohttpd answers both on its own before any callback (see gate.h); every
+ * request line that is not HTTP/1.x (the HTTP/2 prior-knowledge preface),
+ * FRAMING_LINES for a NUL in a complete first header block, and
+ * FRAMING_CL_INVALID when that block has a first Content-Length libmicrohttpd
+ * cannot parse (not 1*DIGIT below 2^64) and no Transfer-Encoding.  libmicrohttpd
+ * answers the first and last on its own before any callback (see gate.h); every
  * other fault is framing_end()'s, so anything else is FRAMING_OK. */
 enum framing_fault framing_first_bytes(const char *buf, size_t len);
 

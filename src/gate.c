@@ -1,6 +1,7 @@
 /* gate — see gate.h. */
 #include "gate.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,7 @@ static void gate_refuse(struct gate *g, size_t i, enum framing_fault f)
                      "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
                      "Content-Length: %d\r\n\r\n%s",
                      status, status == 505 ? "HTTP Version Not Supported" : "Bad Request", b, body);
+    assert(status == 400 || status == 505); /* framing_first_bytes' faults */
     if (b > 0 && (size_t)b < sizeof body && n > 0 && (size_t)n < sizeof msg) {
         ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w; /* a fresh socket's buffer takes it whole, or the client is gone */

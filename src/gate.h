@@ -5,8 +5,9 @@
  * callback of the service runs: the HTTP/2 prior-knowledge preface (its HTML 505)
  * and an invalid Content-Length without Transfer-Encoding (its HTML 400 with the
  * header block written twice).  The gate accepts connections itself, peeks at the
- * first bytes (framing_first_bytes()), answers those with the service's JSON and
- * closes; every other connection is handed to libmicrohttpd (admit()) with its
+ * first bytes (framing_first_bytes()), answers those, and a NUL anywhere in the
+ * header lines (raw bytes show what the parsed block cannot), with the service's
+ * JSON and closes; every other connection is handed to libmicrohttpd (admit()) with its
  * bytes still unread.  Only the first request of a connection passes the gate.
  *
  * One gate per I/O thread, used by that thread only.  It owns the connections it

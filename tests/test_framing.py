@@ -270,6 +270,8 @@ def table(port, ctl, target):
          json_error(400, "invalid_request"), True, False),
         ("nul_after_chunked_lf", b"POST " + orders + b" HTTP/1.1\nHost: t\nContent-Type: application/json\n"
          b"Transfer-Encoding: chunked\x00\n\n" + chunked(buy("nullf")), json_error(400, "invalid_request"), True, False),
+        ("nul_before_lf", b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: b\x00\n\r\n",
+         json_error(400, "invalid_request"), True, False),
         ("bare_cr_in_value", b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: b\rc\r\n\r\n",
          json_error(400, "invalid_request"), True, False),
         ("space_before_colon", b"GET /healthz HTTP/1.1\r\nHost : t\r\n\r\n",
