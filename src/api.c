@@ -610,8 +610,10 @@ static void api_static(struct api *a, struct http_request *r)
     const char *headers[] = {"Content-Type", f.content_type, "Cache-Control", f.cache_control,
                              "ETag", f.etag, "X-Content-Type-Options", "nosniff", NULL};
     if (inm && strcmp(inm, f.etag) == 0) {
-        close(f.fd);
-        http_reply(r, 304, "", 0, headers + 2);
+        /* The 200's validators, and no body headers that lie: libmicrohttpd sends no
+         * body with a 304 but always a Content-Length, so it is the 200's (RFC 9110
+         * §8.6), and there is no Content-Type. */
+        http_reply_fd(r, 304, f.fd, f.size, headers + 2);
         return;
     }
     http_reply_fd(r, 200, f.fd, f.size, headers);
