@@ -12,6 +12,13 @@
  * 'flashsale' (soldout:<id>, changed:<id>, reset:<id>, sent by whichever node made
  * the change, at its COMMIT) and re-reads every sale once a second, and hands
  * what it learns to store_events.
+ *
+ * A lost link (the database restarted, the network cut it) is mended here, at
+ * the next use of the connection outside a transaction (pg_ready): PQreset,
+ * then the statements are prepared again.  Never inside one: what the
+ * transaction had done died with the link, or, when the link died after COMMIT
+ * was sent, nobody here can know whether it committed, so the batch fails (503,
+ * never 201) and a retry with the same Idempotency-Key finds the order or not.
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -24,6 +31,8 @@
 #include "store_int.h"
 
 #define PG_SCHEMA_VERSION 1
+#define PG_RECONNECT_MS 100 /* least time between two tries to mend one lost link */
+#define PG_CONNECT_TIMEOUT "5" /* s, unless the URI says otherwise: a dead host must not hold a thread */
 #define PG_REFRESH_EVERY 100 /* housekeeping rounds (of STORE_PG_HOUSEKEEP_MS) between full refreshes */
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
@@ -42,7 +51,9 @@ struct store_conn {
     PGconn *pg;
     bool retry;     /* the last failure was a deadlock or serialization failure */
     bool listening; /* the housekeeper's: LISTEN flashsale is on */
+    bool in_txn;    /* between pg_begin and pg_commit/pg_rollback: never reconnect */
     unsigned rounds;
+    uint64_t lost_ns, tried_ns; /* since when the link is down (0 = up), and the last try to mend it */
 };
 
 static const struct {
@@ -169,7 +180,10 @@ static struct store_conn *pg_connect(const struct config *cfg, bool writer, char
         return NULL;
     }
     c->be = &store_pg;
-    c->pg = PQconnectdb(cfg->db);
+    /* connect_timeout first, so that the URI's own wins. */
+    const char *const keys[] = {"connect_timeout", "dbname", NULL};
+    const char *const values[] = {PG_CONNECT_TIMEOUT, cfg->db, NULL};
+    c->pg = PQconnectdbParams(keys, values, 1);
     if (PQstatus(c->pg) != CONNECTION_OK) {
         snprintf(err, err_size, "cannot connect to PostgreSQL: %s", PQerrorMessage(c->pg));
         pg_disconnect(c);
@@ -181,6 +195,42 @@ static struct store_conn *pg_connect(const struct config *cfg, bool writer, char
         return NULL;
     }
     return c;
+}
+
+/* Outside a transaction only: 0 when c's link is up, mending it first if it was
+ * lost (at most every PG_RECONNECT_MS, so a database that is down costs a
+ * refused connect per interval, not per request); -1 while it stays down. */
+static int pg_ready(struct store_conn *c)
+{
+    if (PQstatus(c->pg) == CONNECTION_OK && !c->lost_ns) return 0;
+    uint64_t now = clock_mono_ns();
+    if (c->in_txn || (c->lost_ns && now - c->tried_ns < PG_RECONNECT_MS * 1000000ull)) return -1;
+    if (!c->lost_ns) {
+        c->lost_ns = now;
+        LOG_WARN("pg: the connection is lost (%s); reconnecting", PQerrorMessage(c->pg));
+    }
+    c->tried_ns = now;
+    if (PQstatus(c->pg) != CONNECTION_OK) PQreset(c->pg);
+    if (PQstatus(c->pg) != CONNECTION_OK) return -1;
+    /* up again, but the statements are not: prepare them (from scratch, if an
+     * earlier try got halfway) */
+    char err[256] = "DEALLOCATE failed";
+    if (pg_exec(c, "DEALLOCATE ALL") != 0 || pg_prepare(c, err, sizeof err) != 0) {
+        LOG_WARN("pg: reconnected, but %s", err);
+        return -1;
+    }
+    LOG_INFO("pg: reconnected after %.1f s", (double)(clock_mono_ns() - c->lost_ns) / 1e9);
+    c->lost_ns = 0;
+    c->listening = false; /* LISTEN again; what was said meanwhile is lost, so re-read all */
+    return 0;
+}
+
+/* For a first statement that changes nothing (BEGIN, a read): when it failed on a
+ * link that was already dead (unnoticed while idle), mend the link and run it
+ * once more.  Anything else must not be run twice. */
+static bool pg_again(struct store_conn *c)
+{
+    return PQstatus(c->pg) == CONNECTION_BAD && pg_ready(c) == 0;
 }
 
 static int pg_setup(struct store_conn *c, const struct config *cfg, char *err, size_t err_size)
@@ -224,14 +274,22 @@ out:
 static int pg_begin(struct store_conn *c)
 {
     c->retry = false;
-    return pg_exec(c, "BEGIN");
+    if (pg_ready(c) != 0) return -1;
+    c->in_txn = pg_exec(c, "BEGIN") == 0 || (pg_again(c) && pg_exec(c, "BEGIN") == 0);
+    return c->in_txn ? 0 : -1;
 }
 
-static int pg_commit(struct store_conn *c) { return pg_exec(c, "COMMIT"); }
+static int pg_commit(struct store_conn *c)
+{
+    c->in_txn = false; /* whatever the answer: after a lost one, the link is mended at the next BEGIN */
+    return pg_exec(c, "COMMIT");
+}
 
 static void pg_rollback(struct store_conn *c)
 {
-    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) pg_exec(c, "ROLLBACK");
+    /* A lost link has rolled back by itself (or committed: see the top). */
+    c->in_txn = false;
+    if (PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE) pg_exec(c, "ROLLBACK");
 }
 
 static bool pg_retry(struct store_conn *c) { return c->retry; }
@@ -253,7 +311,10 @@ static void pg_read_order(const PGresult *r, int row, struct store_order *o)
 static enum outcome pg_order_query(struct store_conn *c, const char *stmt, int n, const char *const *v,
                                    struct store_order *out)
 {
+    bool alone = !c->in_txn; /* not the settle's lock, which must stay in its transaction */
+    if (alone && pg_ready(c) != 0) return OUTCOME_UNAVAILABLE;
     PGresult *r = pg_run(c, stmt, n, v, PGRES_TUPLES_OK);
+    if (!r && alone && pg_again(c)) r = pg_run(c, stmt, n, v, PGRES_TUPLES_OK);
     if (!r) return OUTCOME_UNAVAILABLE;
     enum outcome o = PQntuples(r) ? OUTCOME_OK : OUTCOME_NOT_FOUND;
     if (o == OUTCOME_OK) pg_read_order(r, 0, out);
@@ -522,7 +583,7 @@ static void pg_read_sale(const PGresult *r, int row, struct store_sale *s)
 static int pg_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
                    void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
 {
-    if (pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return -1;
+    if (pg_ready(c) != 0 || pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return -1;
     PGresult *r = pg_run(c, "sales_all", 0, NULL, PGRES_TUPLES_OK);
     for (int row = 0; r && row < PQntuples(r); row++) {
         struct store_sale s;
@@ -542,7 +603,10 @@ static int pg_load(struct store_conn *c, void (*each)(void *, const struct store
 
 static enum outcome pg_audit_begin(struct store_conn *c, int64_t sale_id, struct store_audit *out)
 {
-    if (pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return OUTCOME_UNAVAILABLE;
+    if (pg_ready(c) != 0) return OUTCOME_UNAVAILABLE;
+    if (pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0 &&
+        !(pg_again(c) && pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") == 0))
+        return OUTCOME_UNAVAILABLE;
     char a[24];
     const char *v[] = {PG_NUM(a, sale_id)};
     PGresult *r = pg_run(c, "sale_row", 1, v, PGRES_TUPLES_OK);
@@ -597,10 +661,11 @@ static void pg_refresh(struct store_conn *c, const struct store_events *ev, int6
 
 static void pg_housekeep(struct store_conn *c, const struct store_events *ev)
 {
-    if (!ev) return;
+    if (!ev || pg_ready(c) != 0) return;
     if (!c->listening) {
         c->listening = pg_exec(c, "LISTEN flashsale") == 0;
         if (!c->listening) return;
+        pg_refresh(c, ev, 0); /* what changed while nobody listened */
     }
     if (!PQconsumeInput(c->pg)) LOG_WARN("pg: listening: %s", PQerrorMessage(c->pg));
     for (PGnotify *n; (n = PQnotifies(c->pg)); PQfreemem(n)) {
