@@ -19,11 +19,18 @@
  * transaction had done died with the link, or, when the link died after COMMIT
  * was sent, nobody here can know whether it committed, so the batch fails (503,
  * never 201) and a retry with the same Idempotency-Key finds the order or not.
+ * A link that stays silent (a network cut that drops packets rather than
+ * resetting) is given up after PG_ANSWER_MS, and the server ends a transaction
+ * whose node went silent after PG_IDLE_IN_TXN, so that its row locks do not stop
+ * the other nodes for as long as the cut lasts.
  */
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "clock.h"
 #include "log.h"
@@ -33,6 +40,11 @@
 #define PG_SCHEMA_VERSION 1
 #define PG_RECONNECT_MS 100 /* least time between two tries to mend one lost link */
 #define PG_CONNECT_TIMEOUT "5" /* s, unless the URI says otherwise: a dead host must not hold a thread */
+#define PG_ANSWER_MS 10000      /* an answer slower than this: the link is given up (503) */
+/* Our transactions never wait on us for more than moments; the server ends one
+ * that does (a node cut off mid-transaction), freeing its locks.  Shorter than
+ * PG_ANSWER_MS, so another node's lock wait ends before it gives up. */
+#define PG_IDLE_IN_TXN "-c idle_in_transaction_session_timeout=5000"
 #define PG_REFRESH_EVERY 100 /* housekeeping rounds (of STORE_PG_HOUSEKEEP_MS) between full refreshes */
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
@@ -53,7 +65,7 @@ struct store_conn {
     bool listening; /* the housekeeper's: LISTEN flashsale is on */
     bool in_txn;    /* between pg_begin and pg_commit/pg_rollback: never reconnect */
     unsigned rounds;
-    uint64_t lost_ns, tried_ns; /* since when the link is down (0 = up), and the last try to mend it */
+    uint64_t lost_ns, next_try_ns; /* since when the link is down (0 = up); when to try mending it again */
 };
 
 static const struct {
@@ -113,12 +125,40 @@ static bool pg_retryable(const PGresult *r)
     return state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0);
 }
 
+/* After a PQsend*() that returned `sent`: the last result of what was sent, as
+ * PQexec() would give it, waiting at most PG_ANSWER_MS.  A silent link is then
+ * given up: shut down under libpq, which finds it dead (CONNECTION_BAD, so
+ * pg_ready mends it), and the caller gets an error result or NULL. */
+static PGresult *pg_answer(struct store_conn *c, int sent)
+{
+    if (!sent) return NULL;
+    uint64_t deadline = clock_mono_ns() + PG_ANSWER_MS * 1000000ull;
+    PGresult *last = NULL;
+    for (;;) {
+        while (PQisBusy(c->pg)) { /* else PQgetResult() would wait, without a bound */
+            uint64_t now = clock_mono_ns();
+            struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
+            int got = now < deadline ? poll(&p, 1, (int)((deadline - now) / 1000000u) + 1) : 0;
+            if (got < 0 && errno == EINTR) continue;
+            if (got == 0) {
+                LOG_WARN("pg: no answer in %d ms; giving the link up", PG_ANSWER_MS);
+                shutdown(PQsocket(c->pg), SHUT_RDWR);
+            }
+            if (!PQconsumeInput(c->pg)) break; /* PQgetResult says why, at once */
+        }
+        PGresult *r = PQgetResult(c->pg);
+        if (!r) return last;
+        PQclear(last);
+        last = r;
+    }
+}
+
 /* Runs a prepared statement with text parameters; NULL (and a logged warning,
  * c->retry set when worth retrying) unless it returned `want`. */
 static PGresult *pg_run(struct store_conn *c, const char *name, int n, const char *const *values,
                         ExecStatusType want)
 {
-    PGresult *r = PQexecPrepared(c->pg, name, n, values, NULL, NULL, 0);
+    PGresult *r = pg_answer(c, PQsendQueryPrepared(c->pg, name, n, values, NULL, NULL, 0));
     if (PQresultStatus(r) == want) return r;
     c->retry = pg_retryable(r);
     LOG_WARN("pg: %s: %s", name, PQerrorMessage(c->pg));
@@ -128,7 +168,7 @@ static PGresult *pg_run(struct store_conn *c, const char *name, int n, const cha
 
 static int pg_exec(struct store_conn *c, const char *sql)
 {
-    PGresult *r = PQexec(c->pg, sql);
+    PGresult *r = pg_answer(c, PQsendQuery(c->pg, sql));
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok) {
         c->retry = pg_retryable(r);
@@ -161,7 +201,7 @@ static void pg_disconnect(struct store_conn *c)
 static int pg_prepare(struct store_conn *c, char *err, size_t err_size)
 {
     for (size_t i = 0; i < sizeof pg_statements / sizeof pg_statements[0]; i++) {
-        PGresult *r = PQprepare(c->pg, pg_statements[i].name, pg_statements[i].sql, 0, NULL);
+        PGresult *r = pg_answer(c, PQsendPrepare(c->pg, pg_statements[i].name, pg_statements[i].sql, 0, NULL));
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             snprintf(err, err_size, "cannot prepare %s: %s", pg_statements[i].name, PQerrorMessage(c->pg));
             PQclear(r);
@@ -181,8 +221,8 @@ static struct store_conn *pg_connect(const struct config *cfg, bool writer, char
     }
     c->be = &store_pg;
     /* connect_timeout first, so that the URI's own wins. */
-    const char *const keys[] = {"connect_timeout", "dbname", NULL};
-    const char *const values[] = {PG_CONNECT_TIMEOUT, cfg->db, NULL};
+    const char *const keys[] = {"connect_timeout", "options", "dbname", NULL};
+    const char *const values[] = {PG_CONNECT_TIMEOUT, PG_IDLE_IN_TXN, cfg->db, NULL};
     c->pg = PQconnectdbParams(keys, values, 1);
     if (PQstatus(c->pg) != CONNECTION_OK) {
         snprintf(err, err_size, "cannot connect to PostgreSQL: %s", PQerrorMessage(c->pg));
@@ -198,19 +238,22 @@ static struct store_conn *pg_connect(const struct config *cfg, bool writer, char
 }
 
 /* Outside a transaction only: 0 when c's link is up, mending it first if it was
- * lost (at most every PG_RECONNECT_MS, so a database that is down costs a
- * refused connect per interval, not per request); -1 while it stays down. */
+ * lost; -1 while it stays down.  Tries are spaced by PG_RECONNECT_MS, or by as
+ * long as the last failed try took (a silent host: connect_timeout), so that a
+ * database that is down costs a refused connect now and then, not per request,
+ * and a thread spends at most half its time waiting on a silent one. */
 static int pg_ready(struct store_conn *c)
 {
     if (PQstatus(c->pg) == CONNECTION_OK && !c->lost_ns) return 0;
     uint64_t now = clock_mono_ns();
-    if (c->in_txn || (c->lost_ns && now - c->tried_ns < PG_RECONNECT_MS * 1000000ull)) return -1;
+    if (c->in_txn || (c->lost_ns && now < c->next_try_ns)) return -1;
     if (!c->lost_ns) {
         c->lost_ns = now;
         LOG_WARN("pg: the connection is lost (%s); reconnecting", PQerrorMessage(c->pg));
     }
-    c->tried_ns = now;
     if (PQstatus(c->pg) != CONNECTION_OK) PQreset(c->pg);
+    uint64_t took = clock_mono_ns() - now;
+    c->next_try_ns = clock_mono_ns() + (took > PG_RECONNECT_MS * 1000000ull ? took : PG_RECONNECT_MS * 1000000ull);
     if (PQstatus(c->pg) != CONNECTION_OK) return -1;
     /* up again, but the statements are not: prepare them (from scratch, if an
      * earlier try got halfway) */

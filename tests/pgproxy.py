@@ -4,7 +4,10 @@ It forwards whole PostgreSQL protocol messages (v3, unencrypted: give the nodes
 sslmode=disable&gssencmode=disable) and can break the link the ways a network does:
 
     partition()          RST every connection, and RST every new one, until heal()
-    heal()               forward again
+    hold_at_commit()     at the next COMMIT (simple Query "COMMIT"), before it is sent
+                         on: stop moving bytes on every link, and stop accepting, as a
+                         cut that drops packets does (TCP keeps them for later)
+    heal()               forward again (held bytes too)
     swallow_commits(n)   the next n COMMITs (simple Query "COMMIT") reach the server
                          and are answered there, but the answer never reaches the
                          node: its connection is reset once the server said
@@ -60,6 +63,8 @@ class PgProxy:
         self.pairs = {}  # socket -> _Pair
         self.down = False
         self.armed = 0
+        self.hold_armed = False
+        self.held = False
         self.swallowed = {}
         self.resets = 0
         self.accepted = 0
@@ -87,14 +92,31 @@ class PgProxy:
         self._call(go)
 
     def heal(self):
-        self._call(lambda: setattr(self, "down", False))
+        def go():
+            self.down = False
+            if self.held:
+                self.held = False
+                self.sel.register(self.lsock, selectors.EVENT_READ, "accept")
+                for sock, p in self.pairs.items():
+                    self.sel.register(sock, selectors.EVENT_READ, p)
+                    self._want(p, sock)
+        self._call(go)
+
+    def hold_at_commit(self):
+        self._call(lambda: setattr(self, "hold_armed", True))
+
+    def _hold(self):
+        self.held = True
+        self.sel.unregister(self.lsock)
+        for sock in self.pairs:
+            self.sel.unregister(sock)
 
     def swallow_commits(self, n):
         self._call(lambda: setattr(self, "armed", n))
 
     def stats(self):
         return self._call(lambda: {"swallowed": dict(self.swallowed), "resets": self.resets,
-                                   "accepted": self.accepted, "armed": self.armed,
+                                   "accepted": self.accepted, "armed": self.armed, "held": self.held,
                                    "open": len(self.pairs) // 2})
 
     def close(self):
@@ -124,8 +146,8 @@ class PgProxy:
                         done.set()
                 else:
                     p = key.data
-                    if key.fileobj not in self.pairs:
-                        continue  # killed earlier in this round
+                    if key.fileobj not in self.pairs or self.held:
+                        continue  # killed or held earlier in this round
                     if ev & selectors.EVENT_READ:
                         self._read(p, key.fileobj)
                     if key.fileobj in self.pairs and ev & selectors.EVENT_WRITE:
@@ -223,6 +245,10 @@ class PgProxy:
                 break
             msg = bytes(buf[:n])
             del buf[:n]
+            if self.hold_armed and msg[:1] == b"Q" and msg[5:].upper().startswith(b"COMMIT"):
+                self.hold_armed = False
+                p.to_s.extend(out + msg)  # sent on at heal()
+                return self._hold()
             out += msg
             if self.armed and msg[:1] == b"Q" and msg[5:].upper().startswith(b"COMMIT"):
                 self.armed -= 1

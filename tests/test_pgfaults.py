@@ -16,13 +16,19 @@ lost_commit_answer  tests/pgproxy.py lets COMMIT reach PostgreSQL and commit the
 partition           every link RST in the middle of the crowd, new links refused for a
                     while, then healed; several rounds.  No answer hangs, none is 201
                     unless committed, and the node reconnects by itself.
+silent_cut          two nodes on one database, one of them behind the proxy, which
+                    stops moving bytes at that node's next COMMIT (a cut that drops
+                    packets: nothing is reset, the COMMIT never arrives).  The cut
+                    node answers 503 within a bounded time, not when the cut heals;
+                    the other node sells on although the cut node's transaction held
+                    the sale's row lock; after the heal the cut node sells again.
 pg_crash            `pg_ctl stop -m immediate` in the middle of a crowd on two nodes
                     (atomic and sqlite strategies), then a restart: meanwhile every
                     purchase sent and answered is 503, never 201; the nodes reconnect
                     by themselves; every 201 is in the database after recovery.
 
 Loops are bounded in count and time; the only deadlines are liveness ones (LIVENESS).
-Usage: tests/pgserver.py is not needed; tests/test_pgfaults.py [BINARY]
+Usage: tests/test_pgfaults.py [BINARY [CASE...]]   (it starts its own PostgreSQL)
 """
 import collections
 import http.client
@@ -38,7 +44,8 @@ from pgproxy import PgProxy  # noqa: E402
 from pgserver import PgServer  # noqa: E402
 
 SUITE = "pg-faults"
-BINARY = sys.argv[1] if len(sys.argv) > 1 else None
+BINARY = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "-" else None
+CASES = sys.argv[2:]
 LIVENESS = 30  # s: generous; only "it happens at all" is waited for this long
 TIMEOUT = 45   # s: an HTTP answer slower than this counts as a hang
 LINK = "sslmode=disable&gssencmode=disable"  # the proxy reads the protocol in the clear
@@ -94,18 +101,20 @@ class Crowd:
         if conn:
             conn.close()
 
-    def count(self, status, since=0.0):
+    def count(self, status, since=0.0, at=4):
         with self.lock:
-            return sum(1 for r in self.records if r[2] == status and r[4] >= since)
+            return sum(1 for r in self.records if r[2] == status and r[at] >= since)
 
-    def wait(self, status, n, since=0.0, limit=LIVENESS):
-        """True once n answers with status were sent after `since`; False after limit s."""
+    def wait(self, status, n, since=0.0, limit=LIVENESS, answered=False):
+        """True once n answers with status were sent (or answered) after `since`;
+        False after limit s."""
+        at = 5 if answered else 4
         end = time.monotonic() + limit
         while time.monotonic() < end:
-            if self.count(status, since) >= n:
+            if self.count(status, since, at) >= n:
                 return True
             if not any(t.is_alive() for t in self.ts):
-                return self.count(status, since) >= n
+                return self.count(status, since, at) >= n
             time.sleep(0.05)
         return False
 
@@ -294,6 +303,63 @@ def partition(pg, rounds=4, hold=0.5):
         px.close()
 
 
+def silent_cut(pg):
+    """A cut that drops packets in the middle of a commit, beside a node that is not cut."""
+    case = "silent_cut"
+    direct = pg.create_db("silent")
+    px = PgProxy(pg.port)
+    nodes, crowds = [], []
+    try:
+        nodes = [Server(binary=BINARY, db=f"postgresql://flashsale@127.0.0.1:{px.port}/silent?{LINK}",
+                        args=["--inventory", "atomic"]).start(),
+                 Server(binary=BINARY, db=direct, args=["--inventory", "atomic"]).start()]
+        sale = nodes[0].client().create_sale(name="Silent cut", stock=1_000_000, per_user_limit=1)
+        end = time.monotonic() + LIVENESS
+        while time.monotonic() < end and nodes[1].client().get(f"/api/v1/sales/{sale}").status != 200:
+            time.sleep(0.1)
+        crowds = [Crowd(f"sc{k}", n.port, sale, threads=6) for k, n in enumerate(nodes)]
+        check(SUITE, f"{case}:crowds_buy", all(c.wait(201, 20) for c in crowds))
+        px.hold_at_commit()
+        end = time.monotonic() + LIVENESS
+        while not px.stats()["held"] and time.monotonic() < end:
+            time.sleep(0.02)
+        t_cut = time.monotonic()
+        check(SUITE, f"{case}:cut_at_a_commit", px.stats()["held"])
+        # first the purchases caught in the cut, then ones sent into it
+        answered = crowds[0].wait(503, 1, since=t_cut, answered=True) and crowds[0].wait(503, 1, since=t_cut)
+        other_sells = crowds[1].wait(201, 20, since=t_cut)
+        t_heal = time.monotonic()
+        px.heal()
+        check(SUITE, f"{case}:cut_node_answers_503_while_cut", answered,
+              f"no answer within {LIVENESS} s of the cut; they hang until the heal")
+        check(SUITE, f"{case}:other_node_sells_while_one_is_cut", other_sells,
+              f"no 201 on the other node within {LIVENESS} s of the cut: the cut node's locks held it")
+        back = crowds[0].wait(201, 20, since=time.monotonic())
+        check(SUITE, f"{case}:cut_node_sells_again_after_the_heal", back,
+              f"no 201 within {LIVENESS} s of the heal; last log: {nodes[0].log[-5:]}")
+        for c in crowds:
+            c.stop()
+        during = collections.Counter(r[2] for r in crowds[0].records if r[4] >= t_cut and r[5] <= t_heal)
+        check(SUITE, f"{case}:cut_node_never_201_while_cut", 201 not in during, repr(dict(during)))
+        records = [r for c in crowds for r in c.records]
+        hangs = [r for r in records if r[2] == "error"]
+        check(SUITE, f"{case}:no_answer_hangs_or_breaks", not hangs, f"{len(hangs)}: {hangs[:3]}")
+        before, retried = orders_by_key(direct, sale), {}
+        for c, n in zip(crowds, nodes):
+            retried.update(retry_failed(n.port, sale, c.records))
+        acked, found, lost_found = verify(case, direct, sale, records, before, retried, nodes)
+        print(f"# {case}: 1 cut ({t_heal - t_cut:.1f} s); {acked} acknowledged, {found} found; cut node answered "
+              f"{dict(during)} while cut; {len(retried)} retried with their key, {lost_found} of them had "
+              "committed unacknowledged", flush=True)
+        check(SUITE, f"{case}:nodes_alive", all(n.alive() for n in nodes))
+    finally:
+        for c in crowds:
+            c.stop()
+        for n in nodes:
+            n.cleanup()
+        px.close()
+
+
 def pg_crash(pg, stock=2000):
     """pg_ctl stop -m immediate under two nodes' crowds, then a restart."""
     case = "pg_crash"
@@ -347,7 +413,9 @@ def pg_crash(pg, stock=2000):
 def main():
     pg = PgServer().start()
     try:
-        for case in (lost_commit_answer, partition, pg_crash):
+        for case in (lost_commit_answer, partition, silent_cut, pg_crash):
+            if CASES and case.__name__ not in CASES:
+                continue
             try:
                 case(pg)
             except Exception as e:  # noqa: BLE001 - one broken case must not hide the others
