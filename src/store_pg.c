@@ -17,8 +17,12 @@
  * the next use of the connection outside a transaction (pg_ready): PQreset,
  * then the statements are prepared again.  Never inside one: what the
  * transaction had done died with the link, or, when the link died after COMMIT
- * was sent, nobody here can know whether it committed, so the batch fails (503,
- * never 201) and a retry with the same Idempotency-Key finds the order or not.
+ * was sent, nobody here knows yet whether it committed.  That one the writer
+ * asks about once the link is mended (pg_committed: txid_status() of the id
+ * pg_begin noted), and answers 201 or 503 by what the database says; while
+ * nobody can tell, nobody is told 201.  The verdict is the first new order's row,
+ * not txid_status() alone: a crash can lose the WAL of a transaction that never
+ * committed, and the server then hands its id to another one.
  * A link that stays silent (a network cut that drops packets rather than
  * resetting) is given up after PG_ANSWER_MS, and the server ends a transaction
  * whose node went silent after PG_IDLE_IN_TXN, so that its row locks do not stop
@@ -39,7 +43,7 @@
 
 #define PG_SCHEMA_VERSION 1
 #define PG_RECONNECT_MS 100 /* least time between two tries to mend one lost link */
-#define PG_CONNECT_TIMEOUT "5" /* s, unless the URI says otherwise: a dead host must not hold a thread */
+#define PG_CONNECT_TIMEOUT "3" /* s, unless the URI says otherwise: a dead host must not hold a thread */
 #define PG_ANSWER_MS 10000      /* an answer slower than this: the link is given up (503) */
 /* Our transactions never wait on us for more than moments; the server ends one
  * that does (a node cut off mid-transaction), freeing its locks.  Shorter than
@@ -64,6 +68,8 @@ struct store_conn {
     bool retry;     /* the last failure was a deadlock or serialization failure */
     bool listening; /* the housekeeper's: LISTEN flashsale is on */
     bool in_txn;    /* between pg_begin and pg_commit/pg_rollback: never reconnect */
+    int64_t xid;    /* txid_current() of the transaction pg_begin opened; 0 = none */
+    bool committing; /* its COMMIT was sent */
     unsigned rounds;
     uint64_t lost_ns, next_try_ns; /* since when the link is down (0 = up); when to try mending it again */
 };
@@ -91,6 +97,8 @@ static const struct {
               "  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
               " RETURNING sale_id, user_id, quantity"},
     {"notify", "SELECT pg_notify('flashsale', $1)"},
+    {"txid_status", "SELECT txid_status($1)"},
+    {"order_there", "SELECT 1 FROM orders WHERE id = $1 AND sale_id = $2 AND user_id = $3 AND created_at = $4"},
     {"sale_row", "SELECT stock_total, stock_left, per_user_limit FROM sales WHERE id = $1"},
     {"audit_status", "SELECT"
                      " coalesce(sum(quantity) FILTER (WHERE status = 'pending'), 0),"
@@ -317,14 +325,59 @@ out:
 static int pg_begin(struct store_conn *c)
 {
     c->retry = false;
+    c->xid = 0;
+    c->committing = false;
     if (pg_ready(c) != 0) return -1;
-    c->in_txn = pg_exec(c, "BEGIN") == 0 || (pg_again(c) && pg_exec(c, "BEGIN") == 0);
+    /* one round trip: the id is what pg_committed asks about if the COMMIT's answer is lost */
+    static const char begin[] = "BEGIN; SELECT txid_current()";
+    PGresult *r = pg_answer(c, PQsendQuery(c->pg, begin));
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && pg_again(c)) {
+        PQclear(r);
+        r = pg_answer(c, PQsendQuery(c->pg, begin));
+    }
+    c->in_txn = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (c->in_txn) c->xid = pg_int(r, 0, 0);
+    else LOG_WARN("pg: BEGIN: %s", PQerrorMessage(c->pg));
+    PQclear(r);
     return c->in_txn ? 0 : -1;
+}
+
+/* Only a transaction whose COMMIT was sent can have committed. */
+static int64_t pg_txn(struct store_conn *c) { return c->committing ? c->xid : 0; }
+
+/* After a failed COMMIT of transaction xid, whose jobs are given: 1 if it
+ * committed all the same (the answer was lost with the link), 0 if not, or if
+ * that can no longer be told (no new order among the jobs to look for), -1 while
+ * it cannot be told yet (the database out of reach, or the transaction still
+ * open on a link that went silent: the server ends it within PG_IDLE_IN_TXN). */
+static int pg_committed(struct store_conn *c, int64_t xid, struct store_job *const *jobs, size_t n)
+{
+    if (!xid) return 0; /* its COMMIT was never sent */
+    if (pg_ready(c) != 0) return -1;
+    char a[24], b[24], d[24];
+    const char *v[] = {PG_NUM(a, xid)};
+    PGresult *r = pg_run(c, "txid_status", 1, v, PGRES_TUPLES_OK);
+    if (!r) return -1;
+    bool open = PQgetisnull(r, 0, 0) || strcmp(PQgetvalue(r, 0, 0), "in progress") == 0;
+    PQclear(r);
+    if (open) return -1; /* its id may be another's by now (see the top); either way, ask later */
+    const struct store_purchase *p = NULL;
+    for (size_t i = 0; i < n && !p; i++)
+        if (jobs[i]->op == STORE_PURCHASE && jobs[i]->outcome == OUTCOME_OK && !jobs[i]->u.purchase.replayed)
+            p = &jobs[i]->u.purchase;
+    if (!p) return 0;
+    const char *w[] = {PG_NUM(a, p->order.id), PG_NUM(b, p->sale_id), p->user_id, PG_NUM(d, p->order.created_at)};
+    r = pg_run(c, "order_there", 4, w, PGRES_TUPLES_OK);
+    if (!r) return -1;
+    int rc = PQntuples(r) > 0;
+    PQclear(r);
+    return rc;
 }
 
 static int pg_commit(struct store_conn *c)
 {
     c->in_txn = false; /* whatever the answer: after a lost one, the link is mended at the next BEGIN */
+    c->committing = true;
     return pg_exec(c, "COMMIT");
 }
 
@@ -734,6 +787,8 @@ const struct store_backend store_pg = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .retryable = pg_retry,
+    .txn = pg_txn,
+    .committed = pg_committed,
     .apply = pg_apply,
     .apply_batch = pg_apply_batch,
     .housekeep = pg_housekeep,
