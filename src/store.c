@@ -127,8 +127,8 @@ static bool store_doubt(struct store *s, struct store_job **jobs, size_t n, int6
 }
 
 /* On the writer: answers the jobs in doubt whose fate the database can tell
- * now, or (give_up, or past their time) refuses them. */
-static void store_resolve(struct store *s, bool give_up)
+ * now, or, past their time, refuses them. */
+static void store_resolve(struct store *s)
 {
     pthread_mutex_lock(&s->mu);
     struct store_doubt *list = s->doubts;
@@ -138,7 +138,7 @@ static void store_resolve(struct store *s, bool give_up)
         struct store_doubt *d = list;
         list = d->next;
         int got = s->be->committed(s->writer_conn, d->txn, d->jobs, d->n);
-        if (got < 0 && !give_up && clock_mono_ns() < d->until_ns) {
+        if (got < 0 && clock_mono_ns() < d->until_ns) {
             pthread_mutex_lock(&s->mu);
             d->next = s->doubts;
             s->doubts = d;
@@ -232,7 +232,7 @@ static void *store_writer_main(void *arg)
         if (!s->head) s->tail = NULL;
         bool stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
-        store_resolve(s, false);
+        store_resolve(s);
         if (n == 0 && stopping && store_doubting(s)) {
             nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL); /* ask again until their time is up */
             continue;
