@@ -132,6 +132,20 @@ def orders_by_key(direct, sale):
     return {(u, k): i for i, u, k in rows}
 
 
+def doubts(nodes):
+    """What the nodes' logs say they learned about commits whose answer was lost."""
+    said = collections.Counter()
+    for node in nodes:
+        for line in node.log:
+            if "lost its answer, but had committed" in line or "whose answer was lost had committed" in line:
+                said["committed"] += 1
+            elif "whose answer was lost had not committed" in line:
+                said["not committed"] += 1
+            elif "whose answer was lost is still unknown" in line:
+                said["unknown"] += 1
+    return dict(said)
+
+
 def retry_failed(port, sale, records, limit=2 * LIVENESS):
     """Every purchase not answered 201 again, with its own user and key, until a 201 or
     a refusal other than 503 (bounded by `limit` s in all).  {(user, key): (status, what)}"""
@@ -206,6 +220,8 @@ def verify(case, direct, sale, records, before, retried, nodes):
             time.sleep(0.2)
         check(SUITE, f"{case}:memory_agrees_with_the_database_on_node_{k}", seen == left,
               f"node says {seen} left, the database {left}")
+        reports = node.sanitizer_reports()  # with a sanitizer build as BINARY
+        check(SUITE, f"{case}:no_sanitizer_reports_on_node_{k}", not reports, "\n".join(reports[:20]))
         c.close()
     return len(acked), len(acked) - len(missing), len(unacked), lost_found
 
@@ -251,8 +267,8 @@ def lost_commit_answer(pg, rounds=3):
         check(SUITE, f"{case}:node_learns_the_lost_commits_committed_and_says_201", unacked == 0,
               f"{unacked} committed orders were answered otherwise (their retries got {lost_found})")
         print(f"# {case}: {rounds} COMMIT answers cut off; {acked} acknowledged, {found} found; "
-              f"{unacked} committed but answered otherwise; {len(retried)} refused and retried with their key",
-              flush=True)
+              f"{unacked} committed but answered otherwise; {len(retried)} refused and retried with their key; "
+              f"lost answers: {doubts([node])}", flush=True)
         check(SUITE, f"{case}:node_alive", node.alive())
     finally:
         if crowd:
@@ -300,7 +316,8 @@ def partition(pg, rounds=4, hold=0.5):
         acked, found, unacked, lost_found = verify(case, direct, sale, crowd.records, before, retried, [node])
         print(f"# {case}: {rounds} partitions ({px.stats()['resets']} links reset); {acked} acknowledged, "
               f"{found} found; {sum(during.values())} answered while cut off; {len(retried)} retried with their key, "
-              f"{unacked} of them had committed unacknowledged, {lost_found} got that order", flush=True)
+              f"{unacked} of them had committed unacknowledged, {lost_found} got that order; lost answers: "
+              f"{doubts([node])}", flush=True)
         check(SUITE, f"{case}:node_alive", node.alive())
     finally:
         if crowd:
@@ -359,7 +376,7 @@ def silent_cut(pg):
         acked, found, unacked, lost_found = verify(case, direct, sale, records, before, retried, nodes)
         print(f"# {case}: 1 cut ({t_heal - t_cut:.1f} s, the cut node's first 503 after {t_answered - t_cut:.1f} s); {acked} acknowledged, {found} found; cut node answered "
               f"{dict(during)} while cut; {len(retried)} retried with their key, {unacked} of them had "
-              "committed unacknowledged", flush=True)
+              f"committed unacknowledged; lost answers: {doubts(nodes)}", flush=True)
         check(SUITE, f"{case}:nodes_alive", all(n.alive() for n in nodes))
     finally:
         for c in crowds:
@@ -410,7 +427,8 @@ def pg_crash(pg, stock=2000):
         sold = psql(db, f"SELECT stock_total - stock_left FROM sales WHERE id = {sale}")[0][0]
         print(f"# {case}: 1 crash ({t_up - t_down:.1f} s down); {acked} acknowledged, {found} found after "
               f"recovery; {sum(down.values())} answered while down; {len(retried)} retried with their key, "
-              f"{unacked} of them had committed unacknowledged; {sold} of {stock} units sold", flush=True)
+              f"{unacked} of them had committed unacknowledged; {sold} of {stock} units sold; lost answers: "
+              f"{doubts(nodes)}", flush=True)
         check(SUITE, f"{case}:nodes_alive", all(n.alive() for n in nodes))
     finally:
         for c in crowds:
