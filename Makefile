@@ -49,14 +49,14 @@ LDFLAGS  += $(SANFL)
 LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
 # Every module but main.c is also linked into the unit tests and fuzzers.
-MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit \
-           store store_sqlite store_pg http api admin render assets clock version
+MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit framing gate \
+           store store_sqlite store_pg http api admin render assets clock version ordertoken
 OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill test-lifecycle \
-        test-tsan test-asan test-e2e test-pg test-cluster test-hostile test-ecosystem asan tsan fuzz loadtest \
+        test-tsan test-asan test-e2e test-pg test-cluster test-hostile test-ecosystem test-framing asan tsan fuzz loadtest \
         bench lab clean install uninstall
 
 all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench $(BUILD)/flashsale.1
@@ -112,7 +112,8 @@ deps-contract:
 $(BUILD)/gen/schema_sql.h: sql/schema.sql sql/schema_pg.sql sql/migrations/*.sql sql/embed.sh Makefile
 	@mkdir -p $(dir $@)
 	sql/embed.sh $@ schema_sqlite_sql sql/schema.sql schema_pg_sql sql/schema_pg.sql \
-	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql
+	  migrate_sqlite_002 sql/migrations/sqlite-002-closed-at.sql \
+	  migrate_sqlite_003 sql/migrations/sqlite-003-meta.sql
 
 $(BUILD)/%.o: src/%.c | $(GEN)
 	@mkdir -p $(dir $@)
@@ -223,6 +224,9 @@ test-ecosystem: all
 
 test-contract: all deps-contract
 	tests/run.sh contract
+
+test-framing: all
+	tests/run.sh framing
 
 fuzz:
 	tests/fuzz.sh $(FUZZ_RUNS)

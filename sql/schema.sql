@@ -1,6 +1,6 @@
 -- flashsale schema for SQLite (the embedded default store).
 -- Compiled into the binary (sql/embed.sh); applied to an empty database, which then
--- gets PRAGMA user_version = 2.  Older databases are brought up to date by the
+-- gets PRAGMA user_version = 3.  Older databases are brought up to date by the
 -- files in sql/migrations/ (sqlite-<version>-*.sql), in order, at start.
 -- The database is the source of truth: the in-memory counters are rebuilt from
 -- these tables at every start, and the CHECKs are the last line against oversell.
@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS orders (
   paid_at         INTEGER,          -- unix milliseconds
   closed_at       INTEGER           -- unix milliseconds: when cancelled or expired (v2)
 );
+
+-- Settings kept for every run, by name (v3): 'order_secret', 32 random bytes
+-- written once at start, keys the order tokens (src/ordertoken.h).
+CREATE TABLE IF NOT EXISTS meta (
+  name  TEXT PRIMARY KEY,
+  value BLOB NOT NULL
+) WITHOUT ROWID;
 
 -- No index on (sale_id, user_id) here: with a memory gate (--inventory atomic or
 -- mutex) the ledger decides the per-user limit and SQL re-checks the stock only, and

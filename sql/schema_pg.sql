@@ -5,6 +5,10 @@
 
 CREATE TABLE IF NOT EXISTS flashsale_schema (version INTEGER NOT NULL);
 
+-- Settings every node shares, by name (version 2): 'order_secret', 32 random bytes
+-- inserted by the first node to start, keys the order tokens (src/ordertoken.h).
+CREATE TABLE IF NOT EXISTS flashsale_meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+
 CREATE TABLE IF NOT EXISTS sales (
   id             BIGSERIAL PRIMARY KEY,
   name           TEXT    NOT NULL CHECK (length(name) BETWEEN 1 AND 200),

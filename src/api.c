@@ -227,8 +227,9 @@ static void api_purchase_answer(struct http_request *r, void *arg)
     struct api_call *c = arg;
     struct store_purchase *p = &c->sj.u.purchase;
     if (c->sj.outcome == OUTCOME_OK) {
-        char body[512], location[64];
-        size_t len = render_order(&p->order, true, body, sizeof body);
+        char body[512], location[64], token[ORDERTOKEN_LEN + 1];
+        ordertoken_make(&c->api->order_tokens, p->order.id, token);
+        size_t len = render_order(&p->order, true, token, body, sizeof body);
         render_order_location(&p->order, location, sizeof location);
         http_complete(r, 201, body, len, "Location", location);
     } else {
@@ -459,7 +460,7 @@ static void api_settle_done(struct store_job *sj)
     }
     if (sj->outcome == OUTCOME_OK) {
         char body[512];
-        size_t len = render_order(&t->order, false, body, sizeof body);
+        size_t len = render_order(&t->order, false, NULL, body, sizeof body);
         http_complete(c->req, 200, body, len, NULL, NULL);
     } else {
         api_complete_outcome(c, sj->outcome, sj->outcome == OUTCOME_NOT_FOUND ? "no such order" : NULL);
@@ -479,16 +480,32 @@ static void api_settle_run(struct pool_job *job, void *worker)
     t->commits++;
 }
 
+/* An order is read, paid or cancelled only with its token (X-Order-Token, from
+ * the purchase answer).  Without it the answer is the one for an order that does
+ * not exist, so walking the ids learns nothing, and no database is touched. */
+static bool api_order_token_ok(const struct api *a, struct http_request *r, int64_t order_id)
+{
+    return ordertoken_check(&a->order_tokens, order_id, http_header(r, "X-Order-Token"));
+}
+
+/* Pay or cancel: the token (404), 415, 413, the body (400), then, when the body
+ * names a user (optional: the token is the proof), the user's checks (401, 429);
+ * the writer answers 403 when that user is not the order's. */
 static void api_settle(struct api *a, struct http_request *r, enum route route, int64_t order_id)
 {
+    if (!api_order_token_ok(a, r, order_id)) return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such order");
     enum outcome o = api_body_checks(r);
     if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
-    char user[PAYLOAD_USER_MAX + 1], msg[256];
+    char user[PAYLOAD_USER_MAX + 1] = "", msg[256];
     size_t len;
     const char *body = http_body(r, &len);
-    o = payload_user_parse(body, len, user, msg, sizeof msg);
+    o = len ? payload_user_parse(body, len, user, msg, sizeof msg) : OUTCOME_OK;
     if (o != OUTCOME_OK) return api_refuse(a, r, o, msg);
-    if (!api_user_checks(a, r, user)) return;
+    /* With --user-secret the X-User-Token proves a user id, and the writer checks
+     * that id against the order: so the id stays required there. */
+    if (!user[0] && a->cfg->user_secret[0])
+        return api_refuse(a, r, OUTCOME_INVALID, "'user_id' is required (with its X-User-Token)");
+    if (user[0] && !api_user_checks(a, r, user)) return;
     struct api_call *c = api_call_new(a, r, api_settle_run);
     if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
     c->sj.op = route == ROUTE_PAY ? STORE_PAY : STORE_CANCEL;
@@ -542,12 +559,13 @@ void api_sale_reply_fill(FILE *out, void *arg)
 
 static void api_order_get(struct api *a, struct http_request *r, int64_t id)
 {
+    if (!api_order_token_ok(a, r, id)) return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such order");
     struct store_conn *conn = ((struct api_thread *)http_thread_state(r))->conn;
     struct store_order o;
     enum outcome out = conn ? store_order_get(conn, id, &o) : OUTCOME_UNAVAILABLE;
     if (out != OUTCOME_OK) return api_refuse(a, r, out, out == OUTCOME_NOT_FOUND ? "no such order" : NULL);
     char body[512];
-    size_t len = render_order(&o, false, body, sizeof body);
+    size_t len = render_order(&o, false, NULL, body, sizeof body);
     http_reply(r, 200, body, len, NULL);
 }
 
@@ -592,8 +610,10 @@ static void api_static(struct api *a, struct http_request *r)
     const char *headers[] = {"Content-Type", f.content_type, "Cache-Control", f.cache_control,
                              "ETag", f.etag, "X-Content-Type-Options", "nosniff", NULL};
     if (inm && strcmp(inm, f.etag) == 0) {
-        close(f.fd);
-        http_reply(r, 304, "", 0, headers + 2);
+        /* The 200's validators, and no body headers that lie: libmicrohttpd sends no
+         * body with a 304 but always a Content-Length, so it is the 200's (RFC 9110
+         * §8.6), and there is no Content-Type. */
+        http_reply_fd(r, 304, f.fd, f.size, headers + 2);
         return;
     }
     http_reply_fd(r, 200, f.fd, f.size, headers);
@@ -615,6 +635,8 @@ static void api_handle(void *ctx, struct http_request *r, enum http_phase phase)
         if (o != OUTCOME_OK) return;
         if (m.route == ROUTE_ORDER_CREATE && !inventory_get(a->inv, m.id))
             return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
+        if ((m.route == ROUTE_PAY || m.route == ROUTE_CANCEL) && !api_order_token_ok(a, r, m.id))
+            return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such order");
         if (!payload_content_type_ok(http_header(r, "Content-Type")))
             return api_refuse(a, r, OUTCOME_MEDIA_TYPE, NULL);
         return api_refuse(a, r, OUTCOME_TOO_LARGE, NULL);
@@ -723,6 +745,8 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
         return NULL;
     }
     a->token_len = strlen(a->token);
+    _Static_assert(STORE_SECRET_LEN == ORDERTOKEN_SECRET_LEN, "the store keeps the order tokens' secret");
+    ordertoken_init(&a->order_tokens, store_order_secret(store));
     for (int o = 1; o < OUTCOME_COUNT; o++) {
         char body[256];
         size_t len = outcome_json((enum outcome)o, NULL, body, sizeof body);
@@ -768,6 +792,7 @@ void api_free(struct api *a)
     ratelimit_free(a->user_rate);
     ratelimit_free(a->ip_rate);
     memset(a->token, 0, sizeof a->token);
+    memset(&a->order_tokens, 0, sizeof a->order_tokens);
     pthread_mutex_destroy(&a->keys_mu);
     free(a);
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "api.h"
+#include "ordertoken.h"
 #include "outcome.h"
 #include "payload.h"
 #include "pool.h"
@@ -29,6 +30,7 @@ struct api {
     struct http_canned *healthz;
     _Atomic bool sweeping; /* a sweep job is queued or running */
     struct ratelimit *user_rate, *ip_rate; /* NULL = no limit */
+    struct ordertoken order_tokens; /* keyed by the database's order secret */
     /* Purchases with an Idempotency-Key, from their claim on a worker to their
      * answer, hashed by (sale, user, key): a retry finds the try in flight. */
     pthread_mutex_t keys_mu;

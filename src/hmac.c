@@ -25,7 +25,7 @@ static uint32_t hmac_ror(uint32_t x, int n) { return (x >> n) | (x << (32 - n));
 
 static void hmac_block(struct hmac_sha256_ctx *c, const uint8_t *p)
 {
-    uint32_t w[64], a[8];
+    uint32_t w[64];
     for (int i = 0; i < 16; i++)
         w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
                p[4 * i + 3];
@@ -34,18 +34,33 @@ static void hmac_block(struct hmac_sha256_ctx *c, const uint8_t *p)
         uint32_t s1 = hmac_ror(w[i - 2], 17) ^ hmac_ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    memcpy(a, c->h, sizeof a);
+    /* Eight named words, not an array shifted each round: the compiler keeps them
+     * in registers (the shifting array cost about half of an order token). */
+    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6],
+             h = c->h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t s1 = hmac_ror(a[4], 6) ^ hmac_ror(a[4], 11) ^ hmac_ror(a[4], 25);
-        uint32_t ch = (a[4] & a[5]) ^ (~a[4] & a[6]);
-        uint32_t t1 = a[7] + s1 + ch + hmac_k[i] + w[i];
-        uint32_t s0 = hmac_ror(a[0], 2) ^ hmac_ror(a[0], 13) ^ hmac_ror(a[0], 22);
-        uint32_t maj = (a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]);
-        memmove(a + 1, a, 7 * sizeof a[0]);
-        a[4] += t1;
-        a[0] = t1 + s0 + maj;
+        uint32_t s1 = hmac_ror(e, 6) ^ hmac_ror(e, 11) ^ hmac_ror(e, 25);
+        uint32_t ch = (e & f) ^ (~e & g);
+        uint32_t t1 = h + s1 + ch + hmac_k[i] + w[i];
+        uint32_t s0 = hmac_ror(a, 2) ^ hmac_ror(a, 13) ^ hmac_ror(a, 22);
+        uint32_t maj = (a & b) ^ (a & cc) ^ (b & cc);
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = cc;
+        cc = b;
+        b = a;
+        a = t1 + s0 + maj;
     }
-    for (int i = 0; i < 8; i++) c->h[i] += a[i];
+    c->h[0] += a;
+    c->h[1] += b;
+    c->h[2] += cc;
+    c->h[3] += d;
+    c->h[4] += e;
+    c->h[5] += f;
+    c->h[6] += g;
+    c->h[7] += h;
 }
 
 static void hmac_init(struct hmac_sha256_ctx *c)
@@ -77,11 +92,15 @@ static void hmac_update(struct hmac_sha256_ctx *c, const void *data, size_t len)
 static void hmac_final(struct hmac_sha256_ctx *c, uint8_t out[HMAC_SHA256_LEN])
 {
     uint64_t bits = c->bytes * 8;
-    uint8_t pad = 0x80, zero = 0, len[8];
-    hmac_update(c, &pad, 1);
-    while (c->fill != 56) hmac_update(c, &zero, 1);
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    hmac_update(c, len, 8);
+    c->block[c->fill++] = 0x80;
+    if (c->fill > 56) { /* no room for the length: one more block */
+        memset(c->block + c->fill, 0, 64 - c->fill);
+        hmac_block(c, c->block);
+        c->fill = 0;
+    }
+    memset(c->block + c->fill, 0, 56 - c->fill);
+    for (int i = 0; i < 8; i++) c->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+    hmac_block(c, c->block);
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (uint8_t)(c->h[i] >> 24);
         out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
@@ -113,6 +132,38 @@ void hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
     for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
     hmac_init(&c);
     hmac_update(&c, pad, 64);
+    hmac_update(&c, inner, sizeof inner);
+    hmac_final(&c, out);
+}
+
+void hmac_sha256_key_init(struct hmac_sha256_key *k, const void *key, size_t key_len)
+{
+    uint8_t raw[64] = {0}, pad[64];
+    if (key_len > 64) hmac_sha256_digest(key, key_len, raw);
+    else memcpy(raw, key, key_len);
+    struct hmac_sha256_ctx c;
+    for (int i = 0; i < 64; i++) pad[i] = raw[i] ^ 0x36;
+    hmac_init(&c);
+    hmac_update(&c, pad, 64);
+    memcpy(k->inner, c.h, sizeof k->inner);
+    for (int i = 0; i < 64; i++) pad[i] = raw[i] ^ 0x5c;
+    hmac_init(&c);
+    hmac_update(&c, pad, 64);
+    memcpy(k->outer, c.h, sizeof k->outer);
+    memset(raw, 0, sizeof raw);
+    memset(pad, 0, sizeof pad);
+}
+
+void hmac_sha256_keyed(const struct hmac_sha256_key *k, const void *data, size_t len,
+                       uint8_t out[HMAC_SHA256_LEN])
+{
+    uint8_t inner[HMAC_SHA256_LEN];
+    struct hmac_sha256_ctx c = {.fill = 0, .bytes = 64}; /* one block of pad already hashed */
+    memcpy(c.h, k->inner, sizeof c.h);
+    hmac_update(&c, data, len);
+    hmac_final(&c, inner);
+    c = (struct hmac_sha256_ctx){.fill = 0, .bytes = 64};
+    memcpy(c.h, k->outer, sizeof c.h);
     hmac_update(&c, inner, sizeof inner);
     hmac_final(&c, out);
 }

@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -20,6 +21,8 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "framing.h"
+#include "gate.h"
 #include "log.h"
 
 #define HTTP_SMALL_BODY 512
@@ -31,12 +34,18 @@
  * any sane request (nginx's default header limit is 8 KiB too); larger headers
  * are answered 431 by libmicrohttpd. */
 #define HTTP_CONN_MEMORY 8192
+/* New connections held for their first bytes (gate.h): at most this many per I/O
+ * thread, each at most this long; then libmicrohttpd gets them as they are. */
+#define HTTP_GATE_SLOTS 1024
+#define HTTP_GATE_GRACE_MS 500
 
 struct http_io {
     struct http_server *server;
     struct MHD_Daemon *daemon;
-    int listen_fd; /* owned until quiesce hands it back to us to close */
-    int wait_fd;   /* our epoll set: the daemon's epoll descriptor and wake_fd */
+    int listen_fd; /* ours: the gate accepts from it, libmicrohttpd never sees it */
+    int wait_fd;   /* our epoll set: the daemon's epoll descriptor, wake_fd and the gate's */
+    struct gate *gate;
+    unsigned limit; /* connections this thread's daemon takes */
     int wake_fd;   /* eventfd: the done list went from empty to not (see http_complete) */
     /* Deferred requests completed by other threads, newest first: the I/O thread
      * takes the whole list, fills and resumes them itself (http_resume_done). */
@@ -322,6 +331,25 @@ static void http_append(struct http_request *r, const char *data, size_t len)
     r->body_len += len;
 }
 
+static enum MHD_Result http_framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         size_t key_size, const char *value, size_t value_size)
+{
+    return framing_field(cls, key, key_size, value, value_size) ? MHD_YES : MHD_NO;
+}
+
+/* Refuses ambiguous framing before libmicrohttpd reads a body byte (see framing.h).
+ * libmicrohttpd left the header block in place from the request line's method to
+ * REQUEST_HEADER_SIZE bytes on; the scan checks each field against it. */
+static enum framing_fault http_framing(struct http_request *r, const char *method, const char *version)
+{
+    const union MHD_ConnectionInfo *hs =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    struct framing_scan fs;
+    framing_begin(&fs, version, hs ? method + hs->header_size : NULL);
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, http_framing_field, &fs);
+    return framing_end(&fs);
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload,
                                    size_t *upload_size, void **con_cls)
@@ -345,6 +373,17 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
             http_reply(r, 400, body, sizeof body - 1, close);
             return MHD_YES;
         }
+        enum framing_fault f = http_framing(r, method, version);
+        if (f != FRAMING_OK) {
+            char body[192];
+            int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}",
+                             framing_code(f), framing_message(f));
+            assert(n > 0 && (size_t)n < sizeof body); /* the table's messages are short */
+            const char *close[] = {"Connection", "close", NULL};
+            http_reply(r, framing_status(f), body, (size_t)n, close);
+            return MHD_YES;
+        }
+        r->url = framing_path(url);
         hooks->handle(hooks->ctx, r, HTTP_HEADERS);
         return MHD_YES;
     }
@@ -441,31 +480,51 @@ static void http_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- event loops ------------------------------------------------------------------ */
 
+/* How many more connections this thread's daemon takes now. */
+static size_t http_room(struct http_io *io)
+{
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(io->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    unsigned now = di ? di->num_connections : 0;
+    return now < io->limit ? io->limit - now : 0;
+}
+
+/* The gate's hand-over: libmicrohttpd reads the connection from its first byte
+ * (and closes it when over its per-IP or connection limit). */
+static void http_admit(void *ctx, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    struct http_io *io = ctx;
+    MHD_add_connection(io->daemon, fd, sa, len);
+}
+
 static void *http_io_main(void *arg)
 {
     struct http_io *io = arg;
     struct http_server *s = io->server;
     pthread_setname_np(pthread_self(), "fs-io");
     if (s->hooks.thread_start) io->state = s->hooks.thread_start(s->hooks.ctx);
-    struct epoll_event ev[2];
+    struct epoll_event ev[64];
     while (!atomic_load(&s->stop)) {
         if (atomic_load(&s->quiesce) && !io->quiesced) {
-            /* libmicrohttpd is not thread-safe in this mode: its own thread quiesces it. */
-            MHD_socket fd = MHD_quiesce_daemon(io->daemon);
-            if (fd != MHD_INVALID_SOCKET) close(fd);
+            /* The gate owns the listening socket (libmicrohttpd has none to give back). */
+            gate_stop_listening(io->gate);
+            close(io->listen_fd);
+            io->listen_fd = -1;
             io->quiesced = true;
         }
-        int timeout = HTTP_TICK_MS;
+        int timeout = HTTP_TICK_MS, grace = gate_round(io->gate, http_room(io));
+        if (grace < timeout) timeout = grace;
         MHD_UNSIGNED_LONG_LONG to;
         if (MHD_get_timeout(io->daemon, &to) == MHD_YES && to < (MHD_UNSIGNED_LONG_LONG)timeout)
             timeout = (int)to;
-        int n = epoll_wait(io->wait_fd, ev, 2, timeout);
+        int n = epoll_wait(io->wait_fd, ev, 64, timeout);
         if (n < 0 && errno != EINTR) LOG_ERROR("http: epoll_wait: %s", strerror(errno));
         for (int i = 0; i < n; i++) {
-            if (ev[i].data.u32 == 1) {
+            if (ev[i].data.u64 == 1) {
                 uint64_t count;
                 ssize_t rd = read(io->wake_fd, &count, sizeof count);
                 (void)rd;
+            } else if (ev[i].data.u64 >= GATE_TAG_LISTEN) {
+                gate_event(io->gate, ev[i].data.u64, http_room(io));
             }
         }
         http_resume_done(io);
@@ -539,9 +598,9 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
         io->listen_fd = http_listen(cfg->bind, s->port, err, err_size);
         if (io->listen_fd < 0) goto fail;
         io->daemon = MHD_start_daemon(
-            MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG, 0, NULL,
-            NULL, http_access, io, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)io->listen_fd,
-            MHD_OPTION_CONNECTION_LIMIT, per_thread, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+            MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG |
+                MHD_USE_NO_LISTEN_SOCKET,
+            0, NULL, NULL, http_access, io, MHD_OPTION_CONNECTION_LIMIT, per_thread, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
             (size_t)HTTP_CONN_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
             (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
@@ -554,12 +613,18 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
         const union MHD_DaemonInfo *info = MHD_get_daemon_info(io->daemon, MHD_DAEMON_INFO_EPOLL_FD);
         io->wait_fd = epoll_create1(EPOLL_CLOEXEC);
         io->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
-        struct epoll_event wake = {.events = EPOLLIN, .data.u32 = 1};
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0};
+        struct epoll_event wake = {.events = EPOLLIN, .data.u64 = 1};
         if (!info || io->wait_fd < 0 || io->wake_fd < 0 ||
             epoll_ctl(io->wait_fd, EPOLL_CTL_ADD, info->epoll_fd, &ev) != 0 ||
             epoll_ctl(io->wait_fd, EPOLL_CTL_ADD, io->wake_fd, &wake) != 0) {
             snprintf(err, err_size, "cannot watch libmicrohttpd's epoll descriptor: %s", strerror(errno));
+            goto fail;
+        }
+        io->limit = per_thread;
+        io->gate = gate_new(io->listen_fd, io->wait_fd, HTTP_GATE_SLOTS, HTTP_GATE_GRACE_MS, http_admit, io);
+        if (!io->gate) {
+            snprintf(err, err_size, "cannot watch the listening socket: %s", strerror(errno));
             goto fail;
         }
     }
@@ -600,15 +665,9 @@ void http_stop(struct http_server *s, int timeout_ms)
         struct http_io *io = &s->io[i];
         /* libmicrohttpd aborts the process when stopped with a suspended connection;
          * if one is stuck, leave the daemon to the exiting process. */
-        if (io->daemon && !stuck) {
-            if (!io->quiesced) {
-                MHD_socket fd = MHD_quiesce_daemon(io->daemon);
-                if (fd != MHD_INVALID_SOCKET) close(fd);
-            }
-            MHD_stop_daemon(io->daemon);
-        } else if (!io->daemon && io->listen_fd >= 0) {
-            close(io->listen_fd);
-        }
+        gate_free(io->gate);
+        if (io->listen_fd >= 0) close(io->listen_fd);
+        if (io->daemon && !stuck) MHD_stop_daemon(io->daemon);
         if (io->wait_fd >= 0) close(io->wait_fd);
         if (io->wake_fd >= 0 && !stuck) close(io->wake_fd);
     }

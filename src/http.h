@@ -1,15 +1,19 @@
 /* http — the HTTP front end: libmicrohttpd daemons driven by our own event loops.
  *
  * --io-threads threads each own one libmicrohttpd daemon (epoll, no internal
- * thread) on its own SO_REUSEPORT listening socket for the same port; the kernel
- * spreads connections across them.  Each thread waits on its daemon's epoll
- * descriptor and calls MHD_run(), which never blocks: libmicrohttpd's own
+ * thread) and its own SO_REUSEPORT listening socket for the same port; the kernel
+ * spreads connections across them.  The thread accepts them itself and holds
+ * each until its first bytes (gate.h) before libmicrohttpd gets it.  Each thread
+ * waits on its daemon's epoll descriptor and calls MHD_run(), which never blocks:
+ * libmicrohttpd's own
  * blocking loop re-waits with the full timeout whenever epoll returns a full batch
  * of 128 events, a stall we measured at 128 x k busy keep-alive connections.
  *
  * A request reaches the handler twice: once when its headers are in (it may
  * refuse there, e.g. 413 on a large Content-Length), once when the whole body is
- * in (at most HTTP_BODY_MAX bytes are kept).  The handler answers with
+ * in (at most HTTP_BODY_MAX bytes are kept).  Before the first, http.c refuses
+ * ambiguous framing itself (framing.h: 400/501 and close) and reduces an
+ * absolute-form target to its path.  The handler answers with
  * http_reply*() on the spot, or calls http_defer() and later, from any thread,
  * http_complete(); the connection is suspended in between, so no I/O thread ever
  * waits.

@@ -158,7 +158,10 @@ enum outcome payload_user_parse(const char *body, size_t len, char *user_id, cha
     json_t *root = payload_load(body, len, msg, msg_size);
     if (!root) return OUTCOME_INVALID;
     enum outcome o = payload_known_keys(root, keys, msg, msg_size);
-    if (o == OUTCOME_OK) o = payload_text(root, "user_id", PAYLOAD_USER_MAX, user_id, msg, msg_size);
+    json_t *v = json_object_get(root, "user_id");
+    user_id[0] = 0;
+    if (o == OUTCOME_OK && v && !json_is_null(v))
+        o = payload_text(root, "user_id", PAYLOAD_USER_MAX, user_id, msg, msg_size);
     json_decref(root);
     return o;
 }

@@ -36,7 +36,8 @@ struct payload_sale {
 enum outcome payload_order_parse(const char *body, size_t len, struct payload_order *out,
                                  char *msg, size_t msg_size);
 
-/* {"user_id": str} — the body of pay and cancel. */
+/* {"user_id"?: str} — the body of pay and cancel; user_id is "" when absent or
+ * null (the order token is the proof; a user id given must be the order's). */
 enum outcome payload_user_parse(const char *body, size_t len, char *user_id, char *msg,
                                 size_t msg_size);
 

@@ -88,7 +88,7 @@ static void render_time(struct render_buf *b, int64_t ms, bool nullable)
     RENDER_LIT(b, "\"");
 }
 
-size_t render_order(const struct store_order *o, bool as_created, char *buf, size_t size)
+size_t render_order(const struct store_order *o, bool as_created, const char *token, char *buf, size_t size)
 {
     if (!size) return 0;
     char user[PAYLOAD_USER_MAX * 6 + 1];
@@ -98,6 +98,11 @@ size_t render_order(const struct store_order *o, bool as_created, char *buf, siz
     struct render_buf b = {buf, buf + size - 1, false};
     RENDER_LIT(&b, "{\"order_id\":");
     render_int(&b, o->id);
+    if (token) {
+        RENDER_LIT(&b, ",\"order_token\":\"");
+        render_put(&b, token, strlen(token));
+        RENDER_LIT(&b, "\"");
+    }
     RENDER_LIT(&b, ",\"sale_id\":");
     render_int(&b, o->sale_id);
     RENDER_LIT(&b, ",\"user_id\":\"");

@@ -28,8 +28,9 @@ void render_sales(FILE *out, struct inventory *inv, int64_t now);
 
 /* The order as JSON into buf; returns the length (0 if it did not fit).
  * as_created renders it as first acknowledged (pending or confirmed, unpaid), so
- * a replayed Idempotency-Key gets the same bytes whatever happened since. */
-size_t render_order(const struct store_order *o, bool as_created, char *buf, size_t size);
+ * a replayed Idempotency-Key gets the same bytes whatever happened since.  token
+ * (the order's, see ordertoken.h) is included as "order_token" unless NULL. */
+size_t render_order(const struct store_order *o, bool as_created, const char *token, char *buf, size_t size);
 /* The order's Location, "/api/v1/orders/<id>", into buf; its length (0 if it does not fit). */
 size_t render_order_location(const struct store_order *o, char *buf, size_t size);
 

@@ -6,7 +6,9 @@
  * ledger holds it: store_purchase.limit_held) so that a refusal writes nothing and
  * leaves the rest of the batch alone, and only after COMMIT returns
  * calls each job's done().  Nothing is acknowledged before that.  If COMMIT fails,
- * every job of the batch ends OUTCOME_UNAVAILABLE.
+ * every job of the batch ends OUTCOME_UNAVAILABLE; if its answer was lost with the
+ * link (PostgreSQL), done() waits until the database tells whether it committed
+ * (see store.c), at most about 10 s.
  *
  * Other threads read through their own struct store_conn (one per thread; SQLite
  * in WAL mode lets readers run beside the writer).  The sqlite inventory strategy
@@ -83,10 +85,10 @@ struct store_audit {
     int64_t paid_late; /* paid orders whose payment came at or after expiry: must be 0 */
 };
 
-/* Pay or cancel one order (by its own user). */
+/* Pay or cancel one order (its token was checked before). */
 struct store_settle {
     int64_t order_id;
-    char user_id[PAYLOAD_USER_MAX + 1];
+    char user_id[PAYLOAD_USER_MAX + 1]; /* must be the order's user; "" = not given */
     struct store_order order; /* out: the order as it is now */
     bool paid_now;            /* out: this job moved it from pending to paid */
     bool returned;            /* out: this job gave its units back (cancelled or expired) */
@@ -152,6 +154,12 @@ struct store_events {
  * Returns NULL and writes a reason into err on failure. */
 struct store *store_open(const struct config *cfg, char *err, size_t err_size);
 
+/* The database's order secret: 32 random bytes made once, at the first start,
+ * and kept in the database (one for every node sharing it), from which order
+ * tokens are derived (ordertoken.h).  Valid until store_close. */
+#define STORE_SECRET_LEN 32
+const uint8_t *store_order_secret(const struct store *s);
+
 /* Runs every queued job, stops the writer, closes the database. */
 void store_close(struct store *s);
 
@@ -181,8 +189,9 @@ enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const cha
                                 const char *key, struct store_order *out);
 
 /* One purchase in its own BEGIN IMMEDIATE transaction on c (the sqlite strategy);
- * calls job->done after COMMIT under the commit lock, as the writer would.  Returns
- * the job's outcome. */
+ * calls job->done after COMMIT under the commit lock, as the writer would, or
+ * (a COMMIT whose answer was lost) later on the writer thread.  Returns the job's
+ * outcome as far as known now. */
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job);
 
 /* Recomputes a sale from the database.  snapshot(ctx) is called under the commit

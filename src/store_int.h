@@ -28,8 +28,11 @@ struct store_backend {
     struct store_conn *(*connect)(const struct config *cfg, bool writer, char *err, size_t err_size);
     void (*disconnect)(struct store_conn *c);
 
-    /* Creates or migrates the schema and the demo sale; on the writer's connection. */
-    int (*setup)(struct store_conn *c, const struct config *cfg, char *err, size_t err_size);
+    /* Creates or migrates the schema and the demo sale, and reads the order
+     * secret into secret (creating it, once for the database, when missing); on
+     * the writer's connection. */
+    int (*setup)(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN], char *err,
+                 size_t err_size);
 
     /* BEGIN IMMEDIATE / COMMIT / ROLLBACK; 0 or -1. */
     int (*begin)(struct store_conn *c);
@@ -39,6 +42,15 @@ struct store_backend {
     /* True when the last failure on c is worth running the batch again for
      * (PostgreSQL: deadlock, serialization failure).  May be NULL. */
     bool (*retryable)(struct store_conn *c);
+
+    /* When a COMMIT's answer can be lost with the link (PostgreSQL): txn() is the
+     * id of the transaction whose COMMIT was last sent (0 = none), and committed()
+     * says after a failed COMMIT whether that transaction, which ran these jobs,
+     * committed all the same: 1 yes, 0 no (or no longer knowable), -1 not known
+     * yet (the database out of reach).  Both may be NULL: a failed COMMIT then
+     * committed nothing. */
+    int64_t (*txn)(struct store_conn *c);
+    int (*committed)(struct store_conn *c, int64_t txn, struct store_job *const *jobs, size_t n);
 
     /* Applies one job inside the open transaction.  A business refusal
      * (sold_out, limit_exceeded, invalid) leaves nothing of this job written and

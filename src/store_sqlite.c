@@ -14,10 +14,12 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -26,7 +28,7 @@
 #include "schema_sql.h"
 #include "store_int.h"
 
-#define SQLITE_SCHEMA_VERSION 2
+#define SQLITE_SCHEMA_VERSION 3
 
 /* Each migration takes a database from version - 1 to version (sql/migrations/). */
 static const struct {
@@ -34,6 +36,7 @@ static const struct {
     const char *sql;
 } sqlite_migrations[] = {
     {2, migrate_sqlite_002},
+    {3, migrate_sqlite_003},
 };
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
@@ -42,7 +45,7 @@ enum sqlite_stmt {
     ST_BEGIN, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK,
     ST_ORDER_BY_KEY, ST_USER_UNITS, ST_TAKE_STOCK, ST_TAKE_STOCK_ONLY, ST_GIVE_BACK, ST_BLIND_STOCK, ST_INSERT_ORDER, ST_ORDER_GET,
     ST_SALE_INSERT, ST_SALE_ROW, ST_RESET_ORDERS, ST_RESET_STOCK, ST_AUDIT_UNITS, ST_AUDIT_OVER,
-    ST_PAY, ST_CLOSE, ST_DUE, ST_AUDIT_STATUS, ST_COUNT
+    ST_PAY, ST_CLOSE, ST_DUE, ST_AUDIT_STATUS, ST_MAX_ORDER, ST_SET_FLOOR, ST_COUNT
 };
 
 static const char *const sqlite_sql[ST_COUNT] = {
@@ -63,8 +66,10 @@ static const char *const sqlite_sql[ST_COUNT] = {
     [ST_TAKE_STOCK_ONLY] = "UPDATE sales SET stock_left = stock_left - ?1 WHERE id = ?2 AND stock_left >= ?1",
     [ST_GIVE_BACK] = "UPDATE sales SET stock_left = stock_left + ?1 WHERE id = ?2",
     [ST_BLIND_STOCK] = "UPDATE sales SET stock_left = ?1 WHERE id = ?2",
+    /* ?8, the id, is NULL (max(id) + 1) except for the first order after a reset
+     * (sqlite_id_floor) */
     [ST_INSERT_ORDER] = "INSERT INTO orders (sale_id, user_id, quantity, status, idempotency_key,"
-                        " created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        " created_at, expires_at, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_ORDER_GET] = "SELECT " ORDER_COLUMNS " FROM orders WHERE id = ?1",
     [ST_SALE_INSERT] = "INSERT INTO sales (name, stock_total, stock_left, per_user_limit, starts_at,"
                        " ends_at, payment_window, created_at) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -88,13 +93,28 @@ static const char *const sqlite_sql[ST_COUNT] = {
                         " COALESCE(SUM(CASE WHEN status = 'cancelled' THEN quantity END), 0),"
                         " COUNT(CASE WHEN status = 'paid' AND paid_at >= expires_at THEN 1 END)"
                         " FROM orders WHERE sale_id = ?1",
+    [ST_MAX_ORDER] = "SELECT COALESCE(MAX(id), 0), (SELECT value FROM meta WHERE name = 'order_id_floor')"
+                     " FROM orders",
+    [ST_SET_FLOOR] = "INSERT OR REPLACE INTO meta (name, value) VALUES ('order_id_floor', ?1)",
     [ST_AUDIT_OVER] = "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE sale_id = ?1 AND status IN " LIVE
                       " GROUP BY user_id HAVING SUM(quantity) > ?2)",
 };
 
+/* An order id is never handed out twice: an order's token is derived from its id,
+ * so a reused id would let whoever kept a deleted order's token open a stranger's
+ * new order.  SQLite gives a new row max(id) + 1, which after a reset that deleted
+ * the newest orders is an id used before (AUTOINCREMENT would prevent that, for a
+ * write to sqlite_sequence on every purchase).  So a reset keeps the highest id it
+ * removed (meta 'order_id_floor', read again at start), and the next order is
+ * inserted above it by hand; after that one, max(id) + 1 is new again.  0 = no
+ * floor pending.  One per process: one database per process (the writer's lock
+ * file), and setup() loads it. */
+static _Atomic int64_t sqlite_id_floor;
+
 struct store_conn {
     const struct store_backend *be; /* first, see store_int.h */
     sqlite3 *db;
+    int64_t floor_taken; /* this transaction inserted above sqlite_id_floor: give it back on rollback */
     int lock_fd; /* the writer's: flock on "<db>.lock" for the whole run, else -1 */
     int wal_pages; /* the WAL's length after this connection's last commit */
     sqlite3_stmt *st[ST_COUNT];
@@ -120,6 +140,7 @@ static void sqlite_done(sqlite3_stmt *st)
 }
 
 static int sqlite_prepare(struct store_conn *c, char *err, size_t err_size);
+static int sqlite_order_ids(struct store_conn *c, int64_t *top, int64_t *floor);
 static int sqlite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 static enum outcome sqlite_order_get(struct store_conn *c, int64_t id, struct store_order *out);
 
@@ -262,7 +283,42 @@ static int sqlite_user_index(struct store_conn *c, bool wanted, char *err, size_
     return 0;
 }
 
-static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *err, size_t err_size)
+/* The order secret from table meta, made and kept there at the first start (the
+ * writer's file lock makes this process the only one that could). */
+static int sqlite_order_secret(struct store_conn *c, uint8_t secret[STORE_SECRET_LEN], char *err, size_t err_size)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(c->db, "SELECT value FROM meta WHERE name = 'order_secret'", -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    bool found = rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == STORE_SECRET_LEN;
+    if (found) memcpy(secret, sqlite3_column_blob(st, 0), STORE_SECRET_LEN);
+    sqlite3_finalize(st);
+    if (found) return 0;
+    if (rc != SQLITE_DONE) {
+        snprintf(err, err_size, "cannot read the order secret: %s",
+                 rc == SQLITE_ROW ? "it is not 32 bytes" : sqlite3_errmsg(c->db));
+        return -1;
+    }
+    if (getrandom(secret, STORE_SECRET_LEN, 0) != STORE_SECRET_LEN) {
+        snprintf(err, err_size, "cannot make the order secret: %s", strerror(errno));
+        return -1;
+    }
+    rc = sqlite3_prepare_v2(c->db, "INSERT INTO meta (name, value) VALUES ('order_secret', ?1)", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_blob(st, 1, secret, STORE_SECRET_LEN, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, err_size, "cannot keep the order secret: %s", sqlite3_errmsg(c->db));
+        return -1;
+    }
+    LOG_INFO("store: made the order secret");
+    return 0;
+}
+
+static int sqlite_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN], char *err,
+                        size_t err_size)
 {
     int version = sqlite_user_version(c->db);
     if (version < 0 || version > SQLITE_SCHEMA_VERSION) {
@@ -282,10 +338,17 @@ static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *er
             return -1;
         LOG_INFO("store: migrated %s to schema version %d", cfg->db, sqlite_migrations[i].version);
     }
+    if (sqlite_order_secret(c, secret, err, err_size) != 0) return -1;
     /* The per-user index serves only a strategy whose limit SQL decides. */
     bool index = inventory_traits_of((enum config_inventory)cfg->inventory)->sql_decides;
     if (sqlite_user_index(c, index, err, err_size) != 0) return -1;
     if (sqlite_prepare(c, err, err_size) != 0) return -1;
+    int64_t top, floor;
+    if (sqlite_order_ids(c, &top, &floor) != 0) {
+        snprintf(err, err_size, "cannot read the order ids: %s", sqlite3_errmsg(c->db));
+        return -1;
+    }
+    atomic_store(&sqlite_id_floor, floor > top ? floor : 0);
     if (cfg->demo_stock > 0) {
         char sql[256];
         snprintf(sql, sizeof sql,
@@ -303,12 +366,40 @@ static int sqlite_setup(struct store_conn *c, const struct config *cfg, char *er
 }
 
 static int sqlite_begin(struct store_conn *c) { return sqlite_exec(c, ST_BEGIN) == SQLITE_DONE ? 0 : -1; }
-static int sqlite_commit(struct store_conn *c) { return sqlite_exec(c, ST_COMMIT) == SQLITE_DONE ? 0 : -1; }
+
+static int sqlite_commit(struct store_conn *c)
+{
+    int rc = sqlite_exec(c, ST_COMMIT) == SQLITE_DONE ? 0 : -1;
+    if (rc == 0) c->floor_taken = 0; /* the order above the floor is durable */
+    return rc;
+}
+
+/* The floor this connection took comes back when its order did not stay. */
+static void sqlite_floor_return(struct store_conn *c)
+{
+    int64_t none = 0;
+    if (c->floor_taken) atomic_compare_exchange_strong(&sqlite_id_floor, &none, c->floor_taken);
+    c->floor_taken = 0;
+}
 
 static void sqlite_rollback(struct store_conn *c)
 {
+    sqlite_floor_return(c); /* before ROLLBACK lets another writer in */
     /* After some errors SQLite has already rolled back; ROLLBACK would then fail. */
     if (!sqlite3_get_autocommit(c->db)) sqlite_exec(c, ST_ROLLBACK);
+}
+
+/* The highest order id and the recorded floor (0 when none); -1 on failure. */
+static int sqlite_order_ids(struct store_conn *c, int64_t *top, int64_t *floor)
+{
+    sqlite3_stmt *st = c->st[ST_MAX_ORDER];
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *top = sqlite3_column_int64(st, 0);
+        *floor = sqlite3_column_int64(st, 1);
+    }
+    sqlite_done(st);
+    return rc == SQLITE_ROW ? 0 : -1;
 }
 
 static void sqlite_read_order(sqlite3_stmt *st, struct store_order *o)
@@ -405,10 +496,23 @@ static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase 
     if (p->idem_key[0]) sqlite3_bind_text(st, 5, p->idem_key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, o->created_at);
     if (o->expires_at) sqlite3_bind_int64(st, 7, o->expires_at);
+    /* a plain load first: the exchange, a write to shared memory, only after a reset */
+    int64_t floor = atomic_load_explicit(&sqlite_id_floor, memory_order_relaxed), top = 0, kept;
+    if (floor) floor = atomic_exchange(&sqlite_id_floor, 0);
+    if (floor) { /* the first order after a reset: above every id ever given */
+        c->floor_taken = floor;
+        if (sqlite_order_ids(c, &top, &kept) != 0) {
+            sqlite_done(st);
+            sqlite_floor_return(c);
+            return OUTCOME_UNAVAILABLE;
+        }
+        sqlite3_bind_int64(st, 8, (top > floor ? top : floor) + 1);
+    }
     rc = sqlite3_step(st);
     if (rc == SQLITE_CONSTRAINT)
         LOG_WARN("store: an order row was refused: %s", sqlite3_errmsg(c->db));
     sqlite_done(st);
+    if (rc != SQLITE_DONE) sqlite_floor_return(c);
     if (rc == SQLITE_CONSTRAINT && !p->unguarded) {
         st = c->st[ST_GIVE_BACK];
         sqlite3_bind_int64(st, 1, p->quantity);
@@ -445,8 +549,20 @@ static enum outcome sqlite_create_sale(struct store_conn *c, struct store_sale *
 
 static enum outcome sqlite_reset_sale(struct store_conn *c, int64_t sale_id)
 {
+    int64_t top, after, floor;
+    if (sqlite_order_ids(c, &top, &floor) != 0) return OUTCOME_UNAVAILABLE;
     sqlite3_bind_int64(c->st[ST_RESET_ORDERS], 1, sale_id);
     if (sqlite_exec(c, ST_RESET_ORDERS) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    if (sqlite_order_ids(c, &after, &floor) != 0) return OUTCOME_UNAVAILABLE;
+    int64_t pending = atomic_load(&sqlite_id_floor);
+    if (pending > top) top = pending; /* an earlier reset's floor, not yet passed */
+    if (after < top) { /* the newest orders are gone: keep their ids from coming back */
+        sqlite3_bind_int64(c->st[ST_SET_FLOOR], 1, top);
+        if (sqlite_exec(c, ST_SET_FLOOR) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+        /* Set before COMMIT; should this batch roll back, the rows are still there
+         * and the floor only repeats what max(id) says. */
+        atomic_store(&sqlite_id_floor, top);
+    }
     sqlite3_bind_int64(c->st[ST_RESET_STOCK], 1, sale_id);
     if (sqlite_exec(c, ST_RESET_STOCK) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
     return sqlite3_changes(c->db) ? OUTCOME_OK : OUTCOME_NOT_FOUND;

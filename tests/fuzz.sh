@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# libFuzzer runs of the parsers (tests/fuzz_payload.c) and the router
-# (tests/fuzz_route.c), a fixed number of runs each.
+# libFuzzer runs of the parsers (tests/fuzz_payload.c), the router
+# (tests/fuzz_route.c) and the HTTP framing checks (tests/fuzz_framing.c), a fixed
+# number of runs each.
 #
 #   tests/fuzz.sh [RUNS]      (default 20000 runs per harness; `make fuzz FUZZ_RUNS=N`)
 #
@@ -57,4 +58,5 @@ fuzz() { # harness name, corpus dir, module sources...
 
 fuzz payload tests/corpus/payload src/payload.c
 fuzz route tests/corpus/route src/route.c
+fuzz framing tests/corpus/framing src/framing.c
 exit $failed

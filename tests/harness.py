@@ -127,6 +127,17 @@ class Client:
     def admin(self, path, body=None):
         return self.request("POST", path, json_body=body, headers={"Authorization": "Bearer " + TOKEN})
 
+    def order(self, o, action=None, body=None, token=None, headers=None):
+        """GET /api/v1/orders/{id}, or POST .../{action} ("pay", "cancel") with an
+        optional JSON body, proving ownership with the order's X-Order-Token (o is
+        the purchase's 201 JSON; token overrides it, "" sends none)."""
+        path = f"/api/v1/orders/{o['order_id']}" + (f"/{action}" if action else "")
+        hdrs = dict(headers or {})
+        token = o.get("order_token") if token is None else token
+        if token:
+            hdrs["X-Order-Token"] = token
+        return self.request("POST" if action else "GET", path, json_body=body, headers=hdrs)
+
     def create_sale(self, **fields):
         fields.setdefault("name", "Test sale")
         r = self.admin("/api/v1/sales", fields)

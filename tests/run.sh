@@ -4,8 +4,8 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | lifecycle | starve | security | hostile | faults |
-#                ecosystem | fuzz | pg | cluster | tsan | asan | e2e | contract
+#   tests/run.sh all | unit | api | crowd | kill | lifecycle | starve | security | hostile | framing |
+#                faults | ecosystem | fuzz | pg | pg-faults | cluster | tsan | asan | e2e | contract
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tests/out
@@ -58,6 +58,7 @@ pg_suites() {
     for t in api crowd lifecycle security kill; do
         suite "pg-$t" python3 tests/pgserver.py -- python3 "tests/test_$t.py"
     done
+    suite pg-faults python3 tests/test_pgfaults.py # its own PostgreSQL, behind a proxy it breaks
 }
 
 have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
@@ -72,10 +73,12 @@ lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
 starve) suite starve python3 tests/test_starve.py ;;
 security) suite security python3 tests/test_security.py ;;
 hostile) suite hostile python3 tests/test_hostile.py ;;
+framing) suite framing python3 tests/test_framing.py ;;
 faults) suite faults python3 tests/test_faults.py ;;
 ecosystem) suite ecosystem python3 tests/test_ecosystem.py ;;
 fuzz) suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}" ;;
 pg) pg_suites ;;
+pg-faults) suite pg-faults python3 tests/test_pgfaults.py ;;
 cluster) suite cluster python3 tests/test_cluster.py; suite docker python3 tests/test_docker.py ;;
 tsan)
     suite tsan-unit tsan_units
@@ -87,6 +90,7 @@ asan)
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
     suite asan-lifecycle python3 tests/test_lifecycle.py build/asan/flashsale
     suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
+    suite asan-framing python3 tests/test_framing.py build/asan/flashsale
     suite asan-faults python3 tests/test_faults.py build/asan/flashsale ;;
 e2e) suite e2e node tests/e2e/dashboard.test.mjs ;;
 contract) suite contract python3 tests/test_contract.py ;;
@@ -99,6 +103,7 @@ all)
     suite starve python3 tests/test_starve.py
     suite security python3 tests/test_security.py
     suite hostile python3 tests/test_hostile.py
+    suite framing python3 tests/test_framing.py
     suite faults python3 tests/test_faults.py
     suite ecosystem python3 tests/test_ecosystem.py
     suite contract python3 tests/test_contract.py
@@ -116,12 +121,13 @@ all)
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
     suite asan-lifecycle python3 tests/test_lifecycle.py build/asan/flashsale
     suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
+    suite asan-framing python3 tests/test_framing.py build/asan/flashsale
     suite asan-faults python3 tests/test_faults.py build/asan/flashsale
     if [ -f tests/e2e/dashboard.test.mjs ] && command -v chromium >/dev/null && command -v node >/dev/null; then
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|starve|security|hostile|faults|ecosystem|fuzz|pg|cluster|tsan|asan|e2e|contract" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|starve|security|hostile|framing|faults|ecosystem|fuzz|pg|pg-faults|cluster|tsan|asan|e2e|contract" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"

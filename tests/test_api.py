@@ -20,6 +20,7 @@ BINARY = sys.argv[1] if len(sys.argv) > 1 else None
 SALE_FIELDS = {"id", "name", "stock_total", "stock_left", "sold", "oversold", "per_user_limit", "status",
                "starts_at", "ends_at", "payment_window", "pending", "paid", "expired", "cancelled"}
 ORDER_FIELDS = {"order_id", "sale_id", "user_id", "quantity", "status", "created_at", "expires_at", "paid_at"}
+CREATED_FIELDS = ORDER_FIELDS | {"order_token"}  # the 201 also carries the order's capability
 
 
 def raw_post(port, path, body, headers):
@@ -145,15 +146,18 @@ def run(srv):
     # ---- purchases: the happy path, then limit and stock in the documented order ----
     r = raw_post(srv.port, orders, b'{"user_id":"alice"}', {})
     check(SUITE, "purchase_without_content_type_201", r.status == 201, repr(r))
-    check(SUITE, "order_fields", r.status == 201 and set(r.json) == ORDER_FIELDS, repr(r))
+    check(SUITE, "order_fields", r.status == 201 and set(r.json) == CREATED_FIELDS, repr(r))
+    check(SUITE, "order_token_32_hex", r.status == 201
+          and __import__("re").fullmatch(r"[0-9a-f]{32}", r.json["order_token"]) is not None, repr(r))
     check(SUITE, "order_location", r.header("Location") == f"/api/v1/orders/{r.json['order_id']}", repr(r.headers))
     check(SUITE, "order_created_at_rfc3339",
           bool(r.json and __import__("re").fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", r.json["created_at"])),
           repr(r))
     alice = r.json
-    r = c.get(f"/api/v1/orders/{alice['order_id']}")
-    check(SUITE, "get_order", r.status == 200 and r.json == alice, repr(r))
-    check(SUITE, "get_order_404", c.get("/api/v1/orders/987654").status == 404)
+    r = c.order(alice)
+    check(SUITE, "get_order", r.status == 200 and r.json == {k: v for k, v in alice.items() if k != "order_token"},
+          repr(r))
+    check(SUITE, "get_order_404", c.order({"order_id": 987654}, token=alice["order_token"]).status == 404)
     r = raw_post(srv.port, orders, b'{"user_id":"bob","quantity":2}', {"Content-Type": "application/json; charset=utf-8"})
     check(SUITE, "purchase_charset_utf8_201", r.status == 201 and r.json["quantity"] == 2, repr(r))
     r = c.post(orders, {"user_id": "carol", "quantity": 3})
@@ -184,7 +188,7 @@ def run(srv):
     r1 = c.request("POST", f"/api/v1/sales/{d}/orders", json_body={"user_id": "kim"}, headers=key)
     r2 = c.request("POST", f"/api/v1/sales/{d}/orders", json_body={"user_id": "kim"}, headers=key)
     check(SUITE, "idempotent_replay_same_answer", r1.status == 201 and r2.status == 201 and r1.raw == r2.raw
-          and r1.header("Location") == r2.header("Location"), f"{r1} {r2}")
+          and r1.header("Location") == r2.header("Location") and len(r1.json["order_token"]) == 32, f"{r1} {r2}")
     r3 = c.request("POST", f"/api/v1/sales/{d}/orders", json_body={"user_id": "kim"},
                    headers={"Idempotency-Key": "another"})
     check(SUITE, "new_key_same_user_limited", r3.status == 409 and r3.error() == "limit_exceeded", repr(r3))

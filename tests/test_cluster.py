@@ -85,6 +85,10 @@ def main():
             per_user[o["user_id"]] = per_user.get(o["user_id"], 0) + 1
         check(SUITE, "two_nodes_per_user_one_order", all(v == 1 for v in per_user.values()),
               f"{sum(1 for v in per_user.values() if v > 1)} users got two")
+        # one order secret for the whole cluster: a token from any node opens the order on every node
+        sample = random.sample(acked, min(5, len(acked)))
+        opened = [n.client().order(o).status for o in sample for n in nodes]
+        check(SUITE, "order_token_valid_on_every_node", sample and opened == [200] * len(opened), repr(opened))
         # every node says sold out, quickly (LISTEN/NOTIFY), none of them oversold
         deadline, views = time.time() + 3, []
         while time.time() < deadline:

@@ -1,4 +1,5 @@
-/* test_hmac — SHA-256 (FIPS 180-2 examples) and HMAC-SHA-256 (RFC 4231 cases 1-4, 6, 7). */
+/* test_hmac — SHA-256 (FIPS 180-2 examples) and HMAC-SHA-256 (RFC 4231 cases 1-4, 6, 7),
+ * one-shot and with a prepared key. */
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,27 @@ static void test_sha256_vectors(void)
         hmac_sha256_digest(cases[i].in, strlen(cases[i].in), d);
         hex(d, sizeof d, h);
         CHECK_EQ_STR(h, cases[i].want);
+    }
+    /* the padding at every boundary: the length fits in the last block, or needs another */
+    static const struct {
+        size_t n;
+        const char *want;
+    } edges[] = {
+        {55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"},
+        {63, "7d3e74a05d7db15bce4ad9ec0658ea98e3f06eeecf16b4c6fff2da457ddc2f34"},
+        {64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"},
+        {65, "635361c48bb9eab14198e76ea8ab7f1a41685d6ad62aa9146d301d4f17eb0ae0"},
+        {119, "31eba51c313a5c08226adf18d4a359cfdfd8d2e816b13f4af952f7ea6584dcfb"},
+        {120, "2f3d335432c70b580af0e8e1b3674a7c020d683aa5f73aaaedfdc55af904c21c"},
+    };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        char in[128];
+        uint8_t d[HMAC_SHA256_LEN];
+        char h[65];
+        memset(in, 'a', edges[i].n);
+        hmac_sha256_digest(in, edges[i].n, d);
+        hex(d, sizeof d, h);
+        CHECK_EQ_STR(h, edges[i].want);
     }
     /* a million 'a's crosses many blocks */
     static char million[1000000];
@@ -68,6 +90,13 @@ static void test_hmac_rfc4231(void)
         uint8_t d[HMAC_SHA256_LEN];
         char h[65];
         hmac_sha256(cases[i].key, cases[i].key_len, cases[i].data, cases[i].len, d);
+        hex(d, sizeof d, h);
+        CHECK_EQ_STR(h, cases[i].want);
+        /* the same with the pads hashed once, ahead of time */
+        struct hmac_sha256_key k;
+        hmac_sha256_key_init(&k, cases[i].key, cases[i].key_len);
+        memset(d, 0, sizeof d);
+        hmac_sha256_keyed(&k, cases[i].data, cases[i].len, d);
         hex(d, sizeof d, h);
         CHECK_EQ_STR(h, cases[i].want);
     }

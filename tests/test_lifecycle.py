@@ -36,47 +36,47 @@ def contract(srv):
     check(SUITE, "order_pending_with_expiry", r.status == 201 and o1["status"] == "pending" and o1["paid_at"] is None
           and 1.5 < ts(o1["expires_at"]) - ts(o1["created_at"]) < 2.5, repr(r))
     oid = o1["order_id"]
-    r = c.post(f"/api/v1/orders/{oid}/pay", {"user_id": "someone-else"})
+    r = c.order(o1, "pay", {"user_id": "someone-else"})
     check(SUITE, "pay_by_other_user_403", r.status == 403 and r.error() == "forbidden", repr(r))
-    r = c.post(f"/api/v1/orders/{oid}/pay", {"user_id": "u1"})
+    r = c.order(o1, "pay", {"user_id": "u1"})
     check(SUITE, "pay_200_paid", r.status == 200 and r.json["status"] == "paid" and r.json["paid_at"], repr(r))
     paid_at = r.json["paid_at"]
-    r = c.post(f"/api/v1/orders/{oid}/pay", {"user_id": "u1"})
+    r = c.order(o1, "pay", {"user_id": "u1"})
     check(SUITE, "pay_again_idempotent", r.status == 200 and r.json["status"] == "paid" and r.json["paid_at"] == paid_at,
           repr(r))
-    r = c.post(f"/api/v1/orders/{oid}/cancel", {"user_id": "u1"})
+    r = c.order(o1, "cancel", {"user_id": "u1"})
     check(SUITE, "cancel_paid_409", r.status == 409 and r.error() == "order_final", repr(r))
-    r = c.get(f"/api/v1/orders/{oid}")
+    r = c.order(o1)
     check(SUITE, "get_order_shows_paid", r.json["status"] == "paid" and r.json["paid_at"] == paid_at, repr(r))
 
     r = c.post(f"/api/v1/sales/{w}/orders", {"user_id": "u2"})
-    o2 = r.json["order_id"]
+    o2 = r.json
     left = c.get(f"/api/v1/sales/{w}").json["stock_left"]
-    r = c.post(f"/api/v1/orders/{o2}/cancel", {"user_id": "u2"})
+    r = c.order(o2, "cancel", {"user_id": "u2"})
     after = c.get(f"/api/v1/sales/{w}").json
     check(SUITE, "cancel_200_returns_unit_at_once", r.status == 200 and r.json["status"] == "cancelled"
           and after["stock_left"] == left + 1 and after["cancelled"] == 1, f"{r} {left} -> {after}")
-    r = c.post(f"/api/v1/orders/{o2}/cancel", {"user_id": "u2"})
+    r = c.order(o2, "cancel", {"user_id": "u2"})
     check(SUITE, "cancel_again_idempotent", r.status == 200 and r.json["status"] == "cancelled"
           and c.get(f"/api/v1/sales/{w}").json["stock_left"] == left + 1, repr(r))
-    r = c.post(f"/api/v1/orders/{o2}/pay", {"user_id": "u2"})
+    r = c.order(o2, "pay", {"user_id": "u2"})
     check(SUITE, "pay_cancelled_409", r.status == 409 and r.error() == "order_cancelled", repr(r))
     r = c.post(f"/api/v1/sales/{w}/orders", {"user_id": "u2"})
     check(SUITE, "limit_counts_live_orders_only", r.status == 201, repr(r))
 
     r = c.post(f"/api/v1/sales/{w}/orders", {"user_id": "u3"})
-    o3 = r.json["order_id"]
+    o3 = r.json
     r = c.post(f"/api/v1/sales/{w}/orders", {"user_id": "u4"})
     check(SUITE, "window_sale_sold_out", r.status == 409 and r.error() == "sold_out", repr(r))
     time.sleep(2.6)  # the window (2 s) passes; the sweeper runs every 100 ms
-    r = c.get(f"/api/v1/orders/{o3}")
+    r = c.order(o3)
     sale = c.get(f"/api/v1/sales/{w}").json
     # u3's order and u2's second one lapsed; u1's is paid
     check(SUITE, "sweeper_expires_and_returns", r.json["status"] == "expired" and sale["expired"] == 2
           and sale["stock_left"] == 2 and sale["pending"] == 0 and sale["paid"] == 1, f"{r} {sale}")
-    r = c.post(f"/api/v1/orders/{o3}/pay", {"user_id": "u3"})
+    r = c.order(o3, "pay", {"user_id": "u3"})
     check(SUITE, "pay_expired_409", r.status == 409 and r.error() == "order_expired", repr(r))
-    r = c.post(f"/api/v1/orders/{o3}/cancel", {"user_id": "u3"})
+    r = c.order(o3, "cancel", {"user_id": "u3"})
     check(SUITE, "cancel_expired_409", r.status == 409 and r.error() == "order_expired", repr(r))
     r = c.post(f"/api/v1/sales/{w}/orders", {"user_id": "u4"})
     check(SUITE, "returned_units_sell_again", r.status == 201, repr(r))
@@ -84,22 +84,33 @@ def contract(srv):
     r = c.post(f"/api/v1/sales/{plain}/orders", {"user_id": "p1"})
     check(SUITE, "no_window_confirmed", r.status == 201 and r.json["status"] == "confirmed" and r.json["expires_at"] is None,
           repr(r))
-    po = r.json["order_id"]
-    r = c.post(f"/api/v1/orders/{po}/pay", {"user_id": "p1"})
+    po = r.json
+    r = c.order(po, "pay", {"user_id": "p1"})
     check(SUITE, "pay_confirmed_unchanged", r.status == 200 and r.json["status"] == "confirmed", repr(r))
-    r = c.post(f"/api/v1/orders/{po}/cancel", {"user_id": "p1"})
+    r = c.order(po, "cancel", {"user_id": "p1"})
     check(SUITE, "cancel_confirmed_409", r.status == 409 and r.error() == "order_final", repr(r))
-    for name, path, body, status, error in [
-        ("pay_unknown_order_404", "/api/v1/orders/999999/pay", {"user_id": "x"}, 404, "not_found"),
-        ("pay_missing_user_400", f"/api/v1/orders/{po}/pay", {}, 400, "invalid_request"),
-        ("pay_unknown_field_400", f"/api/v1/orders/{po}/pay", {"user_id": "p1", "x": 1}, 400, "invalid_request"),
-        ("cancel_wrong_type_400", f"/api/v1/orders/{po}/cancel", {"user_id": 5}, 400, "invalid_request"),
+    for name, o, action, body, status, error in [
+        ("pay_unknown_order_404", {"order_id": 999999, "order_token": po["order_token"]}, "pay", {"user_id": "x"},
+         404, "not_found"),
+        ("pay_without_token_404", {"order_id": po["order_id"]}, "pay", {"user_id": "p1"}, 404, "not_found"),
+        ("pay_unknown_field_400", po, "pay", {"user_id": "p1", "x": 1}, 400, "invalid_request"),
+        ("cancel_wrong_type_400", po, "cancel", {"user_id": 5}, 400, "invalid_request"),
+        ("cancel_bad_json_400", po, "cancel", "not json", 400, "invalid_request"),
+        # the token is the proof: the user id may be left out (but not be wrong)
+        ("pay_empty_object_200", po, "pay", {}, 200, None),
+        ("pay_null_user_200", po, "pay", {"user_id": None}, 200, None),
+        ("pay_no_body_200", po, "pay", None, 200, None),
+        ("cancel_no_body_409", po, "cancel", None, 409, "order_final"),
+        ("cancel_other_user_403", po, "cancel", {"user_id": "p2"}, 403, "forbidden"),
     ]:
-        r = c.post(path, body)
+        r = c.order(o, action, body)
         check(SUITE, name, r.status == status and r.error() == error, repr(r))
-    r = c.request("POST", f"/api/v1/orders/{po}/pay", body='{"user_id":"p1"}', headers={"Content-Type": "text/plain"})
+    r = c.order(po, "pay", headers={"Content-Type": "text/plain"})
     check(SUITE, "pay_wrong_content_type_415", r.status == 415, repr(r))
-    r = c.get(f"/api/v1/orders/{po}/pay")
+    r = c.request("POST", f"/api/v1/orders/{po['order_id']}/pay", body='{"user_id":"p1"}',
+                  headers={"Content-Type": "text/plain"})
+    check(SUITE, "pay_wrong_content_type_no_token_404", r.status == 404, repr(r))
+    r = c.get(f"/api/v1/orders/{po['order_id']}/pay")
     check(SUITE, "pay_get_405", r.status == 405 and r.header("Allow") == "POST", repr(r))
 
     audit = c.get(f"/api/v1/sales/{w}/audit").json
@@ -112,7 +123,7 @@ def contract(srv):
           and metric(text, "flashsale_orders_cancelled_total") == 1 and metric(text, "flashsale_orders_expired_total") == 2
           and metric(text, "flashsale_sale_pending", f'sale="{w}"') == 1, text[-600:])
     long_window = c.create_sale(name="Pay within a minute", stock=2, payment_window=60)
-    kept = c.post(f"/api/v1/sales/{long_window}/orders", {"user_id": "u5"}).json["order_id"]
+    kept = c.post(f"/api/v1/sales/{long_window}/orders", {"user_id": "u5"}).json
     before = c.get(f"/api/v1/sales/{w}").json
     c.close()
     srv.stop()
@@ -120,7 +131,7 @@ def contract(srv):
     c = srv.client()
     r = c.get(f"/api/v1/sales/{w}")
     check(SUITE, "restart_rebuilds_status_counts", r.json == before, f"{r.json} != {before}")
-    r = c.post(f"/api/v1/orders/{kept}/pay", {"user_id": "u5"})
+    r = c.order(kept, "pay")  # the token made before the restart still opens it
     check(SUITE, "pay_after_restart", r.status == 200 and r.json["status"] == "paid", repr(r))
     c.close()
 
@@ -164,15 +175,15 @@ def race(srv, stock=40, window=1.0, users=300, seconds=6):
             action = rnd.choice(["pay", "pay", "cancel", "lapse", "late"])
             if action == "pay":
                 time.sleep(rnd.uniform(0, window * 0.5))
-                st = b.post(f"/api/v1/orders/{o['order_id']}/pay", {"user_id": uid}).status
+                st = b.order(o, "pay", {"user_id": uid}).status
             elif action == "cancel":
                 time.sleep(rnd.uniform(0, window * 0.5))
-                st = b.post(f"/api/v1/orders/{o['order_id']}/cancel", {"user_id": uid}).status
+                st = b.order(o, "cancel", {"user_id": uid}).status
             elif action == "late":
                 # pay within a few ms of the deadline, on either side: exactly one of
                 # the payment and the sweeper may win
                 time.sleep(max(0, ts(o["expires_at"]) - time.time() + rnd.uniform(-0.03, 0.03)))
-                st = b.post(f"/api/v1/orders/{o['order_id']}/pay", {"user_id": uid}).status
+                st = b.order(o, "pay", {"user_id": uid}).status
             else:
                 st = None
             with lock:

@@ -7,8 +7,8 @@
 #include "render.h"
 #include "unit.h"
 
-/* The snprintf rendering render_order replaced. */
-static size_t reference(const struct store_order *o, bool as_created, char *buf, size_t size)
+/* The snprintf rendering render_order replaced (with the order token since). */
+static size_t reference(const struct store_order *o, bool as_created, const char *token, char *buf, size_t size)
 {
     char user[PAYLOAD_USER_MAX * 6 + 1], created[32], expires[48] = "null", paid[48] = "null";
     outcome_json_escape(user, 0, sizeof user, o->user_id);
@@ -25,10 +25,12 @@ static size_t reference(const struct store_order *o, bool as_created, char *buf,
         size_t n = 1 + clock_rfc3339(o->paid_at, paid + 1, sizeof paid - 2);
         snprintf(paid + n, sizeof paid - n, "\"");
     }
+    char tok[64] = "";
+    if (token) snprintf(tok, sizeof tok, ",\"order_token\":\"%s\"", token);
     int n = snprintf(buf, size,
-                     "{\"order_id\":%lld,\"sale_id\":%lld,\"user_id\":\"%s\",\"quantity\":%lld,"
+                     "{\"order_id\":%lld%s,\"sale_id\":%lld,\"user_id\":\"%s\",\"quantity\":%lld,"
                      "\"status\":\"%s\",\"created_at\":\"%s\",\"expires_at\":%s,\"paid_at\":%s}",
-                     (long long)o->id, (long long)o->sale_id, user, (long long)o->quantity, status,
+                     (long long)o->id, tok, (long long)o->sale_id, user, (long long)o->quantity, status,
                      created, expires, paid);
     return n > 0 && (size_t)n < size ? (size_t)n : 0;
 }
@@ -39,8 +41,13 @@ static void test_known_answer(void)
     snprintf(o.user_id, sizeof o.user_id, "ann");
     snprintf(o.status, sizeof o.status, "confirmed");
     char buf[512];
-    size_t n = render_order(&o, true, buf, sizeof buf);
+    size_t n = render_order(&o, true, NULL, buf, sizeof buf);
     CHECK_EQ_STR(buf, "{\"order_id\":42,\"sale_id\":7,\"user_id\":\"ann\",\"quantity\":2,\"status\":\"confirmed\","
+                      "\"created_at\":\"2026-11-25T14:42:33.123Z\",\"expires_at\":null,\"paid_at\":null}");
+    CHECK_EQ_INT(n, strlen(buf));
+    n = render_order(&o, true, "0123456789abcdef0123456789abcdef", buf, sizeof buf);
+    CHECK_EQ_STR(buf, "{\"order_id\":42,\"order_token\":\"0123456789abcdef0123456789abcdef\",\"sale_id\":7,"
+                      "\"user_id\":\"ann\",\"quantity\":2,\"status\":\"confirmed\","
                       "\"created_at\":\"2026-11-25T14:42:33.123Z\",\"expires_at\":null,\"paid_at\":null}");
     CHECK_EQ_INT(n, strlen(buf));
 }
@@ -51,13 +58,17 @@ static void test_agrees_with_snprintf(void)
         const char *user, *status;
         int64_t id, quantity, created, expires, paid;
         bool as_created;
+        const char *token;
     } table[] = {
-        {"u1764081737-0-123456", "confirmed", 1, 1, 1795617753123, 0, 0, true},
-        {"kim", "pending", 9223372036854775807, 64, 1795617753000, 1795617813000, 0, true},
-        {"kim", "paid", 12, 1, 1795617753000, 1795617813000, 1795617760001, false},
-        {"kim", "paid", 12, 1, 1795617753000, 1795617813000, 1795617760001, true},
-        {"a\"quote\\and\x01control", "expired", 3, 3, 1, 2, 0, false},
-        {"\xe5\x8c\x97\xe4\xba\xac", "cancelled", 4, 1, 0, 0, 0, false},
+        {"u1764081737-0-123456", "confirmed", 1, 1, 1795617753123, 0, 0, true, "7761b1cc25227dfca0bd6d972acc52ab"},
+        {"u1764081737-0-123456", "confirmed", 1, 1, 1795617753123, 0, 0, true, NULL},
+        {"kim", "pending", 9223372036854775807, 64, 1795617753000, 1795617813000, 0, true,
+         "ffffffffffffffffffffffffffffffff"},
+        {"kim", "paid", 12, 1, 1795617753000, 1795617813000, 1795617760001, false, NULL},
+        {"kim", "paid", 12, 1, 1795617753000, 1795617813000, 1795617760001, true, "00000000000000000000000000000000"},
+        {"a\"quote\\and\x01control", "expired", 3, 3, 1, 2, 0, false, NULL},
+        {"\xe5\x8c\x97\xe4\xba\xac", "cancelled", 4, 1, 0, 0, 0, false, NULL},
+        {"\xe5\x8c\x97\xe4\xba\xac", "pending", 4, 1, 0, 5, 0, true, "0123456789abcdef0123456789abcdef"},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         struct store_order o = {.id = table[i].id, .sale_id = 5, .quantity = table[i].quantity,
@@ -66,8 +77,8 @@ static void test_agrees_with_snprintf(void)
         snprintf(o.user_id, sizeof o.user_id, "%s", table[i].user);
         snprintf(o.status, sizeof o.status, "%s", table[i].status);
         char got[512], want[512];
-        size_t n = render_order(&o, table[i].as_created, got, sizeof got);
-        size_t m = reference(&o, table[i].as_created, want, sizeof want);
+        size_t n = render_order(&o, table[i].as_created, table[i].token, got, sizeof got);
+        size_t m = reference(&o, table[i].as_created, table[i].token, want, sizeof want);
         CHECK_EQ_STR(got, want);
         CHECK_EQ_INT(n, m);
     }
@@ -91,8 +102,12 @@ static void test_too_small(void)
     struct store_order o = {.id = 1, .sale_id = 1, .quantity = 1, .created_at = 1};
     snprintf(o.user_id, sizeof o.user_id, "ann");
     char buf[40];
-    CHECK_EQ_INT(render_order(&o, true, buf, sizeof buf), 0);
-    CHECK_EQ_INT(render_order(&o, true, buf, 0), 0);
+    CHECK_EQ_INT(render_order(&o, true, NULL, buf, sizeof buf), 0);
+    CHECK_EQ_INT(render_order(&o, true, NULL, buf, 0), 0);
+    char big[200]; /* room for the order, not for its token as well */
+    size_t n = render_order(&o, true, NULL, big, sizeof big);
+    CHECK(n > 0);
+    CHECK_EQ_INT(render_order(&o, true, "0123456789abcdef0123456789abcdef", big, n + 20), 0);
 }
 
 static const struct unit_case cases[] = {

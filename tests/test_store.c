@@ -177,7 +177,7 @@ static void test_schema_and_demo(void)
     const char *path = new_db_path();
     struct opened o;
     open_at(&o, path, "5");
-    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 2);
+    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 3);
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM sales"), 1);
     CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales WHERE id = 1"), 5);
     CHECK_EQ_INT(sql_int(path, "SELECT per_user_limit FROM sales WHERE id = 1"), 1);
@@ -197,7 +197,7 @@ static void test_schema_and_demo(void)
     /* reopened: the demo sale is not created twice, the version stays */
     open_at(&o, path, "5");
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM sales"), 1);
-    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 2);
+    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 3);
     close_store(&o);
     /* demo-stock 0: no demo sale */
     path = new_db_path();
@@ -232,8 +232,9 @@ static void test_migrates_v1(void)
     CHECK_EQ_INT(sql_exec(path, schema_v1), 0);
     struct opened o;
     open_at(&o, path, "0");
-    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 2);
+    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 3);
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM pragma_table_info('orders') WHERE name = 'closed_at'"), 1);
+    CHECK_EQ_INT(sql_int(path, "SELECT length(value) FROM meta WHERE name = 'order_secret'"), 32);
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM orders WHERE closed_at IS NULL"), 2);
     CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales WHERE id = 1"), 7);
     /* and it keeps working: a purchase on the old sale */
@@ -246,14 +247,14 @@ static void test_migrates_v1(void)
 static void test_newer_schema_refused(void)
 {
     const char *path = new_db_path();
-    CHECK_EQ_INT(sql_exec(path, "CREATE TABLE x(a); PRAGMA user_version = 3;"), 0);
+    CHECK_EQ_INT(sql_exec(path, "CREATE TABLE x(a); PRAGMA user_version = 4;"), 0);
     struct config cfg;
     CHECK_EQ_INT(parse_args(&cfg, (const char *const[]){"x", "--db", path, "--log-level", "error", NULL}), 0);
     char err[256] = "";
     struct store *st = store_open(&cfg, err, sizeof err);
     CHECK(st == NULL);
-    CHECK(strstr(err, "schema version 3") != NULL);
-    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 3); /* left alone */
+    CHECK(strstr(err, "schema version 4") != NULL);
+    CHECK_EQ_INT(sql_int(path, "PRAGMA user_version"), 4); /* left alone */
     CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'sales'"), 0);
 
     /* not a database at all */
@@ -273,6 +274,36 @@ static void test_newer_schema_refused(void)
     err[0] = 0;
     CHECK(store_open(&cfg, err, sizeof err) == NULL);
     CHECK(err[0] != 0);
+    config_deinit(&cfg);
+}
+
+/* The order secret: made once (32 bytes, not all alike), then the same at every
+ * start; another database gets another one. */
+static void test_order_secret(void)
+{
+    const char *path = new_db_path();
+    struct opened o;
+    open_at(&o, path, "0");
+    uint8_t first[STORE_SECRET_LEN], zero[STORE_SECRET_LEN] = {0};
+    memcpy(first, store_order_secret(o.st), sizeof first);
+    CHECK(memcmp(first, zero, sizeof zero) != 0);
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM meta"), 1);
+    close_store(&o);
+    open_at(&o, path, "0");
+    CHECK(memcmp(store_order_secret(o.st), first, sizeof first) == 0);
+    close_store(&o);
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM meta"), 1);
+    const char *other = new_db_path();
+    open_at(&o, other, "0");
+    CHECK(memcmp(store_order_secret(o.st), first, sizeof first) != 0);
+    close_store(&o);
+    /* a damaged secret is refused, not silently replaced (that would void every token) */
+    CHECK_EQ_INT(sql_exec(path, "UPDATE meta SET value = x'00' WHERE name = 'order_secret';"), 0);
+    struct config cfg;
+    CHECK_EQ_INT(parse_args(&cfg, (const char *const[]){"x", "--db", path, "--log-level", "error", NULL}), 0);
+    char err[256] = "";
+    CHECK(store_open(&cfg, err, sizeof err) == NULL);
+    CHECK(strstr(err, "order secret") != NULL);
     config_deinit(&cfg);
 }
 
@@ -592,6 +623,44 @@ static void test_reset(void)
     struct store_job missing = {.op = STORE_RESET_SALE, .u.sale_id = 404};
     CHECK_EQ_INT(store_run(o.st, &missing), OUTCOME_NOT_FOUND);
     close_store(&o);
+}
+
+/* An order id is never given twice (its token is derived from it): a reset that
+ * deletes the newest orders must not let SQLite's max(id) + 1 hand their ids out
+ * again, within a run or after a restart, however many resets come in a row. */
+static void test_reset_never_reuses_ids(void)
+{
+    const char *path = new_db_path();
+    struct opened o;
+    open_at(&o, path, "0");
+    int64_t sale = create_sale(o.st, "Reset me", 10, 10, 0);
+    struct store_purchase p;
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(buy(o.st, sale, "ann", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 3);
+    struct store_job job = {.op = STORE_RESET_SALE, .u.sale_id = sale};
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
+    CHECK_EQ_INT(buy(o.st, sale, "bob", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 4);
+    CHECK_EQ_INT(buy(o.st, sale, "bob", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 5);
+    /* two resets in a row, then a restart before the next order */
+    job = (struct store_job){.op = STORE_RESET_SALE, .u.sale_id = sale};
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
+    job = (struct store_job){.op = STORE_RESET_SALE, .u.sale_id = sale};
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
+    close_store(&o);
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM orders"), 0);
+    open_at(&o, path, "0");
+    CHECK_EQ_INT(buy(o.st, sale, "cat", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 6);
+    /* a refused first order after a reset (a schema CHECK) leaves the floor for the next */
+    job = (struct store_job){.op = STORE_RESET_SALE, .u.sale_id = sale};
+    CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
+    CHECK(buy(o.st, sale, "", 1, 10, NULL, &p) != OUTCOME_OK);
+    CHECK_EQ_INT(buy(o.st, sale, "dan", 1, 10, NULL, &p), OUTCOME_OK);
+    CHECK_EQ_INT(p.order.id, 7);
+    close_store(&o);
+    CHECK_EQ_INT(sql_int(path, "SELECT integrity_check = 'ok' FROM pragma_integrity_check"), 1);
 }
 
 /* A purchase whose INSERT breaks a schema CHECK (empty user id) is undone to its
@@ -1003,6 +1072,7 @@ static const struct unit_case cases[] = {
     {"schema_and_demo", test_schema_and_demo},
     {"migrates_v1", test_migrates_v1},
     {"newer_schema_refused", test_newer_schema_refused},
+    {"order_secret", test_order_secret},
     {"create_sale_rows", test_create_sale_rows},
     {"guarded_never_oversells", test_guarded_never_oversells},
     {"per_user_limit", test_per_user_limit},
@@ -1011,6 +1081,7 @@ static const struct unit_case cases[] = {
     {"idempotency", test_idempotency},
     {"order_get", test_order_get},
     {"reset", test_reset},
+    {"reset_never_reuses_ids", test_reset_never_reuses_ids},
     {"savepoint_undoes_one_job", test_savepoint_undoes_one_job},
     {"unguarded_write", test_unguarded_write},
     {"audit", test_audit},
