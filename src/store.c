@@ -169,13 +169,13 @@ static void store_resolve(struct store *s)
                  got > 0    ? "had committed: answered"
                  : got == 0 ? "had not committed: refused with 503"
                             : "is still unknown: refused with 503");
-        pthread_mutex_lock(&s->commit_mu);
+        store_commit_enter(s); /* memory follows a commit: an audit must see it under way */
         if (got <= 0) {
             for (size_t i = 0; i < d->n; i++) d->jobs[i]->outcome = OUTCOME_UNAVAILABLE;
             metrics_count(METRIC_STORE_ERRORS, 1);
         }
         store_finish(d->jobs, d->n);
-        pthread_mutex_unlock(&s->commit_mu);
+        store_commit_leave(s);
         free(d);
     }
 }
@@ -203,9 +203,10 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
         ok = true; /* its answer was lost, not its work */
         LOG_WARN("store: a group commit of %zu jobs lost its answer, but had committed", n);
     } else if (got < 0) {
-        pthread_mutex_unlock(&s->commit_mu);
+        /* Leave and enter, not unlock and lock: commit_seq must not stay odd. */
+        store_commit_leave(s);
         if (store_doubt(s, jobs, n, txn)) return;
-        pthread_mutex_lock(&s->commit_mu);
+        store_commit_enter(s);
     }
     if (!ok) {
         /* Nothing of this batch is durable: refuse every job, so each caller gives
@@ -444,9 +445,9 @@ enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct st
             int64_t txn = s->be->committed ? s->be->txn(c) : 0;
             int got = txn ? s->be->committed(c, txn, &job, 1) : 0;
             if (got < 0) {
-                pthread_mutex_unlock(&s->commit_mu);
+                store_commit_leave(s); /* commit_seq must not stay odd */
                 if (store_doubt(s, &job, 1, txn)) return OUTCOME_UNAVAILABLE; /* answered later */
-                pthread_mutex_lock(&s->commit_mu);
+                store_commit_enter(s);
             }
             if (got <= 0) job->outcome = OUTCOME_UNAVAILABLE;
         }
