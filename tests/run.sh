@@ -64,6 +64,7 @@ pg_suites() {
 
 TPC="env FLASHSALE_TEST_ARGS=--model=thread-per-connection"
 tpc_suites() {
+    suite tpc python3 tests/test_tpc.py
     suite tpc-api $TPC python3 tests/test_api.py
     suite tpc-crowd $TPC python3 tests/test_crowd.py
     suite tpc-kill $TPC python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
