@@ -8,6 +8,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,7 +68,8 @@ struct http_server {
     bool tpc;
     bool tpc_key_made;
     pthread_key_t tpc_key; /* each connection thread's hooks state */
-    _Atomic bool tpc_quiesced;
+    unsigned tpc_limit; /* --max-connections: the acceptor waits below it */
+    _Atomic uint64_t tpc_started, tpc_closed; /* connections libmicrohttpd opened and closed */
 };
 
 struct http_request {
@@ -671,12 +674,7 @@ fail:
 
 int http_port(const struct http_server *s) { return s->port; }
 
-static void http_tpc_quiesce(struct http_server *s);
-void http_quiesce(struct http_server *s)
-{
-    atomic_store(&s->quiesce, true);
-    if (s->tpc) http_tpc_quiesce(s);
-}
+void http_quiesce(struct http_server *s) { atomic_store(&s->quiesce, true); }
 
 size_t http_deferred(const struct http_server *s) { return atomic_load(&s->deferred); }
 
@@ -725,10 +723,13 @@ void http_stop(struct http_server *s, int timeout_ms)
  * answered.  There is no event loop of ours, no suspend/resume and no done list:
  * http_complete() wakes the sleeping connection thread directly.
  *
- * Bounded on purpose: MHD_OPTION_CONNECTION_LIMIT = --max-connections threads at
- * most; past it libmicrohttpd stops polling the listening socket, so new clients
- * wait in the kernel's backlog.  A failed pthread_create (thread or memory limits)
- * closes that one connection; nothing crashes.  HTTP_TPC_STACK is set for 10,000 of
+ * Bounded on purpose: at most --max-connections connections, so threads.  Our own
+ * acceptor thread (http_tpc_accept) takes connections and gives them to the daemon
+ * with MHD_add_connection, counts them (MHD_OPTION_NOTIFY_CONNECTION) and stops
+ * accepting at the limit, so new clients wait in the kernel's backlog as in the
+ * threaded model: libmicrohttpd 0.9.75's listener in
+ * this mode would accept them and close them at once.  A failed pthread_create
+ * (thread or memory limits) closes that one connection; nothing crashes.  HTTP_TPC_STACK is set for 10,000 of
  * them: see its comment. */
 
 /* Each connection thread's stack, reserved (virtual) in full and resident only as
@@ -812,6 +813,51 @@ void http_wait(struct http_request *r)
     http_send_completed(r);
 }
 
+/* The acceptor: takes a connection only while fewer than --max-connections are
+ * open, so the rest wait in the listen backlog.  At the limit it looks again every
+ * millisecond (a connection's end is libmicrohttpd's to see and tell).  On
+ * quiesce it closes the listening socket: new clients are refused, as in the
+ * threaded model. */
+static void http_tpc_notify(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                            enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    atomic_fetch_add(code == MHD_CONNECTION_NOTIFY_STARTED ? &s->tpc_started : &s->tpc_closed, 1);
+}
+
+static void *http_tpc_accept(void *arg)
+{
+    struct http_io *io = arg;
+    struct http_server *s = io->server;
+    pthread_setname_np(pthread_self(), "fs-accept");
+    struct pollfd pfd = {.fd = io->listen_fd, .events = POLLIN};
+    while (!atomic_load(&s->quiesce) && !atomic_load(&s->stop)) {
+        uint64_t started = atomic_load(&s->tpc_started);
+        if (started - atomic_load(&s->tpc_closed) >= s->tpc_limit) {
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+            continue;
+        }
+        if (poll(&pfd, 1, HTTP_TICK_MS) <= 0) continue;
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof sa;
+        int fd = accept4(io->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                nanosleep(&(struct timespec){0, 10000000}, NULL); /* out of descriptors: wait, don't spin */
+            continue;
+        }
+        /* It closes fd itself when it cannot take it (per-IP limit, no thread).  It
+         * registers the connection on its own thread: wait (a few ms at most, in case
+         * it refused it) until the count has it, or the next look could overshoot. */
+        if (MHD_add_connection(io->daemon, fd, (struct sockaddr *)&sa, len) != MHD_YES) continue;
+        uint64_t deadline = clock_mono_ns() + 10000000u;
+        while (atomic_load(&s->tpc_started) == started && clock_mono_ns() < deadline) sched_yield();
+    }
+    close(io->listen_fd);
+    io->listen_fd = -1;
+    return NULL;
+}
+
 static struct http_server *http_tpc_start(struct http_server *s, const struct config *cfg, char *err,
                                           size_t err_size)
 {
@@ -831,35 +877,37 @@ static struct http_server *http_tpc_start(struct http_server *s, const struct co
     if (s->port < 0) goto fail;
     io->listen_fd = http_listen(cfg->bind, s->port, err, err_size);
     if (io->listen_fd < 0) goto fail;
+    s->tpc_limit = (unsigned)cfg->max_connections;
     /* poll, not select: descriptors past 1023 are normal here.  epoll is not
-     * offered in this mode: each thread waits on its own one socket. */
+     * offered in this mode: each thread waits on its own one socket.  http_tpc_accept
+     * holds --max-connections; libmicrohttpd's own limit is only a backstop, twice
+     * as high: it counts a closed connection until its listener has reaped it, and
+     * would close new connections we took for a slot that is already free. */
     io->daemon = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
-            MHD_USE_TURBO | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, http_access, io, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)io->listen_fd,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_THREAD_STACK_SIZE,
+            MHD_USE_NO_LISTEN_SOCKET | MHD_USE_TURBO | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, http_access, io, MHD_OPTION_CONNECTION_LIMIT, 2 * s->tpc_limit, MHD_OPTION_THREAD_STACK_SIZE,
         (size_t)HTTP_TPC_STACK, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
         MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, NULL,
-        MHD_OPTION_URI_LOG_CALLBACK, http_uri_seen, io, MHD_OPTION_END);
+        MHD_OPTION_URI_LOG_CALLBACK, http_uri_seen, io, MHD_OPTION_NOTIFY_CONNECTION, http_tpc_notify, s,
+        MHD_OPTION_END);
     if (!io->daemon) {
         snprintf(err, err_size, "libmicrohttpd did not start (thread-per-connection)");
         goto fail;
     }
+    if (pthread_create(&io->thread, NULL, http_tpc_accept, io) != 0) {
+        snprintf(err, err_size, "cannot start the acceptor thread");
+        goto fail;
+    }
+    io->started = true;
     return s;
 fail:
     http_tpc_stop(s, 0);
     return NULL;
 }
 
-/* libmicrohttpd is thread-safe in this mode (MHD_USE_ITC): quiesce from here, once. */
-static void http_tpc_quiesce(struct http_server *s)
-{
-    if (atomic_exchange(&s->tpc_quiesced, true) || !s->io || !s->io[0].daemon) return;
-    MHD_socket fd = MHD_quiesce_daemon(s->io[0].daemon);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
-}
 
 /* Stopping the daemon closes every connection and joins its thread; each thread's
  * state is freed on it (the key's destructor), before the store closes. */
@@ -870,12 +918,9 @@ static void http_tpc_stop(struct http_server *s, size_t stuck)
         LOG_WARN("http: %zu deferred requests never completed", stuck);
         return; /* their threads still sleep on requests: leave all to the exiting process */
     }
-    if (io && io->daemon) {
-        http_tpc_quiesce(s);
-        MHD_stop_daemon(io->daemon);
-    } else if (io && io->listen_fd >= 0) {
-        close(io->listen_fd);
-    }
+    if (io && io->started) pthread_join(io->thread, NULL); /* s->stop is set: it closes the socket */
+    if (io && io->daemon) MHD_stop_daemon(io->daemon);
+    if (io && io->listen_fd >= 0) close(io->listen_fd);
     if (s->tpc_key_made) pthread_key_delete(s->tpc_key);
     free(s->io);
     free(s);
