@@ -144,7 +144,8 @@ def lazy_store_connections(binary):
         ok = [answered(s, 30).startswith("HTTP/1.1 200") for s in socks]
         check(SUITE, "health_checks_open_no_store_connection", all(ok) and db_fds(pid, srv.db) == base,
               f"{db_fds(pid, srv.db)} database descriptors, {base} before")
-        req = f"GET /api/v1/orders/{order.json['order_id']} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        req = (f"GET /api/v1/orders/{order.json['order_id']} HTTP/1.1\r\nHost: t\r\n"
+               f"X-Order-Token: {order.json['order_token']}\r\n\r\n").encode()
         for s in socks:
             s.sendall(req)
         ok = [answered(s, 30).startswith("HTTP/1.1 200") for s in socks]
