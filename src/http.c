@@ -17,7 +17,6 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -724,8 +723,9 @@ void http_stop(struct http_server *s, int timeout_ms)
  * http_complete() wakes the sleeping connection thread directly.
  *
  * Bounded on purpose: at most --max-connections connections, so threads.  Our own
- * acceptor thread (http_tpc_accept) takes connections and gives them to the daemon
- * with MHD_add_connection, counts them (MHD_OPTION_NOTIFY_CONNECTION) and stops
+ * acceptor thread (http_tpc_accept) takes connections through the same gate as the
+ * I/O threads (gate.h: framing refusals on the first bytes) and gives them to the
+ * daemon with MHD_add_connection, counts them (MHD_OPTION_NOTIFY_CONNECTION) and stops
  * accepting at the limit, so new clients wait in the kernel's backlog as in the
  * threaded model: libmicrohttpd 0.9.75's listener in
  * this mode would accept them and close them at once.  A failed pthread_create
@@ -825,36 +825,50 @@ static void http_tpc_notify(void *cls, struct MHD_Connection *c, void **socket_c
     atomic_fetch_add(code == MHD_CONNECTION_NOTIFY_STARTED ? &s->tpc_started : &s->tpc_closed, 1);
 }
 
+/* How many more connections the limit allows now. */
+static size_t http_tpc_room(struct http_server *s)
+{
+    uint64_t open = atomic_load(&s->tpc_started) - atomic_load(&s->tpc_closed);
+    return open < s->tpc_limit ? s->tpc_limit - open : 0;
+}
+
+/* The gate's hand-over.  libmicrohttpd closes fd itself when it cannot take it
+ * (per-IP limit, no thread).  It registers the connection on its own thread: wait
+ * (10 ms at most, in case it refused it) until the count has it, or the next
+ * look at the room could overshoot the limit. */
+static void http_tpc_admit(void *ctx, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    struct http_server *s = ctx;
+    uint64_t started = atomic_load(&s->tpc_started);
+    if (MHD_add_connection(s->io[0].daemon, fd, sa, len) != MHD_YES) return;
+    uint64_t deadline = clock_mono_ns() + 10000000u;
+    while (atomic_load(&s->tpc_started) == started && clock_mono_ns() < deadline) sched_yield();
+}
+
+/* The acceptor's loop: the same gate as an I/O thread's (framing refusals on the
+ * first bytes), given room only below --max-connections.  At the limit it looks
+ * again every millisecond (a connection's end is libmicrohttpd's to see and tell). */
 static void *http_tpc_accept(void *arg)
 {
     struct http_io *io = arg;
     struct http_server *s = io->server;
     pthread_setname_np(pthread_self(), "fs-accept");
-    struct pollfd pfd = {.fd = io->listen_fd, .events = POLLIN};
-    while (!atomic_load(&s->quiesce) && !atomic_load(&s->stop)) {
-        uint64_t started = atomic_load(&s->tpc_started);
-        if (started - atomic_load(&s->tpc_closed) >= s->tpc_limit) {
-            nanosleep(&(struct timespec){0, 1000000}, NULL);
-            continue;
+    struct epoll_event ev[64];
+    while (!atomic_load(&s->stop)) {
+        if (atomic_load(&s->quiesce) && !io->quiesced) {
+            gate_stop_listening(io->gate);
+            close(io->listen_fd);
+            io->listen_fd = -1;
+            io->quiesced = true;
         }
-        if (poll(&pfd, 1, HTTP_TICK_MS) <= 0) continue;
-        struct sockaddr_storage sa;
-        socklen_t len = sizeof sa;
-        int fd = accept4(io->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                nanosleep(&(struct timespec){0, 10000000}, NULL); /* out of descriptors: wait, don't spin */
-            continue;
-        }
-        /* It closes fd itself when it cannot take it (per-IP limit, no thread).  It
-         * registers the connection on its own thread: wait (a few ms at most, in case
-         * it refused it) until the count has it, or the next look could overshoot. */
-        if (MHD_add_connection(io->daemon, fd, (struct sockaddr *)&sa, len) != MHD_YES) continue;
-        uint64_t deadline = clock_mono_ns() + 10000000u;
-        while (atomic_load(&s->tpc_started) == started && clock_mono_ns() < deadline) sched_yield();
+        size_t room = http_tpc_room(s);
+        int timeout = room ? HTTP_TICK_MS : 1, grace = gate_round(io->gate, room);
+        if (grace < timeout) timeout = grace;
+        int n = epoll_wait(io->wait_fd, ev, 64, timeout);
+        if (n < 0 && errno != EINTR) LOG_ERROR("http: epoll_wait: %s", strerror(errno));
+        for (int i = 0; i < n; i++)
+            if (ev[i].data.u64 >= GATE_TAG_LISTEN) gate_event(io->gate, ev[i].data.u64, http_tpc_room(s));
     }
-    close(io->listen_fd);
-    io->listen_fd = -1;
     return NULL;
 }
 
@@ -897,6 +911,14 @@ static struct http_server *http_tpc_start(struct http_server *s, const struct co
         snprintf(err, err_size, "libmicrohttpd did not start (thread-per-connection)");
         goto fail;
     }
+    io->wait_fd = epoll_create1(EPOLL_CLOEXEC);
+    io->gate = io->wait_fd < 0 ? NULL
+                               : gate_new(io->listen_fd, io->wait_fd, HTTP_GATE_SLOTS, HTTP_GATE_GRACE_MS,
+                                          http_tpc_admit, s);
+    if (!io->gate) {
+        snprintf(err, err_size, "cannot start the connection gate");
+        goto fail;
+    }
     if (pthread_create(&io->thread, NULL, http_tpc_accept, io) != 0) {
         snprintf(err, err_size, "cannot start the acceptor thread");
         goto fail;
@@ -918,9 +940,11 @@ static void http_tpc_stop(struct http_server *s, size_t stuck)
         LOG_WARN("http: %zu deferred requests never completed", stuck);
         return; /* their threads still sleep on requests: leave all to the exiting process */
     }
-    if (io && io->started) pthread_join(io->thread, NULL); /* s->stop is set: it closes the socket */
+    if (io && io->started) pthread_join(io->thread, NULL); /* s->stop is set */
+    if (io && io->gate) gate_free(io->gate); /* closes what it still holds */
     if (io && io->daemon) MHD_stop_daemon(io->daemon);
     if (io && io->listen_fd >= 0) close(io->listen_fd);
+    if (io && io->wait_fd >= 0) close(io->wait_fd);
     if (s->tpc_key_made) pthread_key_delete(s->tpc_key);
     free(s->io);
     free(s);

@@ -69,6 +69,7 @@ tpc_suites() {
     suite tpc-crowd $TPC python3 tests/test_crowd.py
     suite tpc-kill $TPC python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
     suite tpc-lifecycle $TPC python3 tests/test_lifecycle.py
+    suite tpc-framing $TPC python3 tests/test_framing.py
 }
 
 have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
