@@ -143,18 +143,28 @@ def pool_run(label, args, conns, stock=100):
     try:
         _, body = http("POST", srv.url + "/api/v1/sales", {"name": "lab", "stock": stock}, srv.token)
         sale = json.loads(body)["id"]
-        # Sampled while wrk's connections are open: a connection's thread, and the
+        # Sampled every half second while wrk runs: a connection's thread, and the
         # context switches it counted, are gone from /proc once its client leaves.
         _, s0, _ = proc_threads(srv.proc.pid)
         w0 = time.time()
-        mid = {}
-        timer = threading.Timer(DURATION * 0.8, lambda: mid.update(at=time.time(), v=proc_threads(srv.proc.pid)))
-        timer.start()
+        samples, done = [], threading.Event()
+
+        def sample():
+            while not done.wait(0.5):
+                try:
+                    samples.append((time.time(), *proc_threads(srv.proc.pid)))
+                except (OSError, AttributeError):
+                    pass
+        sampler = threading.Thread(target=sample)
+        sampler.start()
         r = wrk(srv.url, sale, connections=conns)
-        timer.join()
+        done.set()
+        sampler.join()
         _, _, hwm = proc_threads(srv.proc.pid)
-        threads, s1, _ = mid["v"]
-        switches_per_s = (s1 - s0) / max(mid["at"] - w0, 1e-9)
+        inside = [x for x in samples if x[0] - w0 <= DURATION] or samples
+        threads = max(x[1] for x in samples)
+        at, _, s1, _ = inside[-1]
+        switches_per_s = (s1 - s0) / max(at - w0, 1e-9)
         return {"model": label, "connections": conns, "rps": r["rps"], "p99_ms": r["p99_ms"],
                 "threads": threads, "switches_per_req": switches_per_s / max(r["rps"], 1e-9), "rss_mib": hwm / 1024,
                 "errors": r.get("errors", 0)}
@@ -201,7 +211,7 @@ def pool():
         rows.append([row["model"], conns, f"{row['rps']:,.0f}", f"{row['p99_ms']:.2f}", f"{row['rss_mib']:.1f} MiB",
                      row["threads"], f"{row['switches_per_req']:.3f}", row["errors"]])
     by = {(r["model"], r["connections"]): r for r in res}
-    head = ["model", "connections", "req/s", "p99 ms", "peak RSS", "threads", "switches/request", "socket errors"]
+    head = ["model", "connections", "req/s", "p99 ms", "peak RSS", "peak threads", "switches/request", "socket errors"]
     text = table(head, rows)
     # The durable path: every request is a purchase, so every thread per connection
     # sleeps until the group commit has its order (the pool's I/O threads never wait).
