@@ -1,6 +1,7 @@
 /* test_inventory — the four strategies' reserve/commit/release, the windows, the
  * fast-path check, pause/reset, and a crowd of threads against atomic and mutex. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -654,20 +655,46 @@ static void test_pause_against_crowd(void)
     inventory_free(r.inv);
 }
 
-/* A crowd refused while paused must not starve the reset: with nothing admitted,
- * the pause drains however many buyers keep knocking (they used to count
- * themselves in `active` for a moment each, so it rarely read 0). */
+/* A crowd refused while paused must not starve the reset: refused buyers must not
+ * count themselves in `active` (they used to, for a moment each, so under a crowd
+ * the pause rarely read 0 and timed out).  Deterministic on the fixed code: once
+ * every knocker has begun an attempt after the pause, `active` must read 0 at
+ * every look, however the threads are scheduled. */
+#define KNOCKERS 8
 struct knockers {
     struct sale *s;
     _Atomic int stop;
+    _Atomic long tries[KNOCKERS];
+};
+
+struct knocker_arg {
+    struct knockers *k;
+    int i;
 };
 
 static void *knocker(void *arg)
 {
-    struct knockers *k = arg;
-    while (!atomic_load(&k->stop))
-        if (inventory_admit(k->s)) inventory_leave(k->s);
+    struct knocker_arg *a = arg;
+    while (!atomic_load(&a->k->stop)) {
+        if (inventory_admit(a->k->s)) inventory_leave(a->k->s);
+        atomic_fetch_add(&a->k->tries[a->i], 1);
+    }
     return NULL;
+}
+
+/* Until every knocker has finished `more` attempts after `since` (a generous
+ * deadline: this only waits for threads to be scheduled). */
+static void knockers_wait(struct knockers *k, const long *since, long more, long *nonzero)
+{
+    time_t deadline = time(NULL) + 120;
+    for (long spins = 0; spins % 1024 || time(NULL) < deadline; spins++) {
+        if (atomic_load(&k->s->active) != 0) (*nonzero)++;
+        int behind = 0;
+        for (int i = 0; i < KNOCKERS; i++) behind += atomic_load(&k->tries[i]) < since[i] + more;
+        if (!behind) return;
+        if (spins % 64 == 0) sched_yield();
+    }
+    UNIT_FAILF("knockers did not run");
 }
 
 static void test_pause_not_starved_by_refused(void)
@@ -676,17 +703,24 @@ static void test_pause_not_starved_by_refused(void)
     memset(&k, 0, sizeof k);
     struct inventory *inv = inventory_new(INVENTORY_ATOMIC);
     k.s = publish(inv, row_of(1, 20, 1));
-    pthread_t th[8];
-    for (int i = 0; i < 8; i++) CHECK_EQ_INT(pthread_create(&th[i], NULL, knocker, &k), 0);
-    int paused = 0;
-    for (int round = 0; round < 20; round++) {
-        /* Generous: drained the moment the few buyers that looked before the flag leave. */
-        if (inventory_pause(k.s, 5000)) paused++;
-        inventory_unpause(k.s);
+    pthread_t th[KNOCKERS];
+    struct knocker_arg args[KNOCKERS];
+    for (int i = 0; i < KNOCKERS; i++) {
+        args[i] = (struct knocker_arg){&k, i};
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, knocker, &args[i]), 0);
     }
+    long since[KNOCKERS], nonzero = 0, ignored = 0;
+    for (int i = 0; i < KNOCKERS; i++) since[i] = atomic_load(&k.tries[i]);
+    knockers_wait(&k, since, 100, &ignored); /* all knocking */
+    CHECK(inventory_pause(k.s, 60000));       /* generous: nothing real is admitted */
+    for (int i = 0; i < KNOCKERS; i++) since[i] = atomic_load(&k.tries[i]);
+    knockers_wait(&k, since, 2, &ignored);    /* each has looked at the flag since */
+    for (int i = 0; i < KNOCKERS; i++) since[i] = atomic_load(&k.tries[i]);
+    knockers_wait(&k, since, 2000, &nonzero); /* 2000 refusals each, watched */
+    inventory_unpause(k.s);
     atomic_store(&k.stop, 1);
-    for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
-    CHECK_EQ_INT(paused, 20);
+    for (int i = 0; i < KNOCKERS; i++) pthread_join(th[i], NULL);
+    CHECK_EQ_INT(nonzero, 0);
     CHECK_EQ_INT(atomic_load(&k.s->active), 0);
     inventory_free(inv);
 }
