@@ -480,7 +480,8 @@ bool inventory_pause(struct sale *s, int timeout_ms)
      * lock, and must not wait for this thread to be scheduled again.  The lock is
      * taken only to look once more and wait: the leaver broadcasts under it, so its
      * wake-up cannot fall between that look and the wait.  `drained` is what the
-     * look saw: a refused purchase may count itself in `active` just after. */
+     * look saw: a purchase that looked just before the pause may still count itself in
+     * `active` just after, and is then refused. */
     bool drained;
     int rc = 0;
     while (!(drained = inventory_drained(s)) && rc != ETIMEDOUT) {
