@@ -53,9 +53,9 @@ GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill test-lifecycle \
-        test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench clean
+        test-powerloss test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench clean
 
-all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench
+all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench $(BUILD)/powerloss.so
 
 help:
 	@echo "make deps        install missing Debian packages (apt-get)"
@@ -109,6 +109,11 @@ $(BUILD)/loadgen: loadtest/loadgen.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $< -lm
 
+# Test-only: a SQLite VFS that simulates power cuts, LD_PRELOADed by tests/test_powerloss.py.
+$(BUILD)/powerloss.so: tests/powerloss_vfs.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -fPIC -shared $(WARN) -o $@ $< $(shell pkg-config --libs sqlite3) -lpthread
+
 $(BUILD)/storebench: loadtest/storebench.c $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(OBJS) $(LDLIBS)
 
@@ -147,6 +152,11 @@ test-lifecycle: all
 
 test-kill: all
 	KILL_ROUNDS=$(or $(KILL_ROUNDS),20) tests/run.sh kill
+
+# At least 100 simulated power cuts with --durability full (0 acknowledged orders may
+# be lost), 100 with normal (losses measured), 10 with fsync ignored (losses required).
+test-powerloss: all
+	POWERLOSS_CUTS="$(or $(CUTS),100 100 10)" tests/run.sh powerloss
 
 test-tsan: all
 	$(MAKE) SANITIZE=thread build/tsan/flashsale $(UNITS:%=build/tsan/%)
