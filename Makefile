@@ -53,7 +53,7 @@ GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all help deps deps-e2e deps-pg run test test-unit test-api test-crowd test-kill test-lifecycle \
-        test-powerloss test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench clean
+        test-powerloss soak test-tsan test-asan test-e2e test-pg test-cluster test-hostile asan tsan fuzz loadtest bench clean
 
 all: $(BUILD)/flashsale $(BUILD)/loadgen $(BUILD)/storebench $(BUILD)/powerloss.so
 
@@ -64,6 +64,8 @@ help:
 	@echo "make asan|tsan   sanitizer builds (build/asan, build/tsan)"
 	@echo "make loadtest    flash crowd end to end, fails on any oversell"
 	@echo "make bench       throughput table vs nginx and the raw store"
+	@echo "make soak        120 kill -9 + 30 SIGTERM rounds mid-crowd, every strategy"
+	@echo "make test-powerloss  simulated power cuts below SQLite (durability full, normal)"
 	@echo "make fuzz        libFuzzer runs of the parsers and the router"
 
 # --- dependencies -------------------------------------------------------------
@@ -152,6 +154,11 @@ test-lifecycle: all
 
 test-kill: all
 	KILL_ROUNDS=$(or $(KILL_ROUNDS),20) tests/run.sh kill
+
+# The soak: 120 kill -9 and 30 SIGTERM rounds mid-crowd across atomic, mutex and sqlite,
+# a restart on the same file after each (not part of make test, which runs 3 + 1).
+soak: all
+	SOAK_KILL_ROUNDS=$(or $(KILL_ROUNDS),120) SOAK_TERM_ROUNDS=$(or $(TERM_ROUNDS),30) tests/run.sh soak
 
 # At least 100 simulated power cuts with --durability full (0 acknowledged orders may
 # be lost), 100 with normal (losses measured), 10 with fsync ignored (losses required).

@@ -4,7 +4,7 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | powerloss | lifecycle | security | hostile | faults |
+#   tests/run.sh all | unit | api | crowd | kill | soak | powerloss | lifecycle | security | hostile | faults |
 #                fuzz | pg | cluster | tsan | asan | e2e
 set -u
 cd "$(dirname "$0")/.."
@@ -68,6 +68,7 @@ unit) suite unit units build ;;
 api) suite api python3 tests/test_api.py ;;
 crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
+soak) suite soak python3 tests/test_kill.py "${SOAK_KILL_ROUNDS:-120}" "${SOAK_TERM_ROUNDS:-30}" ;;
 powerloss) suite powerloss python3 tests/test_powerloss.py ${POWERLOSS_CUTS:-10 3 3} ;;
 lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
 security) suite security python3 tests/test_security.py ;;
@@ -117,7 +118,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|powerloss|lifecycle|security|hostile|faults|fuzz|pg|cluster|tsan|asan|e2e" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|soak|powerloss|lifecycle|security|hostile|faults|fuzz|pg|cluster|tsan|asan|e2e" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"
