@@ -119,7 +119,10 @@ static void *pl_copy(const void *p, int64_t n)
 static struct pl_node *pl_node_get(const char *path, int fresh)
 {
     for (struct pl_node *n = pl_nodes; n; n = n->next)
-        if (strcmp(n->path, path) == 0) return n;
+        if (strcmp(n->path, path) == 0) {
+            n->fresh |= fresh; /* deleted and created again */
+            return n;
+        }
     struct pl_node *n = calloc(1, sizeof *n);
     if (!n) abort();
     n->path = pl_copy(path, (int64_t)strlen(path) + 1);
