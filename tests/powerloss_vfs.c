@@ -15,6 +15,9 @@
  * default, so the server needs no change.  Settings, from the environment:
  *   POWERLOSS_AFTER=N        cut when the Nth write, truncate or sync arrives (that
  *                            operation never happens); unset or 0: never cut
+ *   POWERLOSS_ARM=PATH       count operations only once PATH exists (the driver
+ *                            creates it when the crowd is buying), so the cut lands
+ *                            among purchases, not in the start's own writes
  *   POWERLOSS_SEED=S         seed for which unsynced changes survive and which tear
  *   POWERLOSS_IGNORE_SYNC=1  control case: an fsync makes nothing durable (a disk
  *                            that lies); acknowledged orders must then get lost
@@ -87,6 +90,7 @@ static sqlite3_vfs *pl_real;
 static sqlite3_vfs pl_vfs;
 static struct pl_node *pl_nodes;
 static long pl_ops, pl_cut_at;
+static const char *pl_arm; /* NULL once armed (or when never asked to wait) */
 static int pl_ignore_sync;
 static uint64_t pl_rng = 88172645463325252ull;
 
@@ -251,6 +255,10 @@ static void pl_cut(void)
 /* Counts one write, truncate or sync; cuts the power when it is the chosen one. */
 static void pl_tick(void)
 {
+    if (pl_arm) {
+        if (access(pl_arm, F_OK) != 0) return;
+        pl_arm = NULL;
+    }
     pl_ops++;
     if (pl_cut_at > 0 && pl_ops >= pl_cut_at) pl_cut();
 }
@@ -481,6 +489,7 @@ __attribute__((constructor)) static void pl_register(void)
     }
     const char *s = getenv("POWERLOSS_AFTER");
     pl_cut_at = s ? atol(s) : 0;
+    pl_arm = getenv("POWERLOSS_ARM");
     s = getenv("POWERLOSS_SEED");
     if (s && strtoull(s, NULL, 10)) pl_rng = strtoull(s, NULL, 10);
     s = getenv("POWERLOSS_IGNORE_SYNC");
