@@ -97,7 +97,7 @@ def cut_once(srv, sale, durability, strategy, label, control=False, armed=True):
         srv.env["POWERLOSS_IGNORE_SYNC"] = "1"
     acked, ts = [], []
     try:
-        srv.start()
+        srv.start(timeout=DEADLINE)  # a growing file under a busy machine starts slowly
         ts = buyers(srv.port, sale, f"{label}-{random.randint(0, 1 << 30)}", acked)
         t_end = time.time() + DEADLINE  # liveness only
         while armed and not acked and srv.alive() and time.time() < t_end:
@@ -127,7 +127,7 @@ def cut_once(srv, sale, durability, strategy, label, control=False, armed=True):
     total, left, units, n, over = db_truth(srv, sale)
     check(SUITE, f"{label}:stock_adds_up", left + units == total and over == 0,
           f"left {left} + sold {units} != {total}, over limit {over}")
-    srv.start()
+    srv.start(timeout=DEADLINE)
     c = srv.client()
     s = c.get(f"/api/v1/sales/{sale}").json
     audit = c.get(f"/api/v1/sales/{sale}/audit").json
