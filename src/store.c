@@ -1,10 +1,17 @@
-/* store — see store.h.  The group-commit writer and the commit lock live here;
- * the SQL lives in the backend (store_sqlite.c).
+/* store — see store.h.  The group-commit writer, the commit lock and the order
+ * in which a backend's primitives run live here; the SQL lives in the backends
+ * (store_sqlite.c, store_pg.c; see store_int.h).
  *
  * Writer loop: wait for jobs; take up to --batch of them; BEGIN; apply each;
- * COMMIT; then, under the commit lock, call every job's done().  While one batch
- * commits, the next accumulates, so under load the batch grows by itself and one
- * fsync is shared by many purchases.
+ * take the commit lock; COMMIT; call every job's done(); release the lock.
+ * While one batch commits, the next accumulates, so under load the batch grows
+ * by itself and one fsync is shared by many purchases.
+ *
+ * Asserted where threads meet: the commit path runs on the writer thread only
+ * (store_on_writer), done() runs under the commit lock and once per job
+ * (store_finish), and the commit lock knows its holder (store_commit_held).
+ * The checks compare a thread id or a flag: nothing per purchase that costs a
+ * lock or a system call.
  */
 #include "store.h"
 
@@ -27,6 +34,7 @@ struct store {
     struct store_conn *writer_conn; /* owned by the writer thread after start */
     pthread_t writer;
     size_t batch_max;
+    struct store_job **buys; /* the writer's: a batch's purchases, when be->batch_buys */
 
     pthread_mutex_t mu; /* guards the queue and `stopping` */
     pthread_cond_t wake;
@@ -35,6 +43,7 @@ struct store {
     bool stopping, writer_waiting;
 
     pthread_mutex_t commit_mu; /* see store.h: done() callbacks and audit snapshots */
+    _Atomic(const void *) commit_holder; /* &store_thread of the thread holding commit_mu, or NULL */
     /* Odd while someone holds commit_mu to change the database or memory: an audit
      * reads it around its snapshot instead of taking the lock (store_audit). */
     _Atomic uint64_t commit_seq;
@@ -62,69 +71,196 @@ struct store_waiter {
     void *ctx;
 };
 
-/* The commit lock, for changing the database or memory under it. */
+/* One per thread; its address names the thread that holds the commit lock. */
+static _Thread_local char store_thread;
+
+static bool store_on_writer(const struct store *s) { return pthread_equal(pthread_self(), s->writer); }
+
+bool store_commit_held(const struct store *s)
+{
+    return atomic_load_explicit(&s->commit_holder, memory_order_relaxed) == &store_thread;
+}
+
+/* The commit lock itself: store_audit takes it to read, changing nothing. */
+static void store_commit_lock(struct store *s)
+{
+    assert(!store_commit_held(s)); /* not recursive: a done() must not take it again */
+    pthread_mutex_lock(&s->commit_mu);
+    atomic_store_explicit(&s->commit_holder, &store_thread, memory_order_relaxed);
+}
+
+static void store_commit_unlock(struct store *s)
+{
+    assert(store_commit_held(s));
+    atomic_store_explicit(&s->commit_holder, NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&s->commit_mu);
+}
+
+/* The commit lock for changing the database or memory under it: commit_seq is
+ * odd in between, for store_audit's seqlock. */
 static void store_commit_enter(struct store *s)
 {
-    pthread_mutex_lock(&s->commit_mu);
+    store_commit_lock(s);
     atomic_fetch_add(&s->commit_seq, 1);
 }
 
 static void store_commit_leave(struct store *s)
 {
     atomic_fetch_add(&s->commit_seq, 1);
-    pthread_mutex_unlock(&s->commit_mu);
+    store_commit_unlock(s);
 }
 
-static void store_finish(struct store_job **jobs, size_t n)
+/* Hands n jobs back through their done(), under the commit lock, each once. */
+static void store_finish(struct store *s, struct store_job **jobs, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    assert(store_commit_held(s));
+    for (size_t i = 0; i < n; i++) {
+        assert(!jobs[i]->finished);
+        jobs[i]->finished = true; /* before done(), which may free the job */
         if (jobs[i]->done) jobs[i]->done(jobs[i]);
+    }
 }
 
-/* One group commit, on the writer thread only: BEGIN, every job, then COMMIT
- * under the commit lock; false when anything failed (then rolled back).  *retry
- * says whether running it again may succeed. */
-static bool store_try_batch(struct store *s, struct store_job **jobs, size_t n, bool *retry)
+/* What paying or cancelling does to an order as it stands at now (ms). */
+enum store_settle_step {
+    SETTLE_NOTHING, /* answer the outcome, change nothing */
+    SETTLE_PAY,     /* pending -> paid */
+    SETTLE_CANCEL,  /* pending -> cancelled, units back */
+    SETTLE_EXPIRE   /* pending past its deadline -> expired, units back */
+};
+
+static enum store_settle_step store_settle_step(const struct store_order *o, const char *user, bool pay,
+                                                int64_t now, enum outcome *outcome)
 {
-    struct store_conn *c = s->writer_conn;
-    bool failed = s->be->begin(c) != 0;
-    if (!failed && s->be->apply_batch) {
-        failed = s->be->apply_batch(c, jobs, n) != 0;
-    } else {
-        for (size_t i = 0; i < n && !failed; i++) {
-            jobs[i]->outcome = s->be->apply(c, jobs[i]);
-            failed = jobs[i]->outcome == OUTCOME_UNAVAILABLE;
-        }
+    bool pending = strcmp(o->status, "pending") == 0;
+    *outcome = OUTCOME_OK;
+    if (user[0] && strcmp(o->user_id, user) != 0) {
+        *outcome = OUTCOME_FORBIDDEN;
+        return SETTLE_NOTHING;
     }
-    /* COMMIT and the memory updates under one lock: an audit taking its snapshot
-     * sees both or neither.  The caller unlocks after done(). */
-    store_commit_enter(s);
-    if (!failed) failed = s->be->commit(c) != 0;
-    if (failed) {
-        *retry = s->be->retryable && s->be->retryable(c);
-        s->be->rollback(c);
+    /* The deadline wins over a late payment, whichever request finds it first. */
+    if (pending && o->expires_at && o->expires_at <= now) {
+        *outcome = OUTCOME_ORDER_EXPIRED;
+        return SETTLE_EXPIRE;
     }
-    return !failed;
+    if (strcmp(o->status, "expired") == 0) {
+        *outcome = OUTCOME_ORDER_EXPIRED;
+        return SETTLE_NOTHING;
+    }
+    bool cancelled = strcmp(o->status, "cancelled") == 0;
+    if (pay) {
+        /* paying twice, or a confirmed order: nothing to do, say how it stands */
+        if (cancelled) *outcome = OUTCOME_ORDER_CANCELLED;
+        return pending ? SETTLE_PAY : SETTLE_NOTHING;
+    }
+    if (!pending && !cancelled) *outcome = OUTCOME_ORDER_FINAL; /* paid or confirmed */
+    return pending ? SETTLE_CANCEL : SETTLE_NOTHING;           /* cancelling twice is fine */
 }
 
+/* Pay or cancel inside the open transaction, from the backend's order_*
+ * primitives: lock the order, decide, then change it. */
+static enum outcome store_settle(const struct store_backend *be, struct store_conn *c, struct store_settle *t,
+                                 bool pay)
+{
+    struct store_order *o = &t->order;
+    enum outcome got = be->order_lock(c, t->order_id, o);
+    if (got != OUTCOME_OK) return got;
+    int64_t now = clock_wall_ms();
+    switch (store_settle_step(o, t->user_id, pay, now, &got)) {
+    case SETTLE_NOTHING: break;
+    case SETTLE_EXPIRE:
+    case SETTLE_CANCEL: {
+        const char *status = got == OUTCOME_ORDER_EXPIRED ? "expired" : "cancelled";
+        if (be->order_close(c, o, status, now, &t->returned) != OUTCOME_OK) return OUTCOME_UNAVAILABLE;
+        snprintf(o->status, sizeof o->status, "%s", status);
+        break;
+    }
+    case SETTLE_PAY:
+        if (be->order_pay(c, o, now, &t->paid_now) != OUTCOME_OK) return OUTCOME_UNAVAILABLE;
+        snprintf(o->status, sizeof o->status, "paid");
+        o->paid_at = now;
+        break;
+    }
+    return got;
+}
+
+/* One purchase: an Idempotency-Key seen before replays its order and touches
+ * nothing (looked up here unless the backend's buy does it itself). */
+static enum outcome store_buy(const struct store_backend *be, struct store_conn *c, struct store_job *job)
+{
+    struct store_purchase *p = &job->u.purchase;
+    if (p->idem_key[0] && !be->buy_replays) {
+        enum outcome o = be->order_by_key(c, p->sale_id, p->user_id, p->idem_key, &p->order);
+        if (o == OUTCOME_OK) p->replayed = true;
+        if (o != OUTCOME_NOT_FOUND) return o;
+    }
+    enum outcome o = be->buy(c, &job, 1);
+    return o == OUTCOME_OK ? job->outcome : o;
+}
+
+/* One job inside the open transaction on c: its outcome, OUTCOME_UNAVAILABLE
+ * when the database failed. */
+static enum outcome store_apply(const struct store_backend *be, struct store_conn *c, struct store_job *job)
+{
+    switch (job->op) {
+    case STORE_PURCHASE: return store_buy(be, c, job);
+    case STORE_CREATE_SALE: return be->create_sale(c, &job->u.sale);
+    case STORE_RESET_SALE: return be->reset_sale(c, job->u.sale_id);
+    case STORE_PAY: return store_settle(be, c, &job->u.settle, true);
+    case STORE_CANCEL: return store_settle(be, c, &job->u.settle, false);
+    case STORE_SWEEP: return be->sweep(c, &job->u.sweep);
+    }
+    return OUTCOME_INTERNAL;
+}
+
+/* On the writer: BEGIN and every job of the batch, setting each outcome; the
+ * purchases together at the end when the backend takes them in one call.
+ * OUTCOME_UNAVAILABLE when the database failed (the transaction is still open). */
+static enum outcome store_apply_batch(struct store *s, struct store_job **jobs, size_t n)
+{
+    assert(store_on_writer(s) && n <= s->batch_max);
+    const struct store_backend *be = s->be;
+    struct store_conn *c = s->writer_conn;
+    if (be->begin(c) != OUTCOME_OK) return OUTCOME_UNAVAILABLE;
+    size_t nbuys = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (be->batch_buys && jobs[i]->op == STORE_PURCHASE) {
+            s->buys[nbuys++] = jobs[i];
+            continue;
+        }
+        jobs[i]->outcome = store_apply(be, c, jobs[i]);
+        if (jobs[i]->outcome == OUTCOME_UNAVAILABLE) return OUTCOME_UNAVAILABLE;
+    }
+    return nbuys ? be->buy(c, s->buys, nbuys) : OUTCOME_OK;
+}
+
+/* One group commit, on the writer.  The commit lock is held from COMMIT to the
+ * last done(), so an audit's snapshot sees the database and memory both changed
+ * or neither; a batch that hit a deadlock runs again, without the lock. */
 static void store_commit_batch(struct store *s, struct store_job **jobs, size_t n)
 {
+    assert(store_on_writer(s));
     uint64_t t0 = clock_mono_ns();
-    bool retry = false, ok;
-    for (int attempt = 1; !(ok = store_try_batch(s, jobs, n, &retry)) && retry && attempt < STORE_RETRIES;
-         attempt++) {
+    for (int attempt = 1;; attempt++) {
+        enum outcome o = store_apply_batch(s, jobs, n);
+        store_commit_enter(s);
+        if (o == OUTCOME_OK) o = s->be->commit(s->writer_conn);
+        if (o == OUTCOME_OK) break;
+        bool again = attempt < STORE_RETRIES && s->be->retryable && s->be->retryable(s->writer_conn);
+        s->be->rollback(s->writer_conn);
+        if (!again) {
+            /* Nothing of this batch is durable: refuse every job, so each caller
+             * gives its reservation back and nobody is told "sold". */
+            for (size_t i = 0; i < n; i++) jobs[i]->outcome = OUTCOME_UNAVAILABLE;
+            metrics_count(METRIC_STORE_ERRORS, 1);
+            LOG_ERROR("store: a group commit of %zu jobs failed; all refused with 503", n);
+            break;
+        }
         store_commit_leave(s);
         LOG_WARN("store: a group commit of %zu jobs hit a deadlock; running it again", n);
     }
-    if (!ok) {
-        /* Nothing of this batch is durable: refuse every job, so each caller gives
-         * its reservation back and nobody is told "sold". */
-        for (size_t i = 0; i < n; i++) jobs[i]->outcome = OUTCOME_UNAVAILABLE;
-        metrics_count(METRIC_STORE_ERRORS, 1);
-        LOG_ERROR("store: a group commit of %zu jobs failed; all refused with 503", n);
-    }
     metrics_batch(n, clock_mono_ns() - t0);
-    store_finish(jobs, n);
+    store_finish(s, jobs, n);
     store_commit_leave(s);
     if (s->be->after_commit) s->be->after_commit(s->writer_conn);
 }
@@ -134,7 +270,8 @@ static void *store_writer_main(void *arg)
     struct store *s = arg;
     pthread_setname_np(pthread_self(), "fs-writer");
     struct store_job **jobs = calloc(s->batch_max, sizeof *jobs);
-    if (!jobs) LOG_FATAL("store: out of memory for the writer");
+    s->buys = s->be->batch_buys ? calloc(s->batch_max, sizeof *s->buys) : NULL;
+    if (!jobs || (s->be->batch_buys && !s->buys)) LOG_FATAL("store: out of memory for the writer");
     for (;;) {
         size_t n = 0;
         pthread_mutex_lock(&s->mu);
@@ -154,6 +291,7 @@ static void *store_writer_main(void *arg)
         store_commit_batch(s, jobs, n);
     }
     free(jobs);
+    free(s->buys);
     return NULL;
 }
 
@@ -178,6 +316,20 @@ static void *store_housekeeper_main(void *arg)
     return NULL;
 }
 
+/* The backend whose scheme cfg->db starts with (postgresql://...), else the one
+ * that takes any path (an SQLite file). */
+static const struct store_backend *store_backend_for(const char *db)
+{
+    static const struct store_backend *const backends[] = {&store_pg, &store_sqlite};
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+        const char *const *scheme = backends[i]->schemes;
+        if (!scheme) return backends[i];
+        for (; *scheme; scheme++)
+            if (strncmp(db, *scheme, strlen(*scheme)) == 0) return backends[i];
+    }
+    return NULL; /* unreachable while one backend takes any path */
+}
+
 struct store *store_open(const struct config *cfg, char *err, size_t err_size)
 {
     struct store *s = calloc(1, sizeof *s);
@@ -185,10 +337,7 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
         snprintf(err, err_size, "out of memory");
         return NULL;
     }
-    /* A URI picks PostgreSQL; anything else is an SQLite file. */
-    s->be = strncmp(cfg->db, "postgresql://", 13) == 0 || strncmp(cfg->db, "postgres://", 11) == 0
-                ? &store_pg
-                : &store_sqlite;
+    s->be = store_backend_for(cfg->db);
     s->cfg = cfg;
     s->batch_max = (size_t)cfg->batch;
     pthread_mutex_init(&s->mu, NULL);
@@ -196,7 +345,7 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
     pthread_cond_init(&s->housekeep_wake, NULL);
     pthread_mutex_init(&s->commit_mu, NULL);
     s->writer_conn = s->be->connect(cfg, true, err, err_size);
-    if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, s->order_secret, err, err_size) != 0 ||
+    if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, s->order_secret, err, err_size) != OUTCOME_OK ||
         pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
         if (s->writer_conn) s->be->disconnect(s->writer_conn);
         free(s);
@@ -222,6 +371,7 @@ void store_close(struct store *s)
     pthread_cond_signal(&s->housekeep_wake);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL);
+    assert(!s->head); /* the writer ran every queued job before it ended */
     if (s->housekeeping) pthread_join(s->housekeeper, NULL);
     if (s->housekeep_conn) s->be->disconnect(s->housekeep_conn);
     s->be->disconnect(s->writer_conn);
@@ -242,9 +392,9 @@ int store_load(struct store *s, void (*each)(void *, const struct store_sale *),
         LOG_ERROR("store: %s", err);
         return -1;
     }
-    int rc = s->be->load(c, each, held, ctx);
+    enum outcome o = s->be->load(c, each, held, ctx);
     s->be->disconnect(c);
-    return rc;
+    return o == OUTCOME_OK ? 0 : -1;
 }
 
 void store_submit(struct store *s, struct store_job *job)
@@ -254,6 +404,7 @@ void store_submit(struct store *s, struct store_job *job)
 
 void store_submit_chain(struct store *s, struct store_job *first, struct store_job *last, size_t n)
 {
+    assert(!first->finished && !last->finished); /* a job is queued once, and fresh */
     last->next = NULL;
     atomic_fetch_add_explicit(&s->backlog, n, memory_order_relaxed);
     pthread_mutex_lock(&s->mu);
@@ -277,6 +428,7 @@ static void store_run_done(struct store_job *job)
 
 enum outcome store_run(struct store *s, struct store_job *job)
 {
+    assert(!store_on_writer(s) && !store_commit_held(s)); /* it would wait for itself */
     struct store_waiter w = {.done = job->done, .ctx = job->ctx};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cond, NULL);
@@ -318,31 +470,33 @@ enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const cha
 
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job)
 {
-    assert(job->op == STORE_PURCHASE);
-    bool locked = false;
-    if (s->be->begin(c) != 0) {
+    assert(job->op == STORE_PURCHASE && c != s->writer_conn && !job->finished);
+    /* COMMIT and the memory update under one lock, as the writer does, so an audit
+     * never sees one without the other; a refusal, which wrote nothing, finishes
+     * under it too, so that every done() runs under the commit lock. */
+    if (s->be->begin(c) != OUTCOME_OK) {
         job->outcome = OUTCOME_UNAVAILABLE;
-    } else if ((job->outcome = s->be->apply(c, job)) != OUTCOME_OK) {
-        s->be->rollback(c);
-    } else {
-        /* COMMIT and the memory update under one lock, as the writer does, so an
-         * audit never sees one without the other. */
         store_commit_enter(s);
-        locked = true;
-        if (s->be->commit(c) != 0) {
+    } else if ((job->outcome = store_buy(s->be, c, job)) != OUTCOME_OK) {
+        s->be->rollback(c);
+        store_commit_enter(s);
+    } else {
+        store_commit_enter(s);
+        if (s->be->commit(c) != OUTCOME_OK) {
             s->be->rollback(c);
             job->outcome = OUTCOME_UNAVAILABLE;
         }
     }
     enum outcome o = job->outcome; /* done() may free the job */
-    if (job->done) job->done(job);
-    if (locked) store_commit_leave(s);
+    store_finish(s, &job, 1);
+    store_commit_leave(s);
     return o;
 }
 
 enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
                          struct store_audit *out, void (*snapshot)(void *), void *ctx)
 {
+    assert(!store_commit_held(s));
     /* A seqlock over the commit lock: the snapshot and memory were read while no
      * commit was between its COMMIT and its memory update when commit_seq was even
      * and the same before and after.  An audit may run at low priority, and a
@@ -363,79 +517,18 @@ enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
         if (!consistent) s->be->rollback(c);
     }
     if (!consistent) {
-        pthread_mutex_lock(&s->commit_mu);
+        store_commit_lock(s); /* no change under it: commit_seq stays */
         o = s->be->audit_begin(c, sale_id, out);
         if (o == OUTCOME_OK && snapshot) snapshot(ctx);
-        pthread_mutex_unlock(&s->commit_mu);
+        store_commit_unlock(s);
         if (o != OUTCOME_OK) return o;
     }
     return s->be->audit_finish(c, sale_id, out);
 }
 
-/* What paying or cancelling does to an order as it stands at now (ms). */
-enum store_settle_step {
-    SETTLE_NOTHING, /* answer the outcome, change nothing */
-    SETTLE_PAY,     /* pending -> paid */
-    SETTLE_CANCEL,  /* pending -> cancelled, units back */
-    SETTLE_EXPIRE   /* pending past its deadline -> expired, units back */
-};
+bool store_shared(const struct store *s) { return s->be->shared; }
 
-static enum store_settle_step store_settle_step(const struct store_order *o, const char *user, bool pay,
-                                                int64_t now, enum outcome *outcome)
-{
-    bool pending = strcmp(o->status, "pending") == 0;
-    *outcome = OUTCOME_OK;
-    if (user[0] && strcmp(o->user_id, user) != 0) {
-        *outcome = OUTCOME_FORBIDDEN;
-        return SETTLE_NOTHING;
-    }
-    /* The deadline wins over a late payment, whichever request finds it first. */
-    if (pending && o->expires_at && o->expires_at <= now) {
-        *outcome = OUTCOME_ORDER_EXPIRED;
-        return SETTLE_EXPIRE;
-    }
-    if (strcmp(o->status, "expired") == 0) {
-        *outcome = OUTCOME_ORDER_EXPIRED;
-        return SETTLE_NOTHING;
-    }
-    bool cancelled = strcmp(o->status, "cancelled") == 0;
-    if (pay) {
-        /* paying twice, or a confirmed order: nothing to do, say how it stands */
-        if (cancelled) *outcome = OUTCOME_ORDER_CANCELLED;
-        return pending ? SETTLE_PAY : SETTLE_NOTHING;
-    }
-    if (!pending && !cancelled) *outcome = OUTCOME_ORDER_FINAL; /* paid or confirmed */
-    return pending ? SETTLE_CANCEL : SETTLE_NOTHING;           /* cancelling twice is fine */
-}
-
-enum outcome store_settle(struct store_conn *c, struct store_settle *t, bool pay)
-{
-    const struct store_backend *be = STORE_BACKEND(c);
-    struct store_order *o = &t->order;
-    enum outcome got = be->order_lock(c, t->order_id, o);
-    if (got != OUTCOME_OK) return got;
-    int64_t now = clock_wall_ms();
-    switch (store_settle_step(o, t->user_id, pay, now, &got)) {
-    case SETTLE_NOTHING: break;
-    case SETTLE_EXPIRE:
-    case SETTLE_CANCEL: {
-        const char *status = got == OUTCOME_ORDER_EXPIRED ? "expired" : "cancelled";
-        if (be->order_close(c, o, status, now, &t->returned) != 0) return OUTCOME_UNAVAILABLE;
-        snprintf(o->status, sizeof o->status, "%s", status);
-        break;
-    }
-    case SETTLE_PAY:
-        if (be->order_pay(c, o, now, &t->paid_now) != 0) return OUTCOME_UNAVAILABLE;
-        snprintf(o->status, sizeof o->status, "paid");
-        o->paid_at = now;
-        break;
-    }
-    return got;
-}
-
-bool store_shared(const struct store *s) { return s->be == &store_pg; }
-
-const char *store_kind(const struct store *s) { return s->be == &store_pg ? "postgresql" : "sqlite"; }
+const char *store_kind(const struct store *s) { return s->be->kind; }
 
 /* The backend reads the database without the commit lock and tells memory under
  * it: a local commit and the news of another node's never interleave in memory. */

@@ -237,15 +237,15 @@ static int pg_order_secret(struct store_conn *c, uint8_t secret[STORE_SECRET_LEN
     return ok ? 0 : -1;
 }
 
-static int pg_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN], char *err,
-                    size_t err_size)
+static enum outcome pg_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN],
+                             char *err, size_t err_size)
 {
     /* One node at a time: the first creates, the others find it done. */
     if (pg_exec(c, "SELECT pg_advisory_lock(715517)") != 0) {
         snprintf(err, err_size, "cannot take the schema lock: %s", PQerrorMessage(c->pg));
-        return -1;
+        return OUTCOME_UNAVAILABLE;
     }
-    int rc = -1;
+    enum outcome rc = OUTCOME_UNAVAILABLE;
     PGresult *r = PQexec(c->pg, schema_pg_sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         snprintf(err, err_size, "cannot create the schema: %s", PQerrorMessage(c->pg));
@@ -273,20 +273,23 @@ static int pg_setup(struct store_conn *c, const struct config *cfg, uint8_t secr
                  (long long)cfg->demo_stock, (long long)cfg->demo_stock, (long long)clock_wall_ms());
         if (pg_exec(c, sql) != 0) goto out;
     }
-    rc = 0;
+    rc = OUTCOME_OK;
 out:
     PQclear(r);
     pg_exec(c, "SELECT pg_advisory_unlock(715517)");
     return rc;
 }
 
-static int pg_begin(struct store_conn *c)
+static enum outcome pg_begin(struct store_conn *c)
 {
     c->retry = false;
-    return pg_exec(c, "BEGIN");
+    return pg_exec(c, "BEGIN") == 0 ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
 }
 
-static int pg_commit(struct store_conn *c) { return pg_exec(c, "COMMIT"); }
+static enum outcome pg_commit(struct store_conn *c)
+{
+    return pg_exec(c, "COMMIT") == 0 ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
+}
 
 static void pg_rollback(struct store_conn *c)
 {
@@ -368,9 +371,12 @@ static enum outcome pg_outcome_named(const char *name)
     return OUTCOME_INTERNAL;
 }
 
-static int pg_buy(struct store_conn *c, struct store_job **buys, size_t n)
+/* Every purchase of a batch in one call (batch_buys), replays included
+ * (buy_replays): flashsale_buy looks each Idempotency-Key up itself. */
+static enum outcome pg_buy(struct store_conn *c, struct store_job **buys, size_t n)
 {
     qsort(buys, n, sizeof *buys, pg_by_sale); /* lock sale rows in one order */
+    for (size_t i = 0; i < n; i++) buys[i]->outcome = OUTCOME_INTERNAL; /* unless flashsale_buy says otherwise */
     char *text[7] = {0};
     size_t len[7];
     FILE *f[7];
@@ -394,7 +400,7 @@ static int pg_buy(struct store_conn *c, struct store_job **buys, size_t n)
     const char *v[] = {text[0], text[1], text[2], text[3], text[4], text[5], text[6], PG_NUM(now, clock_wall_ms())};
     PGresult *r = pg_run(c, "buy", 8, v, PGRES_TUPLES_OK);
     for (int k = 0; k < 7; k++) free(text[k]);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     for (int row = 0; row < PQntuples(r); row++) {
         size_t i = (size_t)pg_int(r, row, 0) - 1;
         if (i >= n) continue;
@@ -415,7 +421,7 @@ static int pg_buy(struct store_conn *c, struct store_job **buys, size_t n)
         o->paid_at = 0;
     }
     PQclear(r);
-    return 0;
+    return OUTCOME_OK;
 }
 
 /* ---- admin and the payment window --------------------------------------------- */
@@ -451,22 +457,22 @@ static enum outcome pg_reset_sale(struct store_conn *c, int64_t sale_id)
 }
 
 /* Closes a pending order and gives its units back; *closed says whether this call did. */
-static int pg_close_order(struct store_conn *c, const struct store_order *o, const char *status,
-                          int64_t now, bool *closed)
+static enum outcome pg_close_order(struct store_conn *c, const struct store_order *o, const char *status,
+                                   int64_t now, bool *closed)
 {
     char a[24], b[24], q[24];
     const char *v[] = {PG_NUM(a, o->id), status, PG_NUM(b, now)};
     PGresult *r = pg_run(c, "close", 3, v, PGRES_COMMAND_OK);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     *closed = strcmp(PQcmdTuples(r), "1") == 0;
     PQclear(r);
-    if (!*closed) return 0;
+    if (!*closed) return OUTCOME_OK;
     const char *g[] = {PG_NUM(q, o->quantity), PG_NUM(a, o->sale_id)};
     r = pg_run(c, "give_back", 2, g, PGRES_COMMAND_OK);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     PQclear(r);
     pg_notify(c, "changed", o->sale_id);
-    return 0;
+    return OUTCOME_OK;
 }
 
 /* The row lock orders this against every node's sweeper and payments. */
@@ -477,15 +483,15 @@ static enum outcome pg_order_lock(struct store_conn *c, int64_t id, struct store
     return pg_order_query(c, "order_lock", 1, v, out);
 }
 
-static int pg_pay_order(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid)
+static enum outcome pg_pay_order(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid)
 {
     char a[24], b[24];
     const char *v[] = {PG_NUM(a, o->id), PG_NUM(b, now)};
     PGresult *r = pg_run(c, "pay", 2, v, PGRES_COMMAND_OK);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     *paid = strcmp(PQcmdTuples(r), "1") == 0;
     PQclear(r);
-    return 0;
+    return OUTCOME_OK;
 }
 
 /* SKIP LOCKED: the sweepers of several nodes share the work, each order once. */
@@ -517,45 +523,6 @@ static enum outcome pg_sweep(struct store_conn *c, struct store_sweep *sw)
     return OUTCOME_OK;
 }
 
-static enum outcome pg_apply(struct store_conn *c, struct store_job *job)
-{
-    switch (job->op) {
-    case STORE_PURCHASE: {
-        struct store_job *one[] = {job};
-        return pg_buy(c, one, 1) == 0 ? job->outcome : OUTCOME_UNAVAILABLE;
-    }
-    case STORE_CREATE_SALE: return pg_create_sale(c, &job->u.sale);
-    case STORE_RESET_SALE: return pg_reset_sale(c, job->u.sale_id);
-    case STORE_PAY: return store_settle(c, &job->u.settle, true);
-    case STORE_CANCEL: return store_settle(c, &job->u.settle, false);
-    case STORE_SWEEP: return pg_sweep(c, &job->u.sweep);
-    }
-    return OUTCOME_INTERNAL;
-}
-
-/* Purchases together in one call, everything else one by one. */
-static int pg_apply_batch(struct store_conn *c, struct store_job **jobs, size_t n)
-{
-    struct store_job **buys = malloc(n * sizeof *buys);
-    if (!buys) return -1;
-    size_t nbuys = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (jobs[i]->op == STORE_PURCHASE) {
-            jobs[i]->outcome = OUTCOME_INTERNAL; /* unless flashsale_buy says otherwise */
-            buys[nbuys++] = jobs[i];
-            continue;
-        }
-        jobs[i]->outcome = pg_apply(c, jobs[i]);
-        if (jobs[i]->outcome == OUTCOME_UNAVAILABLE) {
-            free(buys);
-            return -1;
-        }
-    }
-    int rc = nbuys ? pg_buy(c, buys, nbuys) : 0;
-    free(buys);
-    return rc;
-}
-
 /* ---- loading, auditing, listening ------------------------------------------------ */
 
 static void pg_read_sale(const PGresult *r, int row, struct store_sale *s)
@@ -578,10 +545,10 @@ static void pg_read_sale(const PGresult *r, int row, struct store_sale *s)
     s->cancelled = pg_int(r, row, 14);
 }
 
-static int pg_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
-                   void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
+static enum outcome pg_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
+                            void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
 {
-    if (pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return -1;
+    if (pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return OUTCOME_UNAVAILABLE;
     PGresult *r = pg_run(c, "sales_all", 0, NULL, PGRES_TUPLES_OK);
     for (int row = 0; r && row < PQntuples(r); row++) {
         struct store_sale s;
@@ -596,7 +563,7 @@ static int pg_load(struct store_conn *c, void (*each)(void *, const struct store
     if (!r) rc = -1;
     PQclear(r);
     pg_exec(c, "COMMIT");
-    return rc;
+    return rc == 0 ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
 }
 
 static enum outcome pg_audit_begin(struct store_conn *c, int64_t sale_id, struct store_audit *out)
@@ -681,24 +648,33 @@ static void pg_housekeep(struct store_conn *c, const struct store_events *ev)
     if (++c->rounds % PG_REFRESH_EVERY == 0) pg_refresh(c, ev, 0);
 }
 
+static const char *const pg_schemes[] = {"postgresql://", "postgres://", NULL};
+
 const struct store_backend store_pg = {
-    .order_lock = pg_order_lock,
-    .order_close = pg_close_order,
-    .order_pay = pg_pay_order,
+    .kind = "postgresql",
+    .schemes = pg_schemes,
+    .shared = true,
+    .batch_buys = true,
+    .buy_replays = true,
     .housekeep_ms = 10,
     .connect = pg_connect,
     .disconnect = pg_disconnect,
     .setup = pg_setup,
+    .load = pg_load,
     .begin = pg_begin,
     .commit = pg_commit,
     .rollback = pg_rollback,
     .retryable = pg_retry,
-    .apply = pg_apply,
-    .apply_batch = pg_apply_batch,
-    .housekeep = pg_housekeep,
-    .load = pg_load,
+    .buy = pg_buy,
+    .create_sale = pg_create_sale,
+    .reset_sale = pg_reset_sale,
+    .sweep = pg_sweep,
+    .order_lock = pg_order_lock,
+    .order_close = pg_close_order,
+    .order_pay = pg_pay_order,
     .order_get = pg_order_get,
     .order_by_key = pg_order_by_key,
     .audit_begin = pg_audit_begin,
     .audit_finish = pg_audit_finish,
+    .housekeep = pg_housekeep,
 };
