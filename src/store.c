@@ -7,6 +7,15 @@
  * While one batch commits, the next accumulates, so under load the batch grows
  * by itself and one fsync is shared by many purchases.
  *
+ * A transaction in doubt: its COMMIT was sent and the link died before the
+ * answer (PostgreSQL).  Its jobs are neither answered nor released: they are
+ * parked (by the writer, or by a worker of the sqlite strategy), the writer
+ * goes on with new batches and asks the backend at every turn whether that
+ * transaction committed (every STORE_DOUBT_ASK_MS when idle: the database tells
+ * nobody by itself), and answers them by what the database says, or 503 after
+ * STORE_DOUBT_MS if the database stays out of reach.  Never 201 unless the
+ * database said it committed.
+ *
  * Asserted where threads meet: the commit path runs on the writer thread only
  * (store_on_writer), done() runs under the commit lock and once per job
  * (store_finish), and the commit lock knows its holder (store_commit_held).
@@ -57,10 +66,23 @@ struct store {
                                     * never wake the housekeeper instead */
     struct store_conn *housekeep_conn;
     bool housekeeping;
+
+    struct store_doubt *doubts; /* under mu; see the top */
+};
+
+/* Jobs whose transaction may have committed: until when to ask. */
+struct store_doubt {
+    struct store_doubt *next;
+    int64_t txn;
+    uint64_t until_ns;
+    size_t n;
+    struct store_job *jobs[];
 };
 
 #define STORE_RETRIES 3 /* runs of a batch that hit a deadlock before giving up */
 #define STORE_AUDIT_TRIES 16 /* lock-free snapshots an audit tries before taking the lock */
+#define STORE_DOUBT_MS 10000 /* how long jobs in doubt wait to learn whether they committed */
+#define STORE_DOUBT_ASK_MS 50 /* how often an idle writer asks about them */
 
 /* For store_run(): a job plus a flag to wait on. */
 struct store_waiter {
@@ -234,6 +256,73 @@ static enum outcome store_apply_batch(struct store *s, struct store_job **jobs, 
     return nbuys ? be->buy(c, s->buys, nbuys) : OUTCOME_OK;
 }
 
+/* Parks n jobs of transaction txn (see the top); false when out of memory. */
+static bool store_doubt(struct store *s, struct store_job **jobs, size_t n, int64_t txn)
+{
+    struct store_doubt *d = malloc(sizeof *d + n * sizeof *jobs);
+    if (!d) return false;
+    d->txn = txn;
+    d->until_ns = clock_mono_ns() + STORE_DOUBT_MS * 1000000ull;
+    d->n = n;
+    memcpy(d->jobs, jobs, n * sizeof *jobs);
+    LOG_WARN("store: a commit of %zu jobs lost its answer; asking whether it committed", n);
+    pthread_mutex_lock(&s->mu);
+    d->next = s->doubts;
+    s->doubts = d;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+/* After a failed COMMIT on c, under the commit lock: OUTCOME_OK when its
+ * transaction committed all the same (the answer was lost, not the work);
+ * OUTCOME_NOT_FOUND when it did not; OUTCOME_UNAVAILABLE when nobody can tell
+ * yet: then the jobs are parked for store_resolve, and the caller must not
+ * finish them. */
+static enum outcome store_verdict(struct store *s, struct store_conn *c, struct store_job **jobs, size_t n)
+{
+    assert(store_commit_held(s));
+    int64_t txn = s->be->committed ? s->be->txn(c) : 0;
+    enum outcome got = txn ? s->be->committed(c, txn, jobs, n) : OUTCOME_NOT_FOUND;
+    if (got == OUTCOME_UNAVAILABLE && !store_doubt(s, jobs, n, txn)) got = OUTCOME_NOT_FOUND;
+    return got;
+}
+
+/* On the writer: answers the jobs in doubt whose fate the database can tell
+ * now, or, past their time, refuses them. */
+static void store_resolve(struct store *s)
+{
+    assert(store_on_writer(s));
+    pthread_mutex_lock(&s->mu);
+    struct store_doubt *list = s->doubts;
+    s->doubts = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (list) {
+        struct store_doubt *d = list;
+        list = d->next;
+        enum outcome got = s->be->committed(s->writer_conn, d->txn, d->jobs, d->n);
+        if (got == OUTCOME_UNAVAILABLE && clock_mono_ns() < d->until_ns) {
+            pthread_mutex_lock(&s->mu);
+            d->next = s->doubts;
+            s->doubts = d;
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        LOG_WARN("store: a commit of %zu jobs whose answer was lost %s", d->n,
+                 got == OUTCOME_OK          ? "had committed: answered"
+                 : got == OUTCOME_NOT_FOUND ? "had not committed: refused with 503"
+                                            : "is still unknown: refused with 503");
+        store_commit_enter(s);
+        if (got != OUTCOME_OK) {
+            for (size_t i = 0; i < d->n; i++) d->jobs[i]->outcome = OUTCOME_UNAVAILABLE;
+            metrics_count(METRIC_STORE_ERRORS, 1);
+        }
+        store_finish(s, d->jobs, d->n);
+        store_commit_leave(s);
+        free(d);
+    }
+}
+
 /* One group commit, on the writer.  The commit lock is held from COMMIT to the
  * last done(), so an audit's snapshot sees the database and memory both changed
  * or neither; a batch that hit a deadlock runs again, without the lock. */
@@ -241,28 +330,49 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
 {
     assert(store_on_writer(s));
     uint64_t t0 = clock_mono_ns();
+    struct store_conn *c = s->writer_conn;
+    enum outcome o;
     for (int attempt = 1;; attempt++) {
-        enum outcome o = store_apply_batch(s, jobs, n);
+        o = store_apply_batch(s, jobs, n);
         store_commit_enter(s);
-        if (o == OUTCOME_OK) o = s->be->commit(s->writer_conn);
+        if (o == OUTCOME_OK) o = s->be->commit(c);
         if (o == OUTCOME_OK) break;
-        bool again = attempt < STORE_RETRIES && s->be->retryable && s->be->retryable(s->writer_conn);
-        s->be->rollback(s->writer_conn);
-        if (!again) {
-            /* Nothing of this batch is durable: refuse every job, so each caller
-             * gives its reservation back and nobody is told "sold". */
-            for (size_t i = 0; i < n; i++) jobs[i]->outcome = OUTCOME_UNAVAILABLE;
-            metrics_count(METRIC_STORE_ERRORS, 1);
-            LOG_ERROR("store: a group commit of %zu jobs failed; all refused with 503", n);
-            break;
-        }
+        bool again = attempt < STORE_RETRIES && s->be->retryable && s->be->retryable(c);
+        s->be->rollback(c);
+        if (!again) break;
         store_commit_leave(s);
         LOG_WARN("store: a group commit of %zu jobs hit a deadlock; running it again", n);
+    }
+    if (o != OUTCOME_OK) {
+        o = store_verdict(s, c, jobs, n);
+        if (o == OUTCOME_UNAVAILABLE) { /* in doubt: store_resolve answers them */
+            store_commit_leave(s);
+            return;
+        }
+        if (o == OUTCOME_OK) LOG_WARN("store: a group commit of %zu jobs lost its answer, but had committed", n);
+    }
+    if (o != OUTCOME_OK) {
+        /* Nothing of this batch is durable: refuse every job, so each caller gives
+         * its reservation back and nobody is told "sold". */
+        for (size_t i = 0; i < n; i++) jobs[i]->outcome = OUTCOME_UNAVAILABLE;
+        metrics_count(METRIC_STORE_ERRORS, 1);
+        LOG_ERROR("store: a group commit of %zu jobs failed; all refused with 503", n);
     }
     metrics_batch(n, clock_mono_ns() - t0);
     store_finish(s, jobs, n);
     store_commit_leave(s);
-    if (s->be->after_commit) s->be->after_commit(s->writer_conn);
+    if (s->be->after_commit) s->be->after_commit(c);
+}
+
+/* pthread_cond_timedwait for ms from now: 0, or ETIMEDOUT. */
+static int store_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mu, long ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += ms * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    return pthread_cond_timedwait(cond, mu, &until);
 }
 
 static void *store_writer_main(void *arg)
@@ -275,9 +385,13 @@ static void *store_writer_main(void *arg)
     for (;;) {
         size_t n = 0;
         pthread_mutex_lock(&s->mu);
-        while (!s->head && !s->stopping) {
+        /* Wait for jobs, or until stopping with nothing in doubt; with jobs in
+         * doubt, ask about them again every STORE_DOUBT_ASK_MS even when idle. */
+        bool asking = false;
+        while (!s->head && !(s->stopping && !s->doubts) && !asking) {
             s->writer_waiting = true;
-            pthread_cond_wait(&s->wake, &s->mu);
+            if (s->doubts) asking = store_wait_ms(&s->wake, &s->mu, STORE_DOUBT_ASK_MS) != 0;
+            else pthread_cond_wait(&s->wake, &s->mu);
             s->writer_waiting = false;
         }
         while (s->head && n < s->batch_max) {
@@ -285,13 +399,18 @@ static void *store_writer_main(void *arg)
             s->head = s->head->next;
         }
         if (!s->head) s->tail = NULL;
+        bool doubting = s->doubts != NULL;
+        bool over = n == 0 && s->stopping && !doubting; /* nothing left */
         pthread_mutex_unlock(&s->mu);
-        if (n == 0) break; /* stopping, and nothing left */
+        if (over) break;
+        if (doubting) store_resolve(s);
+        if (n == 0) continue;
         atomic_fetch_sub_explicit(&s->backlog, n, memory_order_relaxed);
         store_commit_batch(s, jobs, n);
     }
     free(jobs);
     free(s->buys);
+    assert(!s->doubts);
     return NULL;
 }
 
@@ -301,12 +420,7 @@ static void *store_housekeeper_main(void *arg)
     pthread_setname_np(pthread_self(), "fs-housekeep");
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += s->be->housekeep_ms * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&s->housekeep_wake, &s->mu, &until);
+        store_wait_ms(&s->housekeep_wake, &s->mu, s->be->housekeep_ms);
         if (s->stopping) break;
         pthread_mutex_unlock(&s->mu);
         s->be->housekeep(s->housekeep_conn, atomic_load(&s->listening) ? &s->locked : NULL);
@@ -471,21 +585,20 @@ enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const cha
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job)
 {
     assert(job->op == STORE_PURCHASE && c != s->writer_conn && !job->finished);
+    if (s->be->begin(c) != OUTCOME_OK) job->outcome = OUTCOME_UNAVAILABLE;
+    else if ((job->outcome = store_buy(s->be, c, job)) != OUTCOME_OK) s->be->rollback(c);
     /* COMMIT and the memory update under one lock, as the writer does, so an audit
-     * never sees one without the other; a refusal, which wrote nothing, finishes
-     * under it too, so that every done() runs under the commit lock. */
-    if (s->be->begin(c) != OUTCOME_OK) {
-        job->outcome = OUTCOME_UNAVAILABLE;
-        store_commit_enter(s);
-    } else if ((job->outcome = store_buy(s->be, c, job)) != OUTCOME_OK) {
+     * never sees one without the other; a refusal finishes under it too, as on
+     * the writer. */
+    store_commit_enter(s);
+    if (job->outcome == OUTCOME_OK && s->be->commit(c) != OUTCOME_OK) {
         s->be->rollback(c);
-        store_commit_enter(s);
-    } else {
-        store_commit_enter(s);
-        if (s->be->commit(c) != OUTCOME_OK) {
-            s->be->rollback(c);
-            job->outcome = OUTCOME_UNAVAILABLE;
+        enum outcome got = store_verdict(s, c, &job, 1);
+        if (got == OUTCOME_UNAVAILABLE) { /* in doubt: answered later, on the writer */
+            store_commit_leave(s);
+            return OUTCOME_UNAVAILABLE;
         }
+        if (got != OUTCOME_OK) job->outcome = OUTCOME_UNAVAILABLE;
     }
     enum outcome o = job->outcome; /* done() may free the job */
     store_finish(s, &job, 1);

@@ -6,7 +6,9 @@
  * ledger holds it: store_purchase.limit_held) so that a refusal writes nothing and
  * leaves the rest of the batch alone, and only after COMMIT returns calls each
  * job's done().  Nothing is acknowledged before that.  If COMMIT fails, every job
- * of the batch ends OUTCOME_UNAVAILABLE.
+ * of the batch ends OUTCOME_UNAVAILABLE; if its answer was lost with the link
+ * (PostgreSQL), done() waits until the database tells whether it committed (see
+ * store.c), at most about 10 s.
  *
  * Other threads read through a struct store_conn of their own (SQLite in WAL mode
  * lets readers run beside the writer).  The sqlite inventory strategy also writes
@@ -131,7 +133,8 @@ struct store_job {
     } u;
     /* Called by the store exactly once, after COMMIT (or on failure), under the
      * commit lock: on the writer for a queued job, on the calling thread for
-     * store_purchase_now().  Must not block.  (A caller that settles a job
+     * store_purchase_now() (on the writer if its COMMIT's answer was lost).  Must
+     * not block.  (A caller that settles a job
      * without the store, as a replayed Idempotency-Key does, calls its own
      * done() without the lock.) */
     void (*done)(struct store_job *job);
@@ -189,7 +192,8 @@ enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const cha
                                 const char *key, struct store_order *out);
 
 /* One purchase in its own transaction on c (the sqlite strategy), done() called
- * under the commit lock as the writer would; returns the job's outcome. */
+ * under the commit lock as the writer would (or, when the COMMIT's answer was
+ * lost, later on the writer); returns the job's outcome as far as known now. */
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job);
 
 /* Recomputes a sale from the database; snapshot(ctx) runs at the instant of the

@@ -11,7 +11,8 @@
  * OUTCOME_OK; a business refusal of that job alone, with nothing of it written
  * (sold_out, limit_exceeded, not_found, invalid, ...); or OUTCOME_UNAVAILABLE when
  * the database failed, and the open transaction must be rolled back.  Results go
- * out through pointers.  What cannot fail returns void; retryable() is a question.
+ * out through pointers.  What cannot fail returns void; retryable() and txn() are
+ * questions, answered by a value.
  *
  * Every function gets the connection it runs on; a connection is used by one
  * thread at a time.  Each backend's struct store_conn begins with its backend.
@@ -50,6 +51,15 @@ struct store_backend {
     /* Whether the last failure on c is worth running the batch again for
      * (PostgreSQL: deadlock, serialization failure).  May be NULL: never. */
     bool (*retryable)(struct store_conn *c);
+
+    /* When a COMMIT's answer can be lost with the link (PostgreSQL): txn() is the
+     * id of the transaction whose COMMIT was last sent on c (0 = none), and
+     * committed() says after a failed COMMIT whether that transaction, which ran
+     * these jobs, committed all the same: OUTCOME_OK yes; OUTCOME_NOT_FOUND no (or
+     * no longer knowable); OUTCOME_UNAVAILABLE not known yet (the database out of
+     * reach).  Both may be NULL: a failed COMMIT then committed nothing. */
+    int64_t (*txn)(struct store_conn *c);
+    enum outcome (*committed)(struct store_conn *c, int64_t txn, struct store_job *const *jobs, size_t n);
 
     /* ---- jobs, inside the open transaction ------------------------------------ */
     /* n purchases: sets each job's outcome (and its order when OUTCOME_OK);
