@@ -107,7 +107,7 @@ struct store_expired {
 struct store_sweep {
     int64_t now_ms;
     size_t max;                 /* at most this many per job */
-    struct store_expired *rows; /* out: malloc'd by the store, freed by the caller */
+    struct store_expired *rows; /* out: the caller frees it (see the top) */
     size_t n;                   /* out */
 };
 
@@ -134,9 +134,8 @@ struct store_job {
     /* Called by the store exactly once, after COMMIT (or on failure), under the
      * commit lock: on the writer for a queued job, on the calling thread for
      * store_purchase_now() (on the writer if its COMMIT's answer was lost).  Must
-     * not block.  (A caller that settles a job
-     * without the store, as a replayed Idempotency-Key does, calls its own
-     * done() without the lock.) */
+     * not block.  (A caller that settles a job without the store, as a replayed
+     * Idempotency-Key does, calls its own done() without the lock.) */
     void (*done)(struct store_job *job);
     void *ctx;     /* the caller's */
     bool finished; /* the store's: done() was called; a job is submitted fresh (false) */

@@ -97,6 +97,11 @@ struct store_backend {
     void (*after_commit)(struct store_conn *c);
 };
 
+/* SQL both backends share: the statuses whose units are sold, and an order's
+ * columns in the order their read_order functions expect. */
+#define STORE_SQL_LIVE "('pending','paid','confirmed')"
+#define STORE_SQL_ORDER "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
+
 /* The backend of a connection (see the top), so store.c can dispatch on it alone. */
 #define STORE_BACKEND(conn) (*(const struct store_backend *const *)(const void *)(conn))
 

@@ -57,13 +57,11 @@
  * PG_ANSWER_MS, so another node's lock wait ends before it gives up. */
 #define PG_IDLE_IN_TXN "-c idle_in_transaction_session_timeout=5000"
 #define PG_REFRESH_EVERY 100 /* housekeeping rounds (of .housekeep_ms, below) between full refreshes */
-#define LIVE "('pending','paid','confirmed')"
-#define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
 #define SALE_COLUMNS                                                                               \
     "s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, coalesce(s.starts_at, 0),"       \
     " coalesce(s.ends_at, 0), s.payment_window, s.created_at,"                                     \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status IN " LIVE "), 0),"                           \
-    " count(o.id) FILTER (WHERE o.status IN " LIVE "),"                                            \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status IN " STORE_SQL_LIVE "), 0),"                           \
+    " count(o.id) FILTER (WHERE o.status IN " STORE_SQL_LIVE "),"                                            \
     " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'pending'), 0),"                           \
     " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'paid'), 0),"                              \
     " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'expired'), 0),"                           \
@@ -95,9 +93,9 @@ static void pg_origin_init(void)
 static const struct {
     const char *name, *sql;
 } pg_statements[] = {
-    {"order_get", "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1"},
-    {"order_lock", "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1 FOR UPDATE"},
-    {"order_by_key", "SELECT " ORDER_COLUMNS " FROM orders"
+    {"order_get", "SELECT " STORE_SQL_ORDER " FROM orders WHERE id = $1"},
+    {"order_lock", "SELECT " STORE_SQL_ORDER " FROM orders WHERE id = $1 FOR UPDATE"},
+    {"order_by_key", "SELECT " STORE_SQL_ORDER " FROM orders"
                      " WHERE sale_id = $1 AND user_id = $2 AND idempotency_key = $3"},
     {"buy", "SELECT idx, outcome, order_id, quantity, status, created_at, coalesce(expires_at, 0)"
             " FROM flashsale_buy($1, $2, $3, $4, $5, $6, $7, $8)"},
@@ -125,15 +123,15 @@ static const struct {
                      " coalesce(sum(quantity) FILTER (WHERE status = 'expired'), 0),"
                      " coalesce(sum(quantity) FILTER (WHERE status = 'cancelled'), 0),"
                      " count(*) FILTER (WHERE status = 'paid' AND paid_at >= expires_at),"
-                     " count(*) FILTER (WHERE status IN " LIVE ")"
+                     " count(*) FILTER (WHERE status IN " STORE_SQL_LIVE ")"
                      " FROM orders WHERE sale_id = $1"},
-    {"audit_over", "SELECT count(*) FROM (SELECT 1 FROM orders WHERE sale_id = $1 AND status IN " LIVE
+    {"audit_over", "SELECT count(*) FROM (SELECT 1 FROM orders WHERE sale_id = $1 AND status IN " STORE_SQL_LIVE
                    " GROUP BY user_id HAVING sum(quantity) > $2) t"},
     {"sales_all", "SELECT " SALE_COLUMNS " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id"
                   " GROUP BY s.id ORDER BY s.id"},
     {"sale_one", "SELECT " SALE_COLUMNS " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id"
                  " WHERE s.id = $1 GROUP BY s.id"},
-    {"held", "SELECT sale_id, user_id, sum(quantity) FROM orders WHERE status IN " LIVE
+    {"held", "SELECT sale_id, user_id, sum(quantity) FROM orders WHERE status IN " STORE_SQL_LIVE
              " GROUP BY sale_id, user_id"},
 };
 

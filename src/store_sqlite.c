@@ -38,8 +38,6 @@ static const struct {
     {2, migrate_sqlite_002},
     {3, migrate_sqlite_003},
 };
-#define LIVE "('pending','paid','confirmed')"
-#define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
 
 enum sqlite_stmt {
     ST_BEGIN, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK,
@@ -53,15 +51,16 @@ static const char *const sqlite_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_ORDER_BY_KEY] = "SELECT " ORDER_COLUMNS " FROM orders"
+    [ST_ORDER_BY_KEY] = "SELECT " STORE_SQL_ORDER " FROM orders"
                         " WHERE sale_id = ?1 AND user_id = ?2 AND idempotency_key = ?3",
     [ST_USER_UNITS] = "SELECT COALESCE(SUM(quantity), 0), (SELECT per_user_limit FROM sales WHERE id = ?1)"
-                      " FROM orders WHERE sale_id = ?1 AND user_id = ?2 AND status IN " LIVE,
+                      " FROM orders WHERE sale_id = ?1 AND user_id = ?2 AND status IN " STORE_SQL_LIVE,
     /* The guard, stock and per-user limit in one statement: it changes a row only
      * when both allow the purchase. */
     [ST_TAKE_STOCK] = "UPDATE sales SET stock_left = stock_left - ?1"
                       " WHERE id = ?2 AND stock_left >= ?1 AND ?1 + (SELECT COALESCE(SUM(quantity), 0)"
-                      " FROM orders WHERE sale_id = ?2 AND user_id = ?3 AND status IN " LIVE ") <= per_user_limit",
+                      " FROM orders WHERE sale_id = ?2 AND user_id = ?3 AND status IN " STORE_SQL_LIVE ")"
+                      " <= per_user_limit",
     /* The same with the limit left to the memory ledger (store_purchase.limit_held). */
     [ST_TAKE_STOCK_ONLY] = "UPDATE sales SET stock_left = stock_left - ?1 WHERE id = ?2 AND stock_left >= ?1",
     [ST_GIVE_BACK] = "UPDATE sales SET stock_left = stock_left + ?1 WHERE id = ?2",
@@ -70,14 +69,14 @@ static const char *const sqlite_sql[ST_COUNT] = {
      * (sqlite_id_floor) */
     [ST_INSERT_ORDER] = "INSERT INTO orders (sale_id, user_id, quantity, status, idempotency_key,"
                         " created_at, expires_at, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [ST_ORDER_GET] = "SELECT " ORDER_COLUMNS " FROM orders WHERE id = ?1",
+    [ST_ORDER_GET] = "SELECT " STORE_SQL_ORDER " FROM orders WHERE id = ?1",
     [ST_SALE_INSERT] = "INSERT INTO sales (name, stock_total, stock_left, per_user_limit, starts_at,"
                        " ends_at, payment_window, created_at) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_SALE_ROW] = "SELECT stock_total, stock_left, per_user_limit FROM sales WHERE id = ?1",
     [ST_RESET_ORDERS] = "DELETE FROM orders WHERE sale_id = ?1",
     [ST_RESET_STOCK] = "UPDATE sales SET stock_left = stock_total WHERE id = ?1",
     [ST_AUDIT_UNITS] = "SELECT COUNT(*), COALESCE(SUM(quantity), 0) FROM orders"
-                       " WHERE sale_id = ?1 AND status IN " LIVE,
+                       " WHERE sale_id = ?1 AND status IN " STORE_SQL_LIVE,
     /* The payment window: each guarded by status = 'pending', so an order changes
      * state once, and a late payment loses to the deadline. */
     [ST_PAY] = "UPDATE orders SET status = 'paid', paid_at = ?2"
@@ -96,7 +95,7 @@ static const char *const sqlite_sql[ST_COUNT] = {
     [ST_MAX_ORDER] = "SELECT COALESCE(MAX(id), 0), (SELECT value FROM meta WHERE name = 'order_id_floor')"
                      " FROM orders",
     [ST_SET_FLOOR] = "INSERT OR REPLACE INTO meta (name, value) VALUES ('order_id_floor', ?1)",
-    [ST_AUDIT_OVER] = "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE sale_id = ?1 AND status IN " LIVE
+    [ST_AUDIT_OVER] = "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE sale_id = ?1 AND status IN " STORE_SQL_LIVE
                       " GROUP BY user_id HAVING SUM(quantity) > ?2)",
 };
 
@@ -328,7 +327,8 @@ static enum outcome sqlite_setup(struct store_conn *c, const struct config *cfg,
     }
     char *msg = NULL;
     if (version == 0) {
-        if (sqlite_schema_step(c, schema_sqlite_sql, SQLITE_SCHEMA_VERSION, err, err_size) != 0) return OUTCOME_UNAVAILABLE;
+        if (sqlite_schema_step(c, schema_sqlite_sql, SQLITE_SCHEMA_VERSION, err, err_size) != 0)
+            return OUTCOME_UNAVAILABLE;
         LOG_INFO("store: created schema version %d in %s", SQLITE_SCHEMA_VERSION, cfg->db);
     }
     for (size_t i = 0; i < sizeof sqlite_migrations / sizeof sqlite_migrations[0]; i++) {
@@ -630,7 +630,8 @@ static enum outcome sqlite_sweep(struct store_conn *c, struct store_sweep *sw)
         sqlite_done(st);
         for (size_t i = 0; i < chunk; i++) {
             bool closed = false;
-            if (sqlite_close_order(c, &due[i], "expired", sw->now_ms, &closed) != OUTCOME_OK) return OUTCOME_UNAVAILABLE;
+            if (sqlite_close_order(c, &due[i], "expired", sw->now_ms, &closed) != OUTCOME_OK)
+                return OUTCOME_UNAVAILABLE;
             if (!closed) continue;
             struct store_expired *e = &sw->rows[sw->n++];
             e->sale_id = due[i].sale_id;
@@ -689,15 +690,15 @@ static enum outcome sqlite_load(struct store_conn *c, void (*each)(void *, const
     static const char sales_sql[] =
         "SELECT s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, s.starts_at,"
         " s.ends_at, s.payment_window, s.created_at,"
-        " COALESCE(SUM(CASE WHEN o.status IN " LIVE " THEN o.quantity END), 0),"
-        " COUNT(CASE WHEN o.status IN " LIVE " THEN 1 END),"
+        " COALESCE(SUM(CASE WHEN o.status IN " STORE_SQL_LIVE " THEN o.quantity END), 0),"
+        " COUNT(CASE WHEN o.status IN " STORE_SQL_LIVE " THEN 1 END),"
         " COALESCE(SUM(CASE WHEN o.status = 'pending' THEN o.quantity END), 0),"
         " COALESCE(SUM(CASE WHEN o.status = 'paid' THEN o.quantity END), 0),"
         " COALESCE(SUM(CASE WHEN o.status = 'expired' THEN o.quantity END), 0),"
         " COALESCE(SUM(CASE WHEN o.status = 'cancelled' THEN o.quantity END), 0)"
         " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id GROUP BY s.id ORDER BY s.id";
     static const char held_sql[] = "SELECT sale_id, user_id, SUM(quantity) FROM orders"
-                                   " WHERE status IN " LIVE " GROUP BY sale_id, user_id";
+                                   " WHERE status IN " STORE_SQL_LIVE " GROUP BY sale_id, user_id";
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(c->db, sales_sql, -1, &st, NULL);
