@@ -980,6 +980,62 @@ static void test_close_drains_queue(void)
     CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales"), 0);
 }
 
+/* ---- invariants where threads meet ------------------------------------------------ */
+
+struct held_probe {
+    struct store *st;
+    _Atomic int calls, held;
+};
+
+static void held_done(struct store_job *job)
+{
+    struct held_probe *p = job->ctx;
+    atomic_fetch_add(&p->calls, 1);
+    if (store_commit_held(p->st)) atomic_fetch_add(&p->held, 1);
+}
+
+/* done() runs once per job and under the commit lock, whichever thread commits:
+ * the writer (through store_run's queue) or a worker's own connection
+ * (store_purchase_now), a sale or a refusal alike. */
+static void test_done_under_commit_lock(void)
+{
+    const char *path = new_db_path();
+    struct opened o;
+    open_at(&o, path, "0");
+    CHECK_EQ_STR(store_kind(o.st), "sqlite"); /* a path, not a URI */
+    CHECK(!store_shared(o.st));
+    int64_t sale = create_sale(o.st, "Held", 2, 1, 0);
+    struct store_conn *c = store_conn_open(o.st);
+    CHECK(c != NULL);
+    static const struct {
+        const char *user;
+        bool now; /* store_purchase_now on c, else the writer */
+        enum outcome want;
+    } cases[] = {
+        {"ann", false, OUTCOME_OK},
+        {"bob", true, OUTCOME_OK},
+        {"cat", false, OUTCOME_SOLD_OUT},
+        {"dan", true, OUTCOME_SOLD_OUT},
+        {"ann", true, OUTCOME_SOLD_OUT}, /* stock first: the limit is held in memory */
+    };
+    struct held_probe p = {.st = o.st};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct store_job job;
+        purchase_init(&job, sale, cases[i].user, 1, 1, NULL);
+        job.u.purchase.limit_held = true;
+        job.done = held_done;
+        job.ctx = &p;
+        enum outcome got = cases[i].now ? store_purchase_now(o.st, c, &job) : store_run(o.st, &job);
+        CHECK_EQ_INT(got, cases[i].want);
+        CHECK(job.finished);
+        CHECK_EQ_INT(atomic_load(&p.calls), (int)i + 1);
+        CHECK_EQ_INT(atomic_load(&p.held), (int)i + 1);
+        CHECK(!store_commit_held(o.st)); /* and let go after */
+    }
+    store_conn_close(c);
+    close_store(&o);
+}
+
 /* ---- setup --------------------------------------------------------------------------- */
 
 static void remove_dir(void)
@@ -1017,6 +1073,7 @@ static const struct unit_case cases[] = {
     {"load_after_reopen", test_load_after_reopen},
     {"purchase_now", test_purchase_now},
     {"close_drains_queue", test_close_drains_queue},
+    {"done_under_commit_lock", test_done_under_commit_lock},
     {NULL, NULL}};
 
 int main(void)
