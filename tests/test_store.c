@@ -1,8 +1,9 @@
 /* test_store — the SQLite store against a real file in a temporary folder: the
  * SQL guard on stock and per-user limit (or on stock alone behind a memory gate), the
  * per-user index per strategy, idempotent replays, reset, load after a
- * restart, audit numbers, the schema version gate.  Rows are checked with sqlite3
- * directly where that says more than the store's own answers. */
+ * restart, audit numbers, the schema version gate, done() once and under the
+ * commit lock.  Rows are checked with sqlite3 directly where that says more than
+ * the store's own answers. */
 #include <dirent.h>
 #include <pthread.h>
 #include <sqlite3.h>
