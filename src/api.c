@@ -177,6 +177,24 @@ struct api_call *api_call_new(struct api *a, struct http_request *r,
     return c;
 }
 
+/* --model thread-per-connection: the connection's own thread is the worker.  It
+ * runs c's job (for a purchase, the reservation, exactly as a worker would),
+ * hands what it collected to the writer, then sleeps until the writer answers:
+ * nothing is acknowledged before COMMIT, and the group commit still batches
+ * every connection thread's purchases.  The pool has no workers in this mode;
+ * its slot only bounds the calls in flight (--queue) and refuses them once
+ * draining, as in the threaded model. */
+static void api_run_here(struct http_request *r, struct api_call *c)
+{
+    struct api_thread *t = http_thread_state(r);
+    http_defer(r);
+    c->job.next = NULL;
+    c->job.enqueued_ns = clock_mono_ns();
+    c->job.run(&c->job, t); /* may complete r already (a refusal) and free c */
+    api_worker_round_done(t);
+    http_wait(r);
+}
+
 /* Suspends r and queues c for a worker (at the end of this I/O round), or
  * answers 503 when the queue is full.  False when refused (c is freed). */
 bool api_enqueue(struct api *a, struct http_request *r, struct api_call *c)
@@ -185,6 +203,11 @@ bool api_enqueue(struct api *a, struct http_request *r, struct api_call *c)
         free(c);
         api_refuse(a, r, OUTCOME_OVERLOADED, NULL);
         return false;
+    }
+    if (a->cfg->model == MODEL_THREAD_PER_CONNECTION) {
+        api_run_here(r, c);
+        pool_unreserve(a->pool);
+        return true;
     }
     /* Suspend before queueing: once queued, a worker may complete it at once. */
     http_defer(r);
@@ -767,7 +790,9 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
         return NULL;
     }
     struct pool_hooks hooks = {api_worker_new, api_worker_round_done, api_worker_free, a};
-    a->pool = pool_new((size_t)cfg->workers, (size_t)cfg->queue, &hooks);
+    /* Thread-per-connection: no worker pool, the connection threads do its work. */
+    size_t workers = cfg->model == MODEL_THREAD_PER_CONNECTION ? 0 : (size_t)cfg->workers;
+    a->pool = pool_new(workers, (size_t)cfg->queue, &hooks);
     a->admin = a->pool ? admin_new(a) : NULL;
     if (!a->pool || !a->admin || !a->healthz) {
         api_free(a);
