@@ -25,6 +25,7 @@
 #include "store.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -56,6 +57,11 @@ struct store {
     /* Odd while someone holds commit_mu to change the database or memory: an audit
      * reads it around its snapshot instead of taking the lock (store_audit). */
     _Atomic uint64_t commit_seq;
+    /* An audit waits out a commit under way here rather than polling commit_seq;
+     * store_commit_leave wakes it, at the cost of one load while none waits. */
+    pthread_mutex_t audit_mu;
+    pthread_cond_t audit_wake; /* on CLOCK_MONOTONIC */
+    _Atomic int audit_waiters;
     uint8_t order_secret[STORE_SECRET_LEN];
 
     pthread_t housekeeper; /* runs be->housekeep on its own connection */
@@ -131,6 +137,28 @@ static void store_commit_leave(struct store *s)
 {
     atomic_fetch_add(&s->commit_seq, 1);
     store_commit_unlock(s);
+    /* Both sequentially consistent, as in store_commit_wait: either this load
+     * sees the waiter, or the waiter sees commit_seq move. */
+    if (atomic_load(&s->audit_waiters)) {
+        pthread_mutex_lock(&s->audit_mu);
+        pthread_cond_broadcast(&s->audit_wake);
+        pthread_mutex_unlock(&s->audit_mu);
+    }
+}
+
+/* Without the commit lock: waits until commit_seq has moved from `seq` (the
+ * commit under way left) or CLOCK_MONOTONIC passes until_ns; false on the latter. */
+static bool store_commit_wait(struct store *s, uint64_t seq, uint64_t until_ns)
+{
+    struct timespec until = {(time_t)(until_ns / 1000000000u), (long)(until_ns % 1000000000u)};
+    int rc = 0;
+    atomic_fetch_add(&s->audit_waiters, 1);
+    pthread_mutex_lock(&s->audit_mu);
+    while (atomic_load(&s->commit_seq) == seq && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&s->audit_wake, &s->audit_mu, &until);
+    pthread_mutex_unlock(&s->audit_mu);
+    atomic_fetch_sub(&s->audit_waiters, 1);
+    return rc != ETIMEDOUT;
 }
 
 /* Hands n jobs back through their done(), under the commit lock, each once. */
@@ -459,6 +487,12 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
     pthread_cond_init(&s->wake, NULL);
     pthread_cond_init(&s->housekeep_wake, NULL);
     pthread_mutex_init(&s->commit_mu, NULL);
+    pthread_mutex_init(&s->audit_mu, NULL);
+    pthread_condattr_t mono;
+    pthread_condattr_init(&mono);
+    pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->audit_wake, &mono);
+    pthread_condattr_destroy(&mono);
     s->writer_conn = s->be->connect(cfg, true, err, err_size);
     if (!s->writer_conn || s->be->setup(s->writer_conn, cfg, s->order_secret, err, err_size) != OUTCOME_OK ||
         pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
@@ -491,6 +525,8 @@ void store_close(struct store *s)
     if (s->housekeep_conn) s->be->disconnect(s->housekeep_conn);
     s->be->disconnect(s->writer_conn);
     pthread_mutex_destroy(&s->commit_mu);
+    pthread_cond_destroy(&s->audit_wake);
+    pthread_mutex_destroy(&s->audit_mu);
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->housekeep_wake);
     pthread_mutex_destroy(&s->mu);
@@ -625,8 +661,7 @@ enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
     for (int misses = 0; misses < STORE_AUDIT_TRIES && !consistent;) {
         uint64_t before = atomic_load(&s->commit_seq);
         if (before & 1) {
-            if (clock_mono_ns() > give_up) break;
-            nanosleep(&(struct timespec){0, 100000}, NULL);
+            if (!store_commit_wait(s, before, give_up)) break;
             continue;
         }
         o = s->be->audit_begin(c, sale_id, out);
