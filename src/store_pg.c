@@ -57,14 +57,14 @@
  * PG_ANSWER_MS, so another node's lock wait ends before it gives up. */
 #define PG_IDLE_IN_TXN "-c idle_in_transaction_session_timeout=5000"
 #define PG_REFRESH_EVERY 100 /* housekeeping rounds (of .housekeep_ms, below) between full refreshes */
-#define SALE_COLUMNS                                                                               \
-    "s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, coalesce(s.starts_at, 0),"       \
-    " coalesce(s.ends_at, 0), s.payment_window, s.created_at,"                                     \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status IN " STORE_SQL_LIVE "), 0),"                           \
-    " count(o.id) FILTER (WHERE o.status IN " STORE_SQL_LIVE "),"                                            \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'pending'), 0),"                           \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'paid'), 0),"                              \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'expired'), 0),"                           \
+#define SALE_COLUMNS                                                                         \
+    "s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, coalesce(s.starts_at, 0)," \
+    " coalesce(s.ends_at, 0), s.payment_window, s.created_at,"                               \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status IN " STORE_SQL_LIVE "), 0),"           \
+    " count(o.id) FILTER (WHERE o.status IN " STORE_SQL_LIVE "),"                            \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'pending'), 0),"                     \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'paid'), 0),"                        \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'expired'), 0),"                     \
     " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'cancelled'), 0)"
 
 struct store_conn {
