@@ -24,6 +24,7 @@
 #include "framing.h"
 #include "gate.h"
 #include "log.h"
+#include "outcome.h"
 
 #define HTTP_SMALL_BODY 512
 #define HTTP_SMALL_ANSWER 512
@@ -207,11 +208,11 @@ void http_complete(struct http_request *r, int status, const char *body, size_t 
     if (!r->answer) { /* out of memory: say so rather than hang the client */
         r->answer = r->small_answer;
         status = 500;
-        len = (size_t)snprintf(r->small_answer, sizeof r->small_answer,
-                               "{\"error\":\"internal_error\",\"message\":\"out of memory\"}");
+        body = r->small_answer;
+        len = outcome_json(OUTCOME_INTERNAL, "out of memory", r->small_answer, sizeof r->small_answer);
         header_name = NULL;
     }
-    memcpy(r->answer, body, len);
+    if (body != r->answer) memcpy(r->answer, body, len);
     r->answer_len = len;
     r->answer_status = status;
     r->answer_hname[0] = 0;
@@ -247,9 +248,10 @@ static void http_resume_done(struct http_io *io)
             r->filling = true;
             r->fill(r, r->fill_arg);
             if (!r->answer) { /* fill() broke its contract: still answer */
-                static const char body[] = "{\"error\":\"internal_error\",\"message\":\"no answer\"}";
+                char body[128];
                 LOG_ERROR("http: a deferred request got no answer");
-                http_complete(r, 500, body, sizeof body - 1, NULL, NULL);
+                http_complete(r, 500, body, outcome_json(OUTCOME_INTERNAL, "no answer", body, sizeof body),
+                              NULL, NULL);
             }
             r->filling = false;
             r->fill = NULL;
@@ -350,6 +352,16 @@ static enum framing_fault http_framing(struct http_request *r, const char *metho
     return framing_end(&fs);
 }
 
+/* Refuses r before the handler sees it (framing, a NUL in the request line) and
+ * closes the connection: what follows on it cannot be trusted to be a request. */
+static void http_refuse_closing(struct http_request *r, enum outcome o, const char *msg)
+{
+    char body[256];
+    size_t len = outcome_json(o, msg, body, sizeof body);
+    const char *close[] = {"Connection", "close", NULL};
+    http_reply(r, outcome_status(o), body, len, close);
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload,
                                    size_t *upload_size, void **con_cls)
@@ -367,20 +379,12 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
          * inside it would cut the path short ("/orders\0/x" routed as "/orders").
          * Its raw string must end right where the HTTP version begins. */
         if (r->uri_end + 1 != version) {
-            static const char body[] = "{\"error\":\"invalid_request\",\"message\":"
-                                       "\"the request line contains a NUL byte\"}";
-            const char *close[] = {"Connection", "close", NULL};
-            http_reply(r, 400, body, sizeof body - 1, close);
+            http_refuse_closing(r, OUTCOME_INVALID, "the request line contains a NUL byte");
             return MHD_YES;
         }
         enum framing_fault f = http_framing(r, method, version);
         if (f != FRAMING_OK) {
-            char body[192];
-            int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}",
-                             framing_code(f), framing_message(f));
-            assert(n > 0 && (size_t)n < sizeof body); /* the table's messages are short */
-            const char *close[] = {"Connection", "close", NULL};
-            http_reply(r, framing_status(f), body, (size_t)n, close);
+            http_refuse_closing(r, framing_outcome(f), framing_message(f));
             return MHD_YES;
         }
         r->url = framing_path(url);
@@ -399,9 +403,9 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     if (r->status) return MHD_YES;
     hooks->handle(hooks->ctx, r, HTTP_BODY);
     if (!r->status && !r->deferred) {
-        static const char body[] = "{\"error\":\"internal_error\",\"message\":\"no answer\"}";
         LOG_ERROR("http: %s %s got no answer", method, url);
-        http_reply(r, 500, body, sizeof body - 1, NULL);
+        char body[128];
+        http_reply(r, 500, body, outcome_json(OUTCOME_INTERNAL, "no answer", body, sizeof body), NULL);
     }
     return MHD_YES;
 }
