@@ -107,8 +107,11 @@ static void http_add_headers(struct MHD_Response *resp, const char *const *heade
     if (!typed && json) MHD_add_response_header(resp, "Content-Type", "application/json");
 }
 
+/* Every answer, immediate or deferred, ends here or in http_reply_canned, on the
+ * request's I/O thread: a request is answered exactly once. */
 static void http_queue(struct http_request *r, int status, struct MHD_Response *resp)
 {
+    assert(!r->status);
     if (!resp) {
         LOG_ERROR("http: out of memory building a response");
         return; /* libmicrohttpd closes the connection */
@@ -162,6 +165,7 @@ void http_reply_canned(struct http_request *r, const struct http_canned *c)
 {
     /* libmicrohttpd reference-counts responses under their own mutex, so one
      * response may be queued on many connections and threads at once. */
+    assert(!r->status && !r->deferred);
     if (MHD_queue_response(r->conn, (unsigned)c->status, c->response) == MHD_YES) r->status = c->status;
 }
 
@@ -169,6 +173,7 @@ void http_reply_canned(struct http_request *r, const struct http_canned *c)
 
 void http_defer(struct http_request *r)
 {
+    assert(!r->deferred && !r->status); /* deferred once, and only when unanswered */
     r->deferred = true;
     atomic_fetch_add(&r->io->server->deferred, 1);
     MHD_suspend_connection(r->conn);
@@ -204,6 +209,7 @@ static void http_copy_header(struct http_request *r, const char *name, const cha
 void http_complete(struct http_request *r, int status, const char *body, size_t len,
                    const char *header_name, const char *header_value)
 {
+    assert(r->deferred && !r->answer); /* completed once */
     r->answer = len <= sizeof r->small_answer ? r->small_answer : malloc(len);
     if (!r->answer) { /* out of memory: say so rather than hang the client */
         r->answer = r->small_answer;
@@ -223,6 +229,7 @@ void http_complete(struct http_request *r, int status, const char *body, size_t 
 void http_complete_later(struct http_request *r, void (*fill)(struct http_request *r, void *arg),
                          void *arg)
 {
+    assert(r->deferred && !r->answer && !r->fill); /* completed once */
     r->fill = fill;
     r->fill_arg = arg;
     http_push_done(r);
@@ -296,6 +303,7 @@ const char *http_body(const struct http_request *r, size_t *len)
     return r->body ? r->body : "";
 }
 bool http_body_too_large(const struct http_request *r) { return r->too_large; }
+bool http_is_deferred(const struct http_request *r) { return r->deferred; }
 size_t http_client_address(const struct http_request *r, char *buf, size_t size)
 {
     const union MHD_ConnectionInfo *ci =
