@@ -24,6 +24,7 @@
  *     with Retry-After (the callers, not the operator, decide how many there are).
  * A caller alone (asking, buying, asking again) always gets a fresh answer.
  */
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,6 +299,7 @@ static void admin_audit_run(struct pool_job *job, void *conn)
     struct admin_waiter *answer, *refused = NULL;
     size_t n = 0;
     pthread_mutex_lock(&ad->mu);
+    assert(audit->running); /* one run per sale at a time: this one */
     if (o == OUTCOME_OK) {
         audit->last = res;
         audit->have = true;
@@ -316,6 +318,7 @@ static void admin_audit_run(struct pool_job *job, void *conn)
     }
     for (struct admin_waiter *w = answer; w; w = w->next) n++;
     for (struct admin_waiter *w = refused; w; w = w->next) n++;
+    assert(ad->parked >= n);
     ad->parked -= n;
     pthread_mutex_unlock(&ad->mu);
     if (again) pool_submit(ad->pool, &audit->job);

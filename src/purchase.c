@@ -1,6 +1,7 @@
 /* purchase — see purchase.h. */
 #include "purchase.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,7 @@ static void purchase_keys_settle(struct purchase_keys *k, struct purchase *pc, e
     pthread_mutex_unlock(&k->mu);
     while (f) {
         struct purchase *next = f->follow_next;
+        assert(!f->reserved && !f->keyed); /* a follower never reached the inventory */
         f->call.sj.outcome = o;
         if (o == OUTCOME_OK) {
             f->call.sj.u.purchase.order = pc->call.sj.u.purchase.order;
@@ -134,6 +136,7 @@ static void purchase_done(struct store_job *sj)
     const struct call_env *env = c->env;
     struct store_purchase *p = &sj->u.purchase;
     bool sold = sj->outcome == OUTCOME_OK && !p->replayed;
+    assert(!sold || pc->reserved); /* only a purchase that reserved can be committed */
     if (sold) {
         inventory_commit(env->inv, c->sale, p->user_id, p->quantity, p->order.expires_at != 0);
         metrics_count(METRIC_ORDERS, 1);
@@ -143,6 +146,7 @@ static void purchase_done(struct store_job *sj)
     }
     if (sj->outcome == OUTCOME_OK && p->replayed) metrics_count(METRIC_REPLAYS, 1);
     purchase_keys_settle(env->keys, pc, sj->outcome);
+    assert(!pc->keyed && !pc->followers); /* every retry that followed it has its answer */
     inventory_leave(c->sale);
     call_answer_later(c, purchase_answer);
 }
