@@ -5,6 +5,14 @@
  * COMMIT; then, under the commit lock, call every job's done().  While one batch
  * commits, the next accumulates, so under load the batch grows by itself and one
  * fsync is shared by many purchases.
+ *
+ * A transaction in doubt: its COMMIT was sent and the link died before the
+ * answer (PostgreSQL).  Its jobs are neither answered nor released: they are
+ * parked (by the writer, or by a worker of the sqlite strategy), the writer
+ * goes on with new batches and asks the backend at every turn whether that
+ * transaction committed, and answers them by what the database says, or 503
+ * after STORE_DOUBT_MS if the database stays out of reach.  Never 201 unless
+ * the database said it committed.
  */
 #include "store.h"
 
@@ -48,10 +56,22 @@ struct store {
                                     * never wake the housekeeper instead */
     struct store_conn *housekeep_conn;
     bool housekeeping;
+
+    struct store_doubt *doubts; /* under mu; see the top */
+};
+
+/* Jobs whose transaction may have committed: until when to ask. */
+struct store_doubt {
+    struct store_doubt *next;
+    int64_t txn;
+    uint64_t until_ns;
+    size_t n;
+    struct store_job *jobs[];
 };
 
 #define STORE_RETRIES 3 /* runs of a batch that hit a deadlock before giving up */
 #define STORE_AUDIT_TRIES 16 /* lock-free snapshots an audit tries before taking the lock */
+#define STORE_DOUBT_MS 10000 /* how long jobs in doubt wait to learn whether they committed */
 
 /* For store_run(): a job plus a flag to wait on. */
 struct store_waiter {
@@ -107,6 +127,66 @@ static bool store_try_batch(struct store *s, struct store_job **jobs, size_t n, 
     return !failed;
 }
 
+/* Parks n jobs of transaction txn (see the top); false when out of memory. */
+static bool store_doubt(struct store *s, struct store_job **jobs, size_t n, int64_t txn)
+{
+    struct store_doubt *d = malloc(sizeof *d + n * sizeof *jobs);
+    if (!d) return false;
+    d->txn = txn;
+    d->until_ns = clock_mono_ns() + STORE_DOUBT_MS * 1000000ull;
+    d->n = n;
+    memcpy(d->jobs, jobs, n * sizeof *jobs);
+    LOG_WARN("store: a commit of %zu jobs lost its answer; asking whether it committed", n);
+    pthread_mutex_lock(&s->mu);
+    d->next = s->doubts;
+    s->doubts = d;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+/* On the writer: answers the jobs in doubt whose fate the database can tell
+ * now, or, past their time, refuses them. */
+static void store_resolve(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct store_doubt *list = s->doubts;
+    s->doubts = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (list) {
+        struct store_doubt *d = list;
+        list = d->next;
+        int got = s->be->committed(s->writer_conn, d->txn, d->jobs, d->n);
+        if (got < 0 && clock_mono_ns() < d->until_ns) {
+            pthread_mutex_lock(&s->mu);
+            d->next = s->doubts;
+            s->doubts = d;
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        LOG_WARN("store: a commit of %zu jobs whose answer was lost %s", d->n,
+                 got > 0    ? "had committed: answered"
+                 : got == 0 ? "had not committed: refused with 503"
+                            : "is still unknown: refused with 503");
+        pthread_mutex_lock(&s->commit_mu);
+        if (got <= 0) {
+            for (size_t i = 0; i < d->n; i++) d->jobs[i]->outcome = OUTCOME_UNAVAILABLE;
+            metrics_count(METRIC_STORE_ERRORS, 1);
+        }
+        store_finish(d->jobs, d->n);
+        pthread_mutex_unlock(&s->commit_mu);
+        free(d);
+    }
+}
+
+static bool store_doubting(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool any = s->doubts != NULL;
+    pthread_mutex_unlock(&s->mu);
+    return any;
+}
+
 static void store_commit_batch(struct store *s, struct store_job **jobs, size_t n)
 {
     uint64_t t0 = clock_mono_ns();
@@ -115,6 +195,16 @@ static void store_commit_batch(struct store *s, struct store_job **jobs, size_t 
          attempt++) {
         store_commit_leave(s);
         LOG_WARN("store: a group commit of %zu jobs hit a deadlock; running it again", n);
+    }
+    int64_t txn = !ok && s->be->committed ? s->be->txn(s->writer_conn) : 0;
+    int got = txn ? s->be->committed(s->writer_conn, txn, jobs, n) : 0;
+    if (got > 0) {
+        ok = true; /* its answer was lost, not its work */
+        LOG_WARN("store: a group commit of %zu jobs lost its answer, but had committed", n);
+    } else if (got < 0) {
+        pthread_mutex_unlock(&s->commit_mu);
+        if (store_doubt(s, jobs, n, txn)) return;
+        pthread_mutex_lock(&s->commit_mu);
     }
     if (!ok) {
         /* Nothing of this batch is durable: refuse every job, so each caller gives
@@ -140,6 +230,17 @@ static void *store_writer_main(void *arg)
         pthread_mutex_lock(&s->mu);
         while (!s->head && !s->stopping) {
             s->writer_waiting = true;
+            if (s->doubts) { /* ask again soon, even with nothing to do */
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_nsec += 50 * 1000000L;
+                until.tv_sec += until.tv_nsec / 1000000000L;
+                until.tv_nsec %= 1000000000L;
+                int rc = pthread_cond_timedwait(&s->wake, &s->mu, &until);
+                s->writer_waiting = false;
+                if (rc != 0) break;
+                continue;
+            }
             pthread_cond_wait(&s->wake, &s->mu);
             s->writer_waiting = false;
         }
@@ -148,12 +249,20 @@ static void *store_writer_main(void *arg)
             s->head = s->head->next;
         }
         if (!s->head) s->tail = NULL;
+        bool stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
-        if (n == 0) break; /* stopping, and nothing left */
+        store_resolve(s);
+        if (n == 0 && stopping && store_doubting(s)) {
+            nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL); /* ask again until their time is up */
+            continue;
+        }
+        if (n == 0 && stopping) break; /* nothing left */
+        if (n == 0) continue;
         atomic_fetch_sub_explicit(&s->backlog, n, memory_order_relaxed);
         store_commit_batch(s, jobs, n);
     }
     free(jobs);
+    assert(!s->doubts);
     return NULL;
 }
 
@@ -331,7 +440,14 @@ enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct st
         locked = true;
         if (s->be->commit(c) != 0) {
             s->be->rollback(c);
-            job->outcome = OUTCOME_UNAVAILABLE;
+            int64_t txn = s->be->committed ? s->be->txn(c) : 0;
+            int got = txn ? s->be->committed(c, txn, &job, 1) : 0;
+            if (got < 0) {
+                pthread_mutex_unlock(&s->commit_mu);
+                if (store_doubt(s, &job, 1, txn)) return OUTCOME_UNAVAILABLE; /* answered later */
+                pthread_mutex_lock(&s->commit_mu);
+            }
+            if (got <= 0) job->outcome = OUTCOME_UNAVAILABLE;
         }
     }
     enum outcome o = job->outcome; /* done() may free the job */

@@ -6,7 +6,9 @@
  * ledger holds it: store_purchase.limit_held) so that a refusal writes nothing and
  * leaves the rest of the batch alone, and only after COMMIT returns
  * calls each job's done().  Nothing is acknowledged before that.  If COMMIT fails,
- * every job of the batch ends OUTCOME_UNAVAILABLE.
+ * every job of the batch ends OUTCOME_UNAVAILABLE; if its answer was lost with the
+ * link (PostgreSQL), done() waits until the database tells whether it committed
+ * (see store.c), at most about 10 s.
  *
  * Other threads read through their own struct store_conn (one per thread; SQLite
  * in WAL mode lets readers run beside the writer).  The sqlite inventory strategy
@@ -187,8 +189,9 @@ enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const cha
                                 const char *key, struct store_order *out);
 
 /* One purchase in its own BEGIN IMMEDIATE transaction on c (the sqlite strategy);
- * calls job->done after COMMIT under the commit lock, as the writer would.  Returns
- * the job's outcome. */
+ * calls job->done after COMMIT under the commit lock, as the writer would, or
+ * (a COMMIT whose answer was lost) later on the writer thread.  Returns the job's
+ * outcome as far as known now. */
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job);
 
 /* Recomputes a sale from the database.  snapshot(ctx) is called under the commit

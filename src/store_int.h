@@ -43,6 +43,15 @@ struct store_backend {
      * (PostgreSQL: deadlock, serialization failure).  May be NULL. */
     bool (*retryable)(struct store_conn *c);
 
+    /* When a COMMIT's answer can be lost with the link (PostgreSQL): txn() is the
+     * id of the transaction whose COMMIT was last sent (0 = none), and committed()
+     * says after a failed COMMIT whether that transaction, which ran these jobs,
+     * committed all the same: 1 yes, 0 no (or no longer knowable), -1 not known
+     * yet (the database out of reach).  Both may be NULL: a failed COMMIT then
+     * committed nothing. */
+    int64_t (*txn)(struct store_conn *c);
+    int (*committed)(struct store_conn *c, int64_t txn, struct store_job *const *jobs, size_t n);
+
     /* Applies one job inside the open transaction.  A business refusal
      * (sold_out, limit_exceeded, invalid) leaves nothing of this job written and
      * the rest of the batch intact.  OUTCOME_UNAVAILABLE means the database failed

@@ -16,14 +16,31 @@
  * and is not overwritten.  A node hears its own news too; memory already did what
  * those say, and a reset's forgetting of the per-user ledger must then not run
  * again over purchases made since.
+ *
+ * A lost link (the database restarted, the network cut it) is mended here, at
+ * the next use of the connection outside a transaction (pg_ready): PQreset,
+ * then the statements are prepared again.  Never inside one: what the
+ * transaction had done died with the link, or, when the link died after COMMIT
+ * was sent, nobody here knows yet whether it committed.  That one the writer
+ * asks about once the link is mended (pg_committed: txid_status() of the id
+ * pg_begin noted), and answers 201 or 503 by what the database says; while
+ * nobody can tell, nobody is told 201.  The verdict is the first new order's row,
+ * not txid_status() alone: a crash can lose the WAL of a transaction that never
+ * committed, and the server then hands its id to another one.
+ * A link that stays silent (a network cut that drops packets rather than
+ * resetting) is given up after PG_ANSWER_MS, and the server ends a transaction
+ * whose node went silent after PG_IDLE_IN_TXN, so that its row locks do not stop
+ * the other nodes for as long as the cut lasts.
  */
 #include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -32,6 +49,13 @@
 #include "store_int.h"
 
 #define PG_SCHEMA_VERSION 2
+#define PG_RECONNECT_MS 100 /* least time between two tries to mend one lost link */
+#define PG_CONNECT_TIMEOUT "3" /* s, unless the URI says otherwise: a dead host must not hold a thread */
+#define PG_ANSWER_MS 10000      /* an answer slower than this: the link is given up (503) */
+/* Our transactions never wait on us for more than moments; the server ends one
+ * that does (a node cut off mid-transaction), freeing its locks.  Shorter than
+ * PG_ANSWER_MS, so another node's lock wait ends before it gives up. */
+#define PG_IDLE_IN_TXN "-c idle_in_transaction_session_timeout=5000"
 #define PG_REFRESH_EVERY 100 /* housekeeping rounds (of .housekeep_ms, below) between full refreshes */
 #define LIVE "('pending','paid','confirmed')"
 #define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
@@ -50,8 +74,12 @@ struct store_conn {
     PGconn *pg;
     bool retry;     /* the last failure was a deadlock or serialization failure */
     bool listening; /* the housekeeper's: LISTEN flashsale is on */
+    bool in_txn;    /* between pg_begin and pg_commit/pg_rollback: never reconnect */
+    int64_t xid;    /* txid_current() of the transaction pg_begin opened; 0 = none */
+    bool committing; /* its COMMIT was sent */
     unsigned rounds;
     uint64_t round_ns; /* the housekeeper's: when its last round began */
+    uint64_t lost_ns, next_try_ns; /* since when the link is down (0 = up); when to try mending it again */
 };
 
 /* This process, in the notifications it sends. */
@@ -87,6 +115,8 @@ static const struct {
               "  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
               " RETURNING sale_id, user_id, quantity"},
     {"notify", "SELECT pg_notify('flashsale', $1)"},
+    {"txid_status", "SELECT txid_status($1)"},
+    {"order_there", "SELECT 1 FROM orders WHERE id = $1 AND sale_id = $2 AND user_id = $3 AND created_at = $4"},
     {"sale_row", "SELECT stock_total, stock_left, per_user_limit FROM sales WHERE id = $1"},
     {"audit_status", "SELECT"
                      " coalesce(sum(quantity) FILTER (WHERE status = 'pending'), 0),"
@@ -121,12 +151,40 @@ static bool pg_retryable(const PGresult *r)
     return state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0);
 }
 
+/* After a PQsend*() that returned `sent`: the last result of what was sent, as
+ * PQexec() would give it, waiting at most PG_ANSWER_MS.  A silent link is then
+ * given up: shut down under libpq, which finds it dead (CONNECTION_BAD, so
+ * pg_ready mends it), and the caller gets an error result or NULL. */
+static PGresult *pg_answer(struct store_conn *c, int sent)
+{
+    if (!sent) return NULL;
+    uint64_t deadline = clock_mono_ns() + PG_ANSWER_MS * 1000000ull;
+    PGresult *last = NULL;
+    for (;;) {
+        while (PQisBusy(c->pg)) { /* else PQgetResult() would wait, without a bound */
+            uint64_t now = clock_mono_ns();
+            struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
+            int got = now < deadline ? poll(&p, 1, (int)((deadline - now) / 1000000u) + 1) : 0;
+            if (got < 0 && errno == EINTR) continue;
+            if (got == 0) {
+                LOG_WARN("pg: no answer in %d ms; giving the link up", PG_ANSWER_MS);
+                shutdown(PQsocket(c->pg), SHUT_RDWR);
+            }
+            if (!PQconsumeInput(c->pg)) break; /* PQgetResult says why, at once */
+        }
+        PGresult *r = PQgetResult(c->pg);
+        if (!r) return last;
+        PQclear(last);
+        last = r;
+    }
+}
+
 /* Runs a prepared statement with text parameters; NULL (and a logged warning,
  * c->retry set when worth retrying) unless it returned `want`. */
 static PGresult *pg_run(struct store_conn *c, const char *name, int n, const char *const *values,
                         ExecStatusType want)
 {
-    PGresult *r = PQexecPrepared(c->pg, name, n, values, NULL, NULL, 0);
+    PGresult *r = pg_answer(c, PQsendQueryPrepared(c->pg, name, n, values, NULL, NULL, 0));
     if (PQresultStatus(r) == want) return r;
     c->retry = pg_retryable(r);
     LOG_WARN("pg: %s: %s", name, PQerrorMessage(c->pg));
@@ -136,7 +194,7 @@ static PGresult *pg_run(struct store_conn *c, const char *name, int n, const cha
 
 static int pg_exec(struct store_conn *c, const char *sql)
 {
-    PGresult *r = PQexec(c->pg, sql);
+    PGresult *r = pg_answer(c, PQsendQuery(c->pg, sql));
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok) {
         c->retry = pg_retryable(r);
@@ -170,7 +228,7 @@ static void pg_disconnect(struct store_conn *c)
 static int pg_prepare(struct store_conn *c, char *err, size_t err_size)
 {
     for (size_t i = 0; i < sizeof pg_statements / sizeof pg_statements[0]; i++) {
-        PGresult *r = PQprepare(c->pg, pg_statements[i].name, pg_statements[i].sql, 0, NULL);
+        PGresult *r = pg_answer(c, PQsendPrepare(c->pg, pg_statements[i].name, pg_statements[i].sql, 0, NULL));
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             snprintf(err, err_size, "cannot prepare %s: %s", pg_statements[i].name, PQerrorMessage(c->pg));
             PQclear(r);
@@ -189,7 +247,10 @@ static struct store_conn *pg_connect(const struct config *cfg, bool writer, char
         return NULL;
     }
     c->be = &store_pg;
-    c->pg = PQconnectdb(cfg->db);
+    /* connect_timeout first, so that the URI's own wins. */
+    const char *const keys[] = {"connect_timeout", "options", "dbname", NULL};
+    const char *const values[] = {PG_CONNECT_TIMEOUT, PG_IDLE_IN_TXN, cfg->db, NULL};
+    c->pg = PQconnectdbParams(keys, values, 1);
     if (PQstatus(c->pg) != CONNECTION_OK) {
         snprintf(err, err_size, "cannot connect to PostgreSQL: %s", PQerrorMessage(c->pg));
         pg_disconnect(c);
@@ -201,6 +262,45 @@ static struct store_conn *pg_connect(const struct config *cfg, bool writer, char
         return NULL;
     }
     return c;
+}
+
+/* Outside a transaction only: 0 when c's link is up, mending it first if it was
+ * lost; -1 while it stays down.  Tries are spaced by PG_RECONNECT_MS, or by as
+ * long as the last failed try took (a silent host: connect_timeout), so that a
+ * database that is down costs a refused connect now and then, not per request,
+ * and a thread spends at most half its time waiting on a silent one. */
+static int pg_ready(struct store_conn *c)
+{
+    if (PQstatus(c->pg) == CONNECTION_OK && !c->lost_ns) return 0;
+    uint64_t now = clock_mono_ns();
+    if (c->in_txn || (c->lost_ns && now < c->next_try_ns)) return -1;
+    if (!c->lost_ns) {
+        c->lost_ns = now;
+        LOG_WARN("pg: the connection is lost (%s); reconnecting", PQerrorMessage(c->pg));
+    }
+    if (PQstatus(c->pg) != CONNECTION_OK) PQreset(c->pg);
+    uint64_t took = clock_mono_ns() - now;
+    c->next_try_ns = clock_mono_ns() + (took > PG_RECONNECT_MS * 1000000ull ? took : PG_RECONNECT_MS * 1000000ull);
+    if (PQstatus(c->pg) != CONNECTION_OK) return -1;
+    /* up again, but the statements are not: prepare them (from scratch, if an
+     * earlier try got halfway) */
+    char err[256] = "DEALLOCATE failed";
+    if (pg_exec(c, "DEALLOCATE ALL") != 0 || pg_prepare(c, err, sizeof err) != 0) {
+        LOG_WARN("pg: reconnected, but %s", err);
+        return -1;
+    }
+    LOG_INFO("pg: reconnected after %.1f s", (double)(clock_mono_ns() - c->lost_ns) / 1e9);
+    c->lost_ns = 0;
+    c->listening = false; /* LISTEN again; what was said meanwhile is lost, so re-read all */
+    return 0;
+}
+
+/* For a first statement that changes nothing (BEGIN, a read): when it failed on a
+ * link that was already dead (unnoticed while idle), mend the link and run it
+ * once more.  Anything else must not be run twice. */
+static bool pg_again(struct store_conn *c)
+{
+    return PQstatus(c->pg) == CONNECTION_BAD && pg_ready(c) == 0;
 }
 
 /* The order secret every node shares: the first node to start inserts its own
@@ -283,14 +383,67 @@ out:
 static int pg_begin(struct store_conn *c)
 {
     c->retry = false;
-    return pg_exec(c, "BEGIN");
+    c->xid = 0;
+    c->committing = false;
+    if (pg_ready(c) != 0) return -1;
+    /* one round trip: the id is what pg_committed asks about if the COMMIT's answer is lost */
+    static const char begin[] = "BEGIN; SELECT txid_current()";
+    PGresult *r = pg_answer(c, PQsendQuery(c->pg, begin));
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && pg_again(c)) {
+        PQclear(r);
+        r = pg_answer(c, PQsendQuery(c->pg, begin));
+    }
+    c->in_txn = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (c->in_txn) c->xid = pg_int(r, 0, 0);
+    else LOG_WARN("pg: BEGIN: %s", PQerrorMessage(c->pg));
+    PQclear(r);
+    return c->in_txn ? 0 : -1;
 }
 
-static int pg_commit(struct store_conn *c) { return pg_exec(c, "COMMIT"); }
+/* Only a transaction whose COMMIT was sent can have committed. */
+static int64_t pg_txn(struct store_conn *c) { return c->committing ? c->xid : 0; }
+
+/* After a failed COMMIT of transaction xid, whose jobs are given: 1 if it
+ * committed all the same (the answer was lost with the link), 0 if not, or if
+ * that can no longer be told (no new order among the jobs to look for), -1 while
+ * it cannot be told yet (the database out of reach, or the transaction still
+ * open on a link that went silent: the server ends it within PG_IDLE_IN_TXN). */
+static int pg_committed(struct store_conn *c, int64_t xid, struct store_job *const *jobs, size_t n)
+{
+    if (!xid) return 0; /* its COMMIT was never sent */
+    if (pg_ready(c) != 0) return -1;
+    char a[24], b[24], d[24];
+    const char *v[] = {PG_NUM(a, xid)};
+    PGresult *r = pg_run(c, "txid_status", 1, v, PGRES_TUPLES_OK);
+    if (!r) return -1;
+    bool open = PQgetisnull(r, 0, 0) || strcmp(PQgetvalue(r, 0, 0), "in progress") == 0;
+    PQclear(r);
+    if (open) return -1; /* its id may be another's by now (see the top); either way, ask later */
+    const struct store_purchase *p = NULL;
+    for (size_t i = 0; i < n && !p; i++)
+        if (jobs[i]->op == STORE_PURCHASE && jobs[i]->outcome == OUTCOME_OK && !jobs[i]->u.purchase.replayed)
+            p = &jobs[i]->u.purchase;
+    if (!p) return 0;
+    const char *w[] = {PG_NUM(a, p->order.id), PG_NUM(b, p->sale_id), p->user_id, PG_NUM(d, p->order.created_at)};
+    r = pg_run(c, "order_there", 4, w, PGRES_TUPLES_OK);
+    if (!r) return -1;
+    int rc = PQntuples(r) > 0;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_commit(struct store_conn *c)
+{
+    c->in_txn = false; /* whatever the answer: after a lost one, the link is mended at the next BEGIN */
+    c->committing = true;
+    return pg_exec(c, "COMMIT");
+}
 
 static void pg_rollback(struct store_conn *c)
 {
-    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) pg_exec(c, "ROLLBACK");
+    /* A lost link has rolled back by itself (or committed: see the top). */
+    c->in_txn = false;
+    if (PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE) pg_exec(c, "ROLLBACK");
 }
 
 static bool pg_retry(struct store_conn *c) { return c->retry; }
@@ -312,7 +465,10 @@ static void pg_read_order(const PGresult *r, int row, struct store_order *o)
 static enum outcome pg_order_query(struct store_conn *c, const char *stmt, int n, const char *const *v,
                                    struct store_order *out)
 {
+    bool alone = !c->in_txn; /* not the settle's lock, which must stay in its transaction */
+    if (alone && pg_ready(c) != 0) return OUTCOME_UNAVAILABLE;
     PGresult *r = pg_run(c, stmt, n, v, PGRES_TUPLES_OK);
+    if (!r && alone && pg_again(c)) r = pg_run(c, stmt, n, v, PGRES_TUPLES_OK);
     if (!r) return OUTCOME_UNAVAILABLE;
     enum outcome o = PQntuples(r) ? OUTCOME_OK : OUTCOME_NOT_FOUND;
     if (o == OUTCOME_OK) pg_read_order(r, 0, out);
@@ -581,7 +737,7 @@ static void pg_read_sale(const PGresult *r, int row, struct store_sale *s)
 static int pg_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
                    void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
 {
-    if (pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return -1;
+    if (pg_ready(c) != 0 || pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return -1;
     PGresult *r = pg_run(c, "sales_all", 0, NULL, PGRES_TUPLES_OK);
     for (int row = 0; r && row < PQntuples(r); row++) {
         struct store_sale s;
@@ -601,7 +757,10 @@ static int pg_load(struct store_conn *c, void (*each)(void *, const struct store
 
 static enum outcome pg_audit_begin(struct store_conn *c, int64_t sale_id, struct store_audit *out)
 {
-    if (pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return OUTCOME_UNAVAILABLE;
+    if (pg_ready(c) != 0) return OUTCOME_UNAVAILABLE;
+    if (pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0 &&
+        !(pg_again(c) && pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") == 0))
+        return OUTCOME_UNAVAILABLE;
     char a[24];
     const char *v[] = {PG_NUM(a, sale_id)};
     PGresult *r = pg_run(c, "sale_row", 1, v, PGRES_TUPLES_OK);
@@ -657,12 +816,13 @@ static void pg_refresh(struct store_conn *c, const struct store_events *ev, int6
 
 static void pg_housekeep(struct store_conn *c, const struct store_events *ev)
 {
-    if (!ev) return;
+    if (!ev || pg_ready(c) != 0) return;
     pthread_once(&pg_origin_once, pg_origin_init);
     if (!c->listening) {
         c->round_ns = clock_mono_ns();
         c->listening = pg_exec(c, "LISTEN flashsale") == 0;
         if (!c->listening) return;
+        pg_refresh(c, ev, 0); /* what changed while nobody listened */
     }
     /* Every notification handled now reached this connection after the last
      * round began (libpq also reads them during that round's queries). */
@@ -693,6 +853,8 @@ const struct store_backend store_pg = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .retryable = pg_retry,
+    .txn = pg_txn,
+    .committed = pg_committed,
     .apply = pg_apply,
     .apply_batch = pg_apply_batch,
     .housekeep = pg_housekeep,

@@ -45,6 +45,11 @@ class PgServer:
         data = os.path.join(self.dir, "data")
         subprocess.run(self.as_user + [pg_bin("initdb"), "-D", data, "-A", "trust", "-U", "flashsale", "-E", "UTF8"],
                        check=True, capture_output=True)
+        return self.restart()
+
+    def restart(self):
+        """Starts the cluster (again, after halt(): same data, same port)."""
+        data = os.path.join(self.dir, "data")
         # fsync stays on: the durability claims are tested here too.
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
         subprocess.run(self.as_user + [pg_bin("pg_ctl"), "-D", data, "-o", opts, "-l",
@@ -61,9 +66,14 @@ class PgServer:
                        capture_output=True)
         return f"{self.uri}/{name}"
 
-    def stop(self):
+    def halt(self):
+        """pg_ctl stop -m immediate, keeping the data: a crash, recovered at restart()."""
         data = os.path.join(self.dir, "data")
-        subprocess.run(self.as_user + [pg_bin("pg_ctl"), "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        return subprocess.run(self.as_user + [pg_bin("pg_ctl"), "-D", data, "-m", "immediate", "stop"],
+                              capture_output=True).returncode
+
+    def stop(self):
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
