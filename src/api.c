@@ -67,7 +67,7 @@ struct api_command {
 };
 
 static const struct api_command api_commands[] = {
-    /* route               method       handler          flags                                  exists */
+    /* route, method, handler, flags, what must exist first */
     {ROUTE_HEALTHZ, METHOD_GET, reads_healthz, 0, API_EXISTS_NONE},
     {ROUTE_METRICS, METHOD_GET, reads_metrics, 0, API_EXISTS_NONE},
     {ROUTE_STATIC, METHOD_GET, reads_static, 0, API_EXISTS_NONE},

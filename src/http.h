@@ -89,7 +89,10 @@ void *http_thread_state(const struct http_request *r);
 void http_set_label(struct http_request *r, int label);
 int http_label(const struct http_request *r);
 
-/* Answers now (I/O thread only).  headers: name, value pairs, NULL-terminated, or
+/* The primitives below are for one caller: call.c's call_answer(), the api's one
+ * way to answer, picks among them (now or deferred, canned, file, body).
+ *
+ * Answers now (I/O thread only).  headers: name, value pairs, NULL-terminated, or
  * NULL.  The body is copied; Content-Type is application/json unless given. */
 void http_reply(struct http_request *r, int status, const char *body, size_t len,
                 const char *const *headers);
