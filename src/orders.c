@@ -47,7 +47,10 @@ static void orders_settle_done(struct store_job *sj)
         metrics_count(METRIC_PAID, 1);
     }
     if (sale && t->returned) {
-        bool expired = strcmp(t->order.status, "expired") == 0;
+        /* The store returns units only when it closed a pending order: as expired
+         * exactly when it answers order_expired (store_settle), else cancelled.  So
+         * the outcome says which, and the status text need not be compared here. */
+        bool expired = sj->outcome == OUTCOME_ORDER_EXPIRED;
         inventory_give_back(env->inv, sale, t->order.user_id, t->order.quantity, expired);
         metrics_count(expired ? METRIC_EXPIRED : METRIC_CANCELLED, 1);
     }
