@@ -466,14 +466,19 @@ bool inventory_pause(struct sale *s, int timeout_ms)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    /* The last purchase to leave broadcasts under drain_mu, so its wake-up cannot
-     * fall between our look at `active` and the wait. */
-    pthread_mutex_lock(&s->drain_mu);
+    /* The look yields the CPU (this runs at nice 19), so it is made without
+     * drain_mu: the last purchase to leave locks it, on the writer under the commit
+     * lock, and must not wait for this thread to be scheduled again.  The lock is
+     * taken only to look once more and wait: the leaver broadcasts under it, so its
+     * wake-up cannot fall between that look and the wait.  `drained` is what the
+     * look saw: a refused purchase may count itself in `active` just after. */
+    bool drained;
     int rc = 0;
-    while (!inventory_drained(s) && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&s->drained, &s->drain_mu, &until);
-    bool drained = atomic_load(&s->active) == 0;
-    pthread_mutex_unlock(&s->drain_mu);
+    while (!(drained = inventory_drained(s)) && rc != ETIMEDOUT) {
+        pthread_mutex_lock(&s->drain_mu);
+        if (atomic_load(&s->active) != 0) rc = pthread_cond_timedwait(&s->drained, &s->drain_mu, &until);
+        pthread_mutex_unlock(&s->drain_mu);
+    }
     if (!drained) atomic_store(&s->paused, false);
     return drained;
 }

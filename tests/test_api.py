@@ -5,6 +5,7 @@ Usage: tests/test_api.py [BINARY]   (default build/flashsale; run.sh also runs i
 import http.client
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -50,6 +51,7 @@ def main():
     srv = Server(binary=BINARY, demo_stock=7).start()
     try:
         run(srv)
+        audit_sees_the_database(srv)
         clients_leave(srv)
         code, secs = srv.stop()
         check(SUITE, "sigterm_exits_0_within_10s", code == 0 and secs < 10, f"exit {code} after {secs:.1f}s")
@@ -265,6 +267,35 @@ def run(srv):
     check(SUITE, "stats_json", s.status == 200 and keys <= set(s.json), repr(s))
     srv.state = {a: c.get(f"/api/v1/sales/{a}").json, d: c.get(f"/api/v1/sales/{d}").json}
     c.close()
+
+
+def audit_sees_the_database(srv):
+    """The audit is there to catch what memory does not know: a row written into the
+    database behind the service's back (by hand, or by a bug) must show within the
+    audit's documented age of 1 s, even though no commit of this node touched the
+    sale (its answer from the last run is reused only while that run is that young)."""
+    c = srv.client()
+    sale = c.create_sale(name="Tampered", stock=3, per_user_limit=1)
+    r = c.post(f"/api/v1/sales/{sale}/orders", {"user_id": "ann"})
+    first = c.get(f"/api/v1/sales/{sale}/audit")
+    check(SUITE, "audit_before_tampering_consistent", r.status == 201 and first.json["consistent"] is True, repr(first))
+    insert = f"INSERT INTO orders (sale_id, user_id, quantity, status, created_at) VALUES ({int(sale)}, 'ann', 1, 'confirmed', 1)"
+    if srv.is_pg():
+        srv.sql(insert)
+    else:
+        con = sqlite3.connect(srv.db, timeout=10)
+        con.execute(insert)
+        con.commit()
+        con.close()
+    deadline = time.monotonic() + 10  # a liveness bound, ten times the documented age
+    while True:
+        a = c.get(f"/api/v1/sales/{sale}/audit").json
+        if a["consistent"] is False or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    check(SUITE, "audit_sees_a_row_written_behind_its_back",
+          a["consistent"] is False and a["units_sold"] == 2 and a["users_over_limit"] == 1
+          and a["age_ms"] <= 1000, repr(a))
 
 
 def clients_leave(srv):

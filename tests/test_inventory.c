@@ -1,9 +1,12 @@
 /* test_inventory — the four strategies' reserve/commit/release, the windows, the
  * fast-path check, pause/reset, and a crowd of threads against atomic and mutex. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "inventory.h"
 #include "unit.h"
@@ -422,6 +425,65 @@ static void test_pause_waits_for_active(void)
     }
 }
 
+/* The reset's look at `active` yields the CPU, on the admin thread at nice 19.  The
+ * purchase leaving last (on the writer, under the commit lock) must not wait for
+ * that thread to be scheduled again: it must never find drain_mu held across a
+ * yield.  The test's sched_yield stands for the yield that takes long: on the
+ * pausing thread it lets the last purchase leave and waits (2 s at most) for it. */
+static struct {
+    _Atomic(pthread_t *) pauser; /* whose sched_yield is slow; NULL: none */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool go, left, blocked;
+} yield_hook = {NULL, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, false};
+
+int sched_yield(void)
+{
+    pthread_t *p = atomic_load(&yield_hook.pauser);
+    if (p && pthread_equal(*p, pthread_self())) {
+        atomic_store(&yield_hook.pauser, NULL); /* once */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        pthread_mutex_lock(&yield_hook.mu);
+        yield_hook.go = true;
+        pthread_cond_broadcast(&yield_hook.cond);
+        while (!yield_hook.left && pthread_cond_timedwait(&yield_hook.cond, &yield_hook.mu, &until) == 0) {}
+        yield_hook.blocked = !yield_hook.left;
+        pthread_mutex_unlock(&yield_hook.mu);
+    }
+    return (int)syscall(SYS_sched_yield);
+}
+
+static void *leave_when_told(void *arg)
+{
+    pthread_mutex_lock(&yield_hook.mu);
+    while (!yield_hook.go) pthread_cond_wait(&yield_hook.cond, &yield_hook.mu);
+    pthread_mutex_unlock(&yield_hook.mu);
+    inventory_leave(arg); /* the last purchase: it wakes the reset */
+    pthread_mutex_lock(&yield_hook.mu);
+    yield_hook.left = true;
+    pthread_cond_broadcast(&yield_hook.cond);
+    pthread_mutex_unlock(&yield_hook.mu);
+    return NULL;
+}
+
+static void test_pause_yields_without_the_lock(void)
+{
+    struct inventory *inv = inventory_new(INVENTORY_ATOMIC);
+    struct sale *s = publish(inv, row_of(1, 5, 5));
+    CHECK(inventory_admit(s));
+    pthread_t self = pthread_self(), th;
+    CHECK_EQ_INT(pthread_create(&th, NULL, leave_when_told, s), 0);
+    atomic_store(&yield_hook.pauser, &self);
+    CHECK(inventory_pause(s, 5000));
+    pthread_join(th, NULL);
+    CHECK(yield_hook.go);       /* the pause did look, and yield, while the purchase was in */
+    CHECK(!yield_hook.blocked); /* and the purchase left meanwhile, not after */
+    inventory_unpause(s);
+    inventory_free(inv);
+}
+
 static void test_pause_timeout(void)
 {
     struct inventory *inv = inventory_new(INVENTORY_ATOMIC);
@@ -643,6 +705,7 @@ static const struct unit_case cases[] = {
     {"oversold_and_hold", test_oversold_and_hold},
     {"pause_waits_for_active", test_pause_waits_for_active},
     {"pause_timeout", test_pause_timeout},
+    {"pause_yields_without_the_lock", test_pause_yields_without_the_lock},
     {"reset", test_reset},
     {"crowd_atomic", test_crowd_atomic},
     {"crowd_mutex", test_crowd_mutex},

@@ -5,6 +5,7 @@
  * directly where that says more than the store's own answers. */
 #include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -756,6 +757,76 @@ static void test_audit(void)
     close_store(&o);
 }
 
+/* A commit under way when an audit starts (its fsync, say) is waited out, not
+ * counted as a miss: an audit that took the commit lock instead would hold it on the
+ * admin thread at nice 19, and the writer would wait for that thread's CPU.  The
+ * probe: from inside the snapshot, a commit must get through (it cannot while the
+ * audit holds the lock). */
+struct slow_commit {
+    atomic_int started, finished;
+};
+
+static void slow_done(struct store_job *job)
+{
+    struct slow_commit *sc = job->ctx;
+    atomic_store(&sc->started, 1);
+    nanosleep(&(struct timespec){0, 300000000}, NULL); /* far beyond the audit's old patience */
+    atomic_store(&sc->finished, 1);
+}
+
+struct probe {
+    struct store *st;
+    int64_t sale;
+    int calls;
+    bool committed; /* the probe's commit got through while the snapshot ran */
+};
+
+static void probe_snapshot(void *ctx)
+{
+    struct probe *pr = ctx;
+    if (pr->calls++) return; /* once: the audit then retries over the probe's own commit */
+    static struct store_job job; /* static, both: they may outlive this call */
+    static struct tally t = TALLY_INIT;
+    purchase_init(&job, pr->sale, "probe", 1, 5, NULL);
+    job.done = tally_done;
+    job.ctx = &t;
+    store_submit(pr->st, &job);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 2; /* a liveness bound: the probe alone needs milliseconds */
+    pthread_mutex_lock(&t.mu);
+    while (t.done == 0 && pthread_cond_timedwait(&t.cond, &t.mu, &until) == 0) {}
+    pr->committed = t.done == 1;
+    pthread_mutex_unlock(&t.mu); /* not in time: the audit holds the commit lock */
+}
+
+static void test_audit_waits_out_a_commit(void)
+{
+    const char *path = new_db_path();
+    struct opened o;
+    open_at(&o, path, "0");
+    int64_t sale = create_sale(o.st, "Slow", 10, 5, 0);
+    struct store_conn *c = store_conn_open(o.st);
+    CHECK(c != NULL);
+    struct slow_commit sc = {0, 0};
+    static struct store_job slow;
+    purchase_init(&slow, sale, "slow", 1, 5, NULL);
+    slow.done = slow_done;
+    slow.ctx = &sc;
+    store_submit(o.st, &slow);
+    while (!atomic_load(&sc.started)) sched_yield();
+    struct probe pr = {o.st, sale, 0, false};
+    struct store_audit a;
+    CHECK_EQ_INT(store_audit(o.st, c, sale, &a, probe_snapshot, &pr), OUTCOME_OK);
+    CHECK(atomic_load(&sc.finished)); /* the snapshot came after the slow commit */
+    CHECK(pr.committed);              /* and the audit never held the commit lock */
+    CHECK(pr.calls >= 2);             /* the probe's commit overtook the first snapshot */
+    CHECK_EQ_INT(a.units_sold, 2);    /* both commits, seen from the one it kept */
+    CHECK_EQ_INT(a.stock_left, 8);
+    store_conn_close(c);
+    close_store(&o);
+}
+
 /* ---- load after restart ------------------------------------------------------------ */
 
 struct loaded {
@@ -1014,6 +1085,7 @@ static const struct unit_case cases[] = {
     {"savepoint_undoes_one_job", test_savepoint_undoes_one_job},
     {"unguarded_write", test_unguarded_write},
     {"audit", test_audit},
+    {"audit_waits_out_a_commit", test_audit_waits_out_a_commit},
     {"load_after_reopen", test_load_after_reopen},
     {"purchase_now", test_purchase_now},
     {"close_drains_queue", test_close_drains_queue},
