@@ -11,6 +11,18 @@
 #include "payload.h"
 #include "ratelimit.h"
 
+/* Each I/O thread's and worker's own: its database connection, and the jobs it
+ * produced during one round of its loop, handed on together at the end of the
+ * round (one lock and at most one wake-up per round instead of per job: under a
+ * crowd, thread switches are where the time goes). */
+struct call_thread {
+    struct store_conn *conn; /* NULL when it could not be opened: answers 503 */
+    struct pool_job *queued_first, *queued_last; /* I/O thread -> pool */
+    size_t queued;
+    struct store_job *commit_first, *commit_last; /* worker -> writer */
+    size_t commits;
+};
+
 /* The default refusals, built once: a crowd's sold_out answers cost no
  * formatting.  Constants after call_init (libmicrohttpd reference-counts a
  * response under its own lock, so one is queued on many threads at once). */

@@ -50,17 +50,9 @@ struct call_env {
     struct admin *admin;           /* the admin thread and the audits */
 };
 
-/* What each I/O thread and each worker keeps: its own database connection, and
- * the jobs it produced during one round of its loop, handed on together at the
- * end of the round (one lock and at most one wake-up per round instead of per
- * job: under a crowd, thread switches are where the time goes). */
-struct call_thread {
-    struct store_conn *conn; /* NULL when it could not be opened: answers 503 */
-    struct pool_job *queued_first, *queued_last; /* I/O thread -> pool */
-    size_t queued;
-    struct store_job *commit_first, *commit_last; /* worker -> writer */
-    size_t commits;
-};
+/* What each I/O thread and each worker keeps (call.c): its own database
+ * connection and the jobs it collected during one round of its loop. */
+struct call_thread;
 
 /* A request that leaves the I/O thread.  Handler files embed it first in their
  * own struct (call_new's size) to keep what their step needs. */
