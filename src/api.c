@@ -261,7 +261,9 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
         return NULL;
     }
     struct pool_hooks hooks = {api_worker_new, api_round_done, api_worker_free, a};
-    a->env.workers = pool_new((size_t)cfg->workers, (size_t)cfg->queue, &hooks);
+    /* Thread-per-connection: no worker pool, the connection threads do its work. */
+    size_t workers = cfg->model == MODEL_THREAD_PER_CONNECTION ? 0 : (size_t)cfg->workers;
+    a->env.workers = pool_new(workers, (size_t)cfg->queue, &hooks);
     a->env.admin = a->env.workers ? admin_new(&a->env) : NULL;
     if (!a->env.workers || !a->env.admin) {
         api_free(a);

@@ -156,6 +156,26 @@ struct call *call_new(const struct call_env *env, struct http_request *r, size_t
     return c;
 }
 
+/* --model thread-per-connection: the connection's own thread is the worker.  It
+ * runs c's job (for a purchase, the reservation, exactly as a worker would),
+ * hands what it collected to the writer, then sleeps until the writer answers:
+ * nothing is acknowledged before COMMIT, and the group commit still batches
+ * every connection thread's purchases.  The pool has no workers in this mode;
+ * its slot only bounds the calls in flight (--queue) and refuses them once
+ * draining, as in the threaded model. */
+static void call_run_here(struct call *c)
+{
+    struct http_request *r = c->req;
+    const struct call_env *env = c->env;
+    struct call_thread *t = http_thread_state(r);
+    http_defer(r);
+    c->job.next = NULL;
+    c->job.enqueued_ns = clock_mono_ns();
+    c->job.run(&c->job, t); /* may complete r already (a refusal) and free c */
+    call_thread_round_done(env, t);
+    http_wait(r);
+}
+
 bool call_enqueue(struct call *c)
 {
     struct http_request *r = c->req;
@@ -163,6 +183,12 @@ bool call_enqueue(struct call *c)
         free(c);
         call_refuse(r, OUTCOME_OVERLOADED, NULL);
         return false;
+    }
+    if (c->env->cfg->model == MODEL_THREAD_PER_CONNECTION) {
+        struct pool *workers = c->env->workers; /* c may be freed by its job */
+        call_run_here(c);
+        pool_unreserve(workers);
+        return true;
     }
     /* Suspend before queueing: once queued, a worker may complete it at once. */
     http_defer(r);

@@ -33,6 +33,7 @@ static const char *const config_inventories[] = {"atomic", "mutex", "sqlite", "u
 static const char *const config_durabilities[] = {"full", "normal", NULL};
 static const char *const config_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_log_formats[] = {"text", "json", NULL};
+static const char *const config_models[] = {"threads", "thread-per-connection", NULL};
 
 static const struct config_row config_table[] = {
     {"port", CFG_INT, F(port), "8080", 0, 65535, NULL, "TCP port to listen on (0 = any free port)"},
@@ -44,6 +45,8 @@ static const struct config_row config_table[] = {
     {"admin", CFG_ENUM, F(admin), "on", 0, 0, config_off_on, "serve the admin endpoints at all"},
     {"inventory", CFG_ENUM, F(inventory), "atomic", 0, 0, config_inventories,
      "inventory strategy (unsafe oversells on purpose)"},
+    {"model", CFG_ENUM, F(model), "threads", 0, 0, config_models,
+     "execution model: I/O threads + a worker pool, or one thread per connection (costly; see README)"},
     {"workers", CFG_INT, F(workers), "0", 0, 256, NULL,
      "purchase worker threads (0 = half the cores, at least 1; at least 4 for unsafe)"},
     {"queue", CFG_INT, F(queue), "8192", 1, 1000000, NULL,

@@ -14,6 +14,9 @@
 
 enum config_inventory { INVENTORY_ATOMIC, INVENTORY_MUTEX, INVENTORY_SQLITE, INVENTORY_UNSAFE };
 enum config_durability { DURABILITY_FULL, DURABILITY_NORMAL };
+/* How connections meet threads (README "Threading model").  A future `processes`
+ * value goes after these. */
+enum config_model { MODEL_THREADS, MODEL_THREAD_PER_CONNECTION };
 
 struct config {
     int64_t port;
@@ -22,6 +25,7 @@ struct config {
     char *admin_token;
     int64_t admin;            /* 1 = admin endpoints on, 0 = off entirely */
     int64_t inventory;        /* enum config_inventory */
+    int64_t model;            /* enum config_model */
     int64_t workers;
     int64_t queue;
     int64_t queue_timeout_ms;

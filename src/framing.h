@@ -15,9 +15,11 @@
  * overwritten with NUL, a name starts right where the previous line ended, and its
  * value follows the name after optional spaces.  The scan walks the header list
  * against that block and calls any line that does not sit where it should a fault.
- * One NUL stays invisible there: right before a LF in a CRLF request ("v\0\n"
- * leaves the bytes "v\r\n" leaves), where it hides nothing after it; the gate
- * refuses it in a connection's first request, where it sees the raw bytes.
+ * NULs that end a line can stay invisible there, when they take the place of a
+ * terminator byte: "v\0\n" in a CRLF request leaves the bytes "v\r\n" leaves, and
+ * a last line "v\0\r\n" before a bare-LF empty line those of "v\r\n\r\n".  They
+ * hide nothing after them; the gate refuses them in a connection's first request,
+ * where it sees the raw bytes.
  *
  * Pure, no allocation: the caller owns every pointer it passes, the scan keeps them
  * only until framing_end().

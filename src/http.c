@@ -8,6 +8,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -63,6 +64,12 @@ struct http_server {
     struct http_io *io;
     _Atomic bool quiesce, stop;
     _Atomic size_t deferred;
+    /* --model thread-per-connection (http_tpc_*): one daemon, io[0], no loop of ours. */
+    bool tpc;
+    bool tpc_key_made;
+    pthread_key_t tpc_key; /* each connection thread's hooks state */
+    unsigned tpc_limit; /* --max-connections: the acceptor waits below it */
+    _Atomic uint64_t tpc_started, tpc_closed; /* connections libmicrohttpd opened and closed */
 };
 
 struct http_request {
@@ -88,6 +95,11 @@ struct http_request {
     const char *uri_end; /* where the raw request-target's C string ends */
     char small_body[HTTP_SMALL_BODY];
     char small_answer[HTTP_SMALL_ANSWER];
+    /* Thread-per-connection only, set by http_defer: the connection's thread
+     * sleeps on these until the answer is in (http_wait). */
+    pthread_mutex_t tpc_mu;
+    pthread_cond_t tpc_cv;
+    bool tpc_woken;
 };
 
 struct http_canned {
@@ -171,11 +183,15 @@ void http_reply_canned(struct http_request *r, const struct http_canned *c)
 
 /* ---- deferral --------------------------------------------------------------------- */
 
+static void http_tpc_defer(struct http_request *r);
+static void http_tpc_wake(struct http_request *r);
+
 void http_defer(struct http_request *r)
 {
     assert(!r->deferred && !r->status); /* deferred once, and only when unanswered */
     r->deferred = true;
     atomic_fetch_add(&r->io->server->deferred, 1);
+    if (r->io->server->tpc) return http_tpc_defer(r);
     MHD_suspend_connection(r->conn);
 }
 
@@ -184,6 +200,7 @@ void http_defer(struct http_request *r)
 static void http_push_done(struct http_request *r)
 {
     struct http_io *io = r->io;
+    if (io->server->tpc) return http_tpc_wake(r);
     struct http_request *head = atomic_load_explicit(&io->done, memory_order_relaxed);
     do {
         r->done_next = head;
@@ -314,7 +331,11 @@ size_t http_client_address(const struct http_request *r, char *buf, size_t size)
                                                : (const void *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
     return inet_ntop(sa->sa_family, at, buf, (socklen_t)size) ? strlen(buf) : 0;
 }
-void *http_thread_state(const struct http_request *r) { return r->io->state; }
+static void *http_tpc_state(struct http_server *s);
+void *http_thread_state(const struct http_request *r)
+{
+    return r->io->server->tpc ? http_tpc_state(r->io->server) : r->io->state;
+}
 void http_set_label(struct http_request *r, int label) { r->label = label; }
 int http_label(const struct http_request *r) { return r->label; }
 
@@ -410,6 +431,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     }
     if (r->status) return MHD_YES;
     hooks->handle(hooks->ctx, r, HTTP_BODY);
+    if (r->deferred && io->server->tpc) http_wait(r); /* a thread per connection: it waits here */
     if (!r->status && !r->deferred) {
         LOG_ERROR("http: %s %s got no answer", method, url);
         char body[128];
@@ -591,11 +613,18 @@ static int http_listen(const char *addr, int port, char *err, size_t err_size)
     return fd;
 }
 
+static struct http_server *http_tpc_start(struct http_server *s, const struct config *cfg, char *err,
+                                          size_t err_size);
+
 struct http_server *http_start(const struct config *cfg, const struct http_hooks *hooks, char *err,
                                size_t err_size)
 {
     struct http_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    if (cfg->model == MODEL_THREAD_PER_CONNECTION) {
+        s->hooks = *hooks;
+        return http_tpc_start(s, cfg, err, err_size);
+    }
     s->hooks = *hooks;
     s->nio = (size_t)cfg->io_threads;
     s->io = calloc(s->nio, sizeof *s->io);
@@ -660,6 +689,8 @@ void http_quiesce(struct http_server *s) { atomic_store(&s->quiesce, true); }
 
 size_t http_deferred(const struct http_server *s) { return atomic_load(&s->deferred); }
 
+static void http_tpc_stop(struct http_server *s, size_t stuck);
+
 void http_stop(struct http_server *s, int timeout_ms)
 {
     if (!s) return;
@@ -671,6 +702,7 @@ void http_stop(struct http_server *s, int timeout_ms)
     /* A short grace for the last answers to leave the socket buffers. */
     if (timeout_ms) nanosleep(&(struct timespec){0, 100000000}, NULL);
     atomic_store(&s->stop, true);
+    if (s->tpc) return http_tpc_stop(s, stuck);
     for (size_t i = 0; i < s->nio; i++)
         if (s->io[i].started) pthread_join(s->io[i].thread, NULL);
     for (size_t i = 0; i < s->nio; i++) {
@@ -689,6 +721,244 @@ void http_stop(struct http_server *s, int timeout_ms)
         LOG_WARN("http: %zu deferred requests never completed", stuck);
         return;
     }
+    free(s->io);
+    free(s);
+}
+
+/* ---- --model thread-per-connection ------------------------------------------------
+ *
+ * The design the service's founding text warns about, built to measure what it
+ * costs: libmicrohttpd's own thread-per-connection mode.  One internal thread
+ * accepts; every connection gets an OS thread of its own, which runs the handler
+ * and, for a purchase, blocks in http_wait() until the group-committing writer has
+ * answered.  There is no event loop of ours, no suspend/resume and no done list:
+ * http_complete() wakes the sleeping connection thread directly.
+ *
+ * Bounded on purpose: at most --max-connections connections, so threads.  Our own
+ * acceptor thread (http_tpc_accept) takes connections through the same gate as the
+ * I/O threads (gate.h: framing refusals on the first bytes) and gives them to the
+ * daemon with MHD_add_connection, counts them (MHD_OPTION_NOTIFY_CONNECTION) and stops
+ * accepting at the limit, so new clients wait in the kernel's backlog as in the
+ * threaded model: libmicrohttpd 0.9.75's listener in
+ * this mode would accept them and close them at once.  A failed pthread_create
+ * (thread or memory limits) closes that one connection; nothing crashes.  HTTP_TPC_STACK is set for 10,000 of
+ * them: see its comment. */
+
+/* Each connection thread's stack, reserved (virtual) in full and resident only as
+ * far as it is touched.  glibc's default is the stack rlimit, usually 8 MiB: 10,000
+ * threads would reserve 80 GiB of address space, which a strict overcommit policy
+ * refuses.  The deepest path is jansson parsing a body nested 2,048 levels (its
+ * limit; tests/test_api.py's deep_nesting sends one): measured with this build,
+ * 160 KiB of stack crashes there, 192 KiB does not.  512 KiB leaves 2.5x that for
+ * other compilers, libraries and sanitizer builds, and is 5 GiB of address space
+ * (not memory) for 10,000 threads.  glibc puts a guard page below it: an overflow
+ * faults instead of corrupting a neighbour. */
+#ifndef HTTP_TPC_STACK /* -DHTTP_TPC_STACK=... to measure the headroom */
+#define HTTP_TPC_STACK (512 * 1024)
+#endif
+
+struct http_tpc_state {
+    struct http_server *server;
+    void *state;
+};
+
+/* A connection thread exits (its client left, or the daemon stops): its state
+ * (a store connection) goes with it. */
+static void http_tpc_state_free(void *arg)
+{
+    struct http_tpc_state *t = arg;
+    if (t->server->hooks.thread_stop) t->server->hooks.thread_stop(t->server->hooks.ctx, t->state);
+    free(t);
+}
+
+/* The calling connection thread's state, made at its first request that asks:
+ * a connection that only reads the dashboard never opens a store connection. */
+static void *http_tpc_state(struct http_server *s)
+{
+    struct http_tpc_state *t = pthread_getspecific(s->tpc_key);
+    if (t) return t->state;
+    t = calloc(1, sizeof *t);
+    if (!t) LOG_FATAL("http: out of memory");
+    t->server = s;
+    if (s->hooks.thread_start) t->state = s->hooks.thread_start(s->hooks.ctx);
+    pthread_setspecific(s->tpc_key, t);
+    return t->state;
+}
+
+static void http_tpc_defer(struct http_request *r)
+{
+    pthread_mutex_init(&r->tpc_mu, NULL);
+    pthread_cond_init(&r->tpc_cv, NULL);
+    r->tpc_woken = false;
+}
+
+/* Any thread (the writer, usually): the answer is in; wake the connection thread.
+ * It cannot leave http_wait() before we unlock, so r outlives this call. */
+static void http_tpc_wake(struct http_request *r)
+{
+    pthread_mutex_lock(&r->tpc_mu);
+    r->tpc_woken = true;
+    pthread_cond_signal(&r->tpc_cv);
+    pthread_mutex_unlock(&r->tpc_mu);
+}
+
+void http_wait(struct http_request *r)
+{
+    if (!r->io->server->tpc || !r->deferred) return;
+    pthread_mutex_lock(&r->tpc_mu);
+    while (!r->tpc_woken) pthread_cond_wait(&r->tpc_cv, &r->tpc_mu);
+    pthread_mutex_unlock(&r->tpc_mu);
+    pthread_cond_destroy(&r->tpc_cv);
+    pthread_mutex_destroy(&r->tpc_mu);
+    if (r->fill) { /* http_complete_later: the answer is built here, as an I/O thread would */
+        r->filling = true;
+        r->fill(r, r->fill_arg);
+        if (!r->answer) {
+            char body[128];
+            LOG_ERROR("http: a deferred request got no answer");
+            http_complete(r, 500, body, outcome_json(OUTCOME_INTERNAL, "no answer", body, sizeof body), NULL,
+                          NULL);
+        }
+        r->filling = false;
+        r->fill = NULL;
+    }
+    r->completed = true;
+    http_send_completed(r);
+}
+
+/* The acceptor: takes a connection only while fewer than --max-connections are
+ * open, so the rest wait in the listen backlog.  At the limit it looks again every
+ * millisecond (a connection's end is libmicrohttpd's to see and tell).  On
+ * quiesce it closes the listening socket: new clients are refused, as in the
+ * threaded model. */
+static void http_tpc_notify(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                            enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    atomic_fetch_add(code == MHD_CONNECTION_NOTIFY_STARTED ? &s->tpc_started : &s->tpc_closed, 1);
+}
+
+/* How many more connections the limit allows now. */
+static size_t http_tpc_room(struct http_server *s)
+{
+    uint64_t open = atomic_load(&s->tpc_started) - atomic_load(&s->tpc_closed);
+    return open < s->tpc_limit ? s->tpc_limit - open : 0;
+}
+
+/* The gate's hand-over.  libmicrohttpd closes fd itself when it cannot take it
+ * (per-IP limit, no thread).  It registers the connection on its own thread: wait
+ * (10 ms at most, in case it refused it) until the count has it, or the next
+ * look at the room could overshoot the limit. */
+static void http_tpc_admit(void *ctx, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    struct http_server *s = ctx;
+    uint64_t started = atomic_load(&s->tpc_started);
+    if (MHD_add_connection(s->io[0].daemon, fd, sa, len) != MHD_YES) return;
+    uint64_t deadline = clock_mono_ns() + 10000000u;
+    while (atomic_load(&s->tpc_started) == started && clock_mono_ns() < deadline) sched_yield();
+}
+
+/* The acceptor's loop: the same gate as an I/O thread's (framing refusals on the
+ * first bytes), given room only below --max-connections.  At the limit it looks
+ * again every millisecond (a connection's end is libmicrohttpd's to see and tell). */
+static void *http_tpc_accept(void *arg)
+{
+    struct http_io *io = arg;
+    struct http_server *s = io->server;
+    pthread_setname_np(pthread_self(), "fs-accept");
+    struct epoll_event ev[64];
+    while (!atomic_load(&s->stop)) {
+        if (atomic_load(&s->quiesce) && !io->quiesced) {
+            gate_stop_listening(io->gate);
+            close(io->listen_fd);
+            io->listen_fd = -1;
+            io->quiesced = true;
+        }
+        size_t room = http_tpc_room(s);
+        int timeout = room ? HTTP_TICK_MS : 1, grace = gate_round(io->gate, room);
+        if (grace < timeout) timeout = grace;
+        int n = epoll_wait(io->wait_fd, ev, 64, timeout);
+        if (n < 0 && errno != EINTR) LOG_ERROR("http: epoll_wait: %s", strerror(errno));
+        for (int i = 0; i < n; i++)
+            if (ev[i].data.u64 >= GATE_TAG_LISTEN) gate_event(io->gate, ev[i].data.u64, http_tpc_room(s));
+    }
+    return NULL;
+}
+
+static struct http_server *http_tpc_start(struct http_server *s, const struct config *cfg, char *err,
+                                          size_t err_size)
+{
+    s->tpc = true;
+    s->nio = 1;
+    s->io = calloc(1, sizeof *s->io);
+    if (!s->io) goto fail;
+    struct http_io *io = &s->io[0];
+    io->server = s;
+    io->listen_fd = io->wait_fd = io->wake_fd = -1;
+    if (pthread_key_create(&s->tpc_key, http_tpc_state_free) != 0) {
+        snprintf(err, err_size, "cannot create a thread key");
+        goto fail;
+    }
+    s->tpc_key_made = true;
+    s->port = http_claim_port(cfg->bind, (int)cfg->port, err, err_size);
+    if (s->port < 0) goto fail;
+    io->listen_fd = http_listen(cfg->bind, s->port, err, err_size);
+    if (io->listen_fd < 0) goto fail;
+    s->tpc_limit = (unsigned)cfg->max_connections;
+    /* poll, not select: descriptors past 1023 are normal here.  epoll is not
+     * offered in this mode: each thread waits on its own one socket.  http_tpc_accept
+     * holds --max-connections; libmicrohttpd's own limit is only a backstop, twice
+     * as high: it counts a closed connection until its listener has reaped it, and
+     * would close new connections we took for a slot that is already free. */
+    io->daemon = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
+            MHD_USE_NO_LISTEN_SOCKET | MHD_USE_TURBO | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, http_access, io, MHD_OPTION_CONNECTION_LIMIT, 2 * s->tpc_limit, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)HTTP_TPC_STACK, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
+        MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, NULL,
+        MHD_OPTION_URI_LOG_CALLBACK, http_uri_seen, io, MHD_OPTION_NOTIFY_CONNECTION, http_tpc_notify, s,
+        MHD_OPTION_END);
+    if (!io->daemon) {
+        snprintf(err, err_size, "libmicrohttpd did not start (thread-per-connection)");
+        goto fail;
+    }
+    io->wait_fd = epoll_create1(EPOLL_CLOEXEC);
+    io->gate = io->wait_fd < 0 ? NULL
+                               : gate_new(io->listen_fd, io->wait_fd, HTTP_GATE_SLOTS, HTTP_GATE_GRACE_MS,
+                                          http_tpc_admit, s);
+    if (!io->gate) {
+        snprintf(err, err_size, "cannot start the connection gate");
+        goto fail;
+    }
+    if (pthread_create(&io->thread, NULL, http_tpc_accept, io) != 0) {
+        snprintf(err, err_size, "cannot start the acceptor thread");
+        goto fail;
+    }
+    io->started = true;
+    return s;
+fail:
+    http_tpc_stop(s, 0);
+    return NULL;
+}
+
+
+/* Stopping the daemon closes every connection and joins its thread; each thread's
+ * state is freed on it (the key's destructor), before the store closes. */
+static void http_tpc_stop(struct http_server *s, size_t stuck)
+{
+    struct http_io *io = s->io;
+    if (stuck) {
+        LOG_WARN("http: %zu deferred requests never completed", stuck);
+        return; /* their threads still sleep on requests: leave all to the exiting process */
+    }
+    if (io && io->started) pthread_join(io->thread, NULL); /* s->stop is set */
+    if (io && io->gate) gate_free(io->gate); /* closes what it still holds */
+    if (io && io->daemon) MHD_stop_daemon(io->daemon);
+    if (io && io->listen_fd >= 0) close(io->listen_fd);
+    if (io && io->wait_fd >= 0) close(io->wait_fd);
+    if (s->tpc_key_made) pthread_key_delete(s->tpc_key);
     free(s->io);
     free(s);
 }

@@ -18,6 +18,12 @@
  * http_complete(); the connection is suspended in between, so no I/O thread ever
  * waits.
  *
+ * With --model thread-per-connection, libmicrohttpd gives each connection a thread
+ * of its own instead: the handler runs there, and a deferred request is not
+ * suspended but waited for on that thread (http_wait); hooks.round_done is never
+ * called and thread_start runs lazily, at a connection thread's first
+ * http_thread_state().
+ *
  * Ownership: struct http_request belongs to http.c and lives until the request's
  * completion hook returns; pointers from http_method/path/header/body are
  * borrowed for that long.  Between http_defer() and http_complete() only the
@@ -108,6 +114,14 @@ void http_reply_canned(struct http_request *r, const struct http_canned *c);
 
 /* Suspends the request until http_complete(); I/O thread, handler only. */
 void http_defer(struct http_request *r);
+
+/* --model thread-per-connection, on the connection's thread after http_defer():
+ * sleeps until http_complete(_later), builds and queues the answer.  http.c calls
+ * it when the handler returns with the request deferred; a handler may call it
+ * sooner (api does, to give its queue slot back after the answer).  Returns at
+ * once in the threaded model, where the I/O thread resumes the request instead.
+ * r may not be touched by anyone else afterwards. */
+void http_wait(struct http_request *r);
 
 /* Answers a deferred request from any thread; the body and header are copied.
  * After this call the caller must not touch r. */

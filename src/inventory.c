@@ -130,7 +130,12 @@ static enum outcome sqlite_reserve(struct inventory *inv, struct sale *s, const 
 static void sqlite_commit(struct inventory *inv, struct sale *s, const char *user, int64_t q)
 {
     ledger_add(inv->ledger, s->id, user, q);
-    atomic_fetch_sub(&s->stock_left, q);
+    /* Memory follows the COMMIT, and news of that COMMIT (a sold-out notice, a
+     * re-read row) can arrive first and already count these units: never below 0,
+     * which would only ever understate what is left. */
+    int64_t left = atomic_load(&s->stock_left);
+    while (!atomic_compare_exchange_weak(&s->stock_left, &left, left > q ? left - q : 0)) {
+    }
     inventory_count_sold(s, q);
 }
 
@@ -342,6 +347,10 @@ enum outcome inventory_check(struct inventory *inv, struct sale *s, const char *
 
 bool inventory_admit(struct sale *s)
 {
+    /* A paused sale is refused without touching the count: a crowd refused while
+     * paused would otherwise keep `active` above 0 and starve the reset waiting
+     * for it.  Only buyers that looked before the pause count themselves. */
+    if (atomic_load(&s->paused)) return false;
     /* Count first, then look (both sequentially consistent): inventory_pause sets
      * the flag, then waits for the count, so one of the two always sees the other. */
     atomic_fetch_add(&s->active, 1);
@@ -441,8 +450,8 @@ void inventory_sold_out(struct inventory *inv, int64_t sale_id, uint64_t read_ns
 
 void inventory_forget(struct inventory *inv, int64_t sale_id) { ledger_clear_sale(inv->ledger, sale_id); }
 
-/* True when nothing admitted is left.  A purchase refused while paused counts
- * itself in `active` for a moment (inventory_admit): under a crowd the count may
+/* True when nothing admitted is left.  A purchase that looked just before the
+ * pause counts itself in `active` for a moment (inventory_admit): the count may
  * read 1 just after the last real purchase left and woke us, so look a few times
  * before waiting for the next wake-up. */
 static bool inventory_drained(struct sale *s)
@@ -471,7 +480,8 @@ bool inventory_pause(struct sale *s, int timeout_ms)
      * lock, and must not wait for this thread to be scheduled again.  The lock is
      * taken only to look once more and wait: the leaver broadcasts under it, so its
      * wake-up cannot fall between that look and the wait.  `drained` is what the
-     * look saw: a refused purchase may count itself in `active` just after. */
+     * look saw: a purchase that looked just before the pause may still count itself in
+     * `active` just after, and is then refused. */
     bool drained;
     int rc = 0;
     while (!(drained = inventory_drained(s)) && rc != ETIMEDOUT) {

@@ -110,6 +110,9 @@ int main(int argc, char **argv)
              cfg.bind, http_port(http), store_kind(store), config_name("inventory", cfg.inventory),
              config_name("durability", cfg.durability), (long long)inventory_max_id(inv),
              (long long)cfg.io_threads, (long long)cfg.workers, (long long)cfg.queue);
+    if (cfg.model == MODEL_THREAD_PER_CONNECTION)
+        LOG_INFO("model thread-per-connection: a thread per connection (at most %lld), no worker pool",
+                 (long long)cfg.max_connections);
 
     int sig = 0;
     uint64_t sweep_every = (uint64_t)cfg.sweep_ms * 1000000u;

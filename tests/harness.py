@@ -29,6 +29,9 @@ PG = os.environ.get("FLASHSALE_TEST_PG", "").rstrip("/")
 # (tests/test_contract.py checks them all against static/openapi.json).
 RECORD = os.environ.get("FLASHSALE_TEST_RECORD")
 _record_lock = threading.Lock()
+# FLASHSALE_TEST_ARGS="--model thread-per-connection" runs a suite against another
+# execution model: these flags follow every server's own.
+EXTRA_ARGS = os.environ.get("FLASHSALE_TEST_ARGS", "").split()
 FAILED = 0
 
 
@@ -168,7 +171,7 @@ class Server:
 
     def start(self, timeout=15):
         cmd = [self.binary, "--port", "0", "--db", self.db, "--admin-token", TOKEN,
-               "--static", os.path.join(ROOT, "static"), "--demo-stock", str(self.demo_stock)] + self.args
+               "--static", os.path.join(ROOT, "static"), "--demo-stock", str(self.demo_stock)] + self.args + EXTRA_ARGS
         env = dict(os.environ)
         env.update(self.env)
         self.log = []

@@ -5,7 +5,8 @@
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
 #   tests/run.sh all | unit | api | crowd | kill | lifecycle | starve | security | hostile | framing |
-#                faults | ecosystem | fuzz | pg | pg-faults | cluster | tsan | asan | e2e | contract
+#                faults | ecosystem | fuzz | pg | pg-faults | cluster | tsan | asan | e2e | contract | tpc
+# tpc: the black-box suites again with --model thread-per-connection (FLASHSALE_TEST_ARGS).
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tests/out
@@ -61,6 +62,16 @@ pg_suites() {
     suite pg-faults python3 tests/test_pgfaults.py # its own PostgreSQL, behind a proxy it breaks
 }
 
+TPC="env FLASHSALE_TEST_ARGS=--model=thread-per-connection"
+tpc_suites() {
+    suite tpc python3 tests/test_tpc.py
+    suite tpc-api $TPC python3 tests/test_api.py
+    suite tpc-crowd $TPC python3 tests/test_crowd.py
+    suite tpc-kill $TPC python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
+    suite tpc-lifecycle $TPC python3 tests/test_lifecycle.py
+    suite tpc-framing $TPC python3 tests/test_framing.py
+}
+
 have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
 
 what=${1:-all}
@@ -83,7 +94,8 @@ cluster) suite cluster python3 tests/test_cluster.py; suite docker python3 tests
 tsan)
     suite tsan-unit tsan_units
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
-    suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale ;;
+    suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale
+    suite tsan-tpc-crowd $TPC $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite ;;
 asan)
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
@@ -94,6 +106,7 @@ asan)
     suite asan-faults python3 tests/test_faults.py build/asan/flashsale ;;
 e2e) suite e2e node tests/e2e/dashboard.test.mjs ;;
 contract) suite contract python3 tests/test_contract.py ;;
+tpc) tpc_suites ;;
 all)
     suite unit units build
     suite api python3 tests/test_api.py
@@ -107,6 +120,7 @@ all)
     suite faults python3 tests/test_faults.py
     suite ecosystem python3 tests/test_ecosystem.py
     suite contract python3 tests/test_contract.py
+    tpc_suites
     suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}"
     if have_pg; then
         pg_suites
@@ -116,6 +130,7 @@ all)
     suite tsan-unit tsan_units
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
     suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale
+    suite tsan-tpc-crowd $TPC $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
@@ -127,7 +142,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|starve|security|hostile|framing|faults|ecosystem|fuzz|pg|pg-faults|cluster|tsan|asan|e2e|contract" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|starve|security|hostile|framing|faults|ecosystem|fuzz|pg|pg-faults|cluster|tsan|asan|e2e|contract|tpc" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"

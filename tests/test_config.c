@@ -72,6 +72,7 @@ static void test_defaults(void)
     CHECK_EQ_STR(c.admin_token, "");
     CHECK_EQ_INT(c.admin, 1);
     CHECK_EQ_INT(c.inventory, INVENTORY_ATOMIC);
+    CHECK_EQ_INT(c.model, MODEL_THREADS);
     /* 0 = automatic: the cores but one for I/O, half the cores for workers */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     CHECK_EQ_INT(c.workers, cores > 1 ? cores / 2 : 1);
@@ -190,6 +191,8 @@ static void test_bounds(void)
         {"inventory", "", -1},     {"inventory", "redis", -1}, {"durability", "normal", 0},
         {"durability", "off", -1}, {"admin", "off", 0},        {"admin", "0", -1},
         {"log-level", "debug", 0}, {"log-level", "fatal", -1}, {"log-level", "warn", 0},
+        {"model", "threads", 0},   {"model", "thread-per-connection", 0},
+        {"model", "processes", -1}, {"model", "Threads", -1},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         struct config c;
@@ -285,6 +288,8 @@ static void test_enums_and_names(void)
     CHECK_EQ_STR(config_name("inventory", INVENTORY_UNSAFE), "unsafe");
     CHECK_EQ_STR(config_name("inventory", 4), "?");
     CHECK_EQ_STR(config_name("inventory", -1), "?");
+    CHECK_EQ_STR(config_name("model", MODEL_THREADS), "threads");
+    CHECK_EQ_STR(config_name("model", MODEL_THREAD_PER_CONNECTION), "thread-per-connection");
     CHECK_EQ_STR(config_name("durability", DURABILITY_FULL), "full");
     CHECK_EQ_STR(config_name("durability", DURABILITY_NORMAL), "normal");
     CHECK_EQ_STR(config_name("admin", 0), "off");

@@ -76,9 +76,14 @@ static const struct {
     {"nul_in_value_middle", RAW("HTTP/1.1\r\nAuthorization: Bearer T\0junk\r\nHost: t\r\n\r\n"), FRAMING_LINES},
     {"nul_in_value_last", RAW("HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\0\r\n\r\n"), FRAMING_LINES},
     {"nul_in_value_last_lf", RAW("HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\0\n\n"), FRAMING_LINES},
-    /* The one NUL the in-place block cannot show: "b\0\n" leaves the bytes "b\r\n"
-     * leaves (the gate refuses it in a first request). */
+    /* The NULs the in-place block cannot show, all ending a line: "b\0\n" leaves the
+     * bytes "b\r\n" leaves, "b\0\r\n\n" and "b\0\0\n\n" those of "b\r\n\r\n" (the
+     * gate refuses them in a first request: test_first_bytes). */
     {"nul_before_lf_looks_like_cr", RAW("HTTP/1.1\r\nHost: t\r\nX-A: b\0\n\r\n"), FRAMING_OK},
+    {"nul_before_crlf_then_lf", RAW("HTTP/1.1\r\nHost:\0\r\n\n"), FRAMING_OK},
+    {"nuls_before_lf_then_lf", RAW("HTTP/1.1\r\nHost: t\0\0\n\n"), FRAMING_OK},
+    {"nul_before_crlf_then_crlf", RAW("HTTP/1.1\r\nHost: t\0\r\n\r\n"), FRAMING_LINES},
+    {"crlf_then_lf", RAW("HTTP/1.1\r\nHost: t\r\n\n"), FRAMING_LINES},
     {"nul_after_colon", RAW("HTTP/1.1\r\nHost:\0 t\r\n\r\n"), FRAMING_LINES},
     {"mixed_line_endings", RAW("HTTP/1.1\r\nHost: t\nX-A: b\r\n\r\n"), FRAMING_LINES},
     {"bare_cr_in_value", RAW("HTTP/1.1\r\nHost: t\r\nX-A: b\rc\r\n\r\n"), FRAMING_VALUE},
@@ -167,6 +172,8 @@ static void test_first_bytes(void)
         {RAW("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n"), FRAMING_OK},
         {RAW("GET / HTTP/1.1\r\nHo"), FRAMING_OK},
         {RAW("GET / HTTP/1.1\r\nHost: t\r\nX-A: b\0\n\r\n"), FRAMING_LINES},
+        {RAW("GET / HTTP/1.1\r\nHost:\0\r\n\n"), FRAMING_LINES},
+        {RAW("GET / HTTP/1.1\r\nHost: t\0\0\n\n"), FRAMING_LINES},
         {RAW("GET / HTTP/1.1\r\nAuthorization: Bearer T\0junk\r\nHost: t\r\n\r\n"), FRAMING_LINES},
         /* The request line's NUL is http.c's to refuse (it cuts the path short). */
         {RAW("GET /a\0b HTTP/1.1\r\nHost: t\r\n\r\n"), FRAMING_OK},

@@ -207,6 +207,29 @@ static void test_sqlite_strategy(void)
     inventory_free(inv);
 }
 
+/* sqlite strategy on PostgreSQL: the sold-out notice of a COMMIT can reach memory
+ * before the writer applies that COMMIT there; memory must not go below zero
+ * (it did, and the next refused buyer's release hit the assert). */
+static void test_sqlite_news_before_commit(void)
+{
+    struct inventory *inv = inventory_new(INVENTORY_SQLITE);
+    struct sale *s = publish(inv, row_of(1, 1, 1));
+    int64_t ul = -1;
+    CHECK_EQ_INT(inventory_reserve(inv, s, "ann", 1, NOW, &ul), OUTCOME_OK);
+    /* The database sold the last unit; its notice is heard before memory commits. */
+    inventory_sold_out(inv, s->id, atomic_load(&s->changed_ns) + 1);
+    CHECK_EQ_INT(left_of(s), 0);
+    inventory_commit(inv, s, "ann", 1, false);
+    CHECK_EQ_INT(left_of(s), 0);
+    CHECK_EQ_INT(sold_of(s), 1);
+    /* The next buyer is refused by the database: its release finds a sane stock. */
+    CHECK_EQ_INT(inventory_reserve(inv, s, "bob", 1, NOW, &ul), OUTCOME_OK);
+    inventory_release(inv, s, "bob", 1);
+    CHECK_EQ_INT(left_of(s), 0);
+    CHECK_EQ_INT(inventory_check(inv, s, "cat", 1, NOW), OUTCOME_SOLD_OUT);
+    inventory_free(inv);
+}
+
 /* unsafe, one thread: the same answers as a guarded strategy, plus the blind
  * stock value it reports for the database. */
 static void test_unsafe_strategy(void)
@@ -693,11 +716,82 @@ static void test_pause_against_crowd(void)
     inventory_free(r.inv);
 }
 
+/* A crowd refused while paused must not starve the reset: refused buyers must not
+ * count themselves in `active` (they used to, for a moment each, so under a crowd
+ * the pause rarely read 0 and timed out).  Deterministic on the fixed code: once
+ * every knocker has begun an attempt after the pause, `active` must read 0 at
+ * every look, however the threads are scheduled. */
+#define KNOCKERS 8
+struct knockers {
+    struct sale *s;
+    _Atomic int stop;
+    _Atomic long tries[KNOCKERS];
+};
+
+struct knocker_arg {
+    struct knockers *k;
+    int i;
+};
+
+static void *knocker(void *arg)
+{
+    struct knocker_arg *a = arg;
+    while (!atomic_load(&a->k->stop)) {
+        if (inventory_admit(a->k->s)) inventory_leave(a->k->s);
+        atomic_fetch_add(&a->k->tries[a->i], 1);
+    }
+    return NULL;
+}
+
+/* Until every knocker has finished `more` attempts after `since` (a generous
+ * deadline: this only waits for threads to be scheduled). */
+static void knockers_wait(struct knockers *k, const long *since, long more, long *nonzero)
+{
+    time_t deadline = time(NULL) + 120;
+    for (long spins = 0; spins % 1024 || time(NULL) < deadline; spins++) {
+        if (atomic_load(&k->s->active) != 0) (*nonzero)++;
+        int behind = 0;
+        for (int i = 0; i < KNOCKERS; i++) behind += atomic_load(&k->tries[i]) < since[i] + more;
+        if (!behind) return;
+        if (spins % 64 == 0) sched_yield();
+    }
+    UNIT_FAILF("knockers did not run");
+}
+
+static void test_pause_not_starved_by_refused(void)
+{
+    static struct knockers k;
+    memset(&k, 0, sizeof k);
+    struct inventory *inv = inventory_new(INVENTORY_ATOMIC);
+    k.s = publish(inv, row_of(1, 20, 1));
+    pthread_t th[KNOCKERS];
+    struct knocker_arg args[KNOCKERS];
+    for (int i = 0; i < KNOCKERS; i++) {
+        args[i] = (struct knocker_arg){&k, i};
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, knocker, &args[i]), 0);
+    }
+    long since[KNOCKERS], nonzero = 0, ignored = 0;
+    for (int i = 0; i < KNOCKERS; i++) since[i] = atomic_load(&k.tries[i]);
+    knockers_wait(&k, since, 100, &ignored); /* all knocking */
+    CHECK(inventory_pause(k.s, 60000));       /* generous: nothing real is admitted */
+    for (int i = 0; i < KNOCKERS; i++) since[i] = atomic_load(&k.tries[i]);
+    knockers_wait(&k, since, 2, &ignored);    /* each has looked at the flag since */
+    for (int i = 0; i < KNOCKERS; i++) since[i] = atomic_load(&k.tries[i]);
+    knockers_wait(&k, since, 2000, &nonzero); /* 2000 refusals each, watched */
+    inventory_unpause(k.s);
+    atomic_store(&k.stop, 1);
+    for (int i = 0; i < KNOCKERS; i++) pthread_join(th[i], NULL);
+    CHECK_EQ_INT(nonzero, 0);
+    CHECK_EQ_INT(atomic_load(&k.s->active), 0);
+    inventory_free(inv);
+}
+
 static const struct unit_case cases[] = {
     {"new_add_get", test_new_add_get},
     {"payment_window", test_payment_window},
     {"guarded_reserve_commit_release", test_guarded_reserve_commit_release},
     {"sqlite_strategy", test_sqlite_strategy},
+    {"sqlite_news_before_commit", test_sqlite_news_before_commit},
     {"unsafe_strategy", test_unsafe_strategy},
     {"windows", test_windows},
     {"check_changes_nothing", test_check_changes_nothing},
@@ -710,6 +804,7 @@ static const struct unit_case cases[] = {
     {"crowd_atomic", test_crowd_atomic},
     {"crowd_mutex", test_crowd_mutex},
     {"pause_against_crowd", test_pause_against_crowd},
+    {"pause_not_starved_by_refused", test_pause_not_starved_by_refused},
     {NULL, NULL}};
 
 int main(void) { return unit_run(cases); }
