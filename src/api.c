@@ -67,19 +67,32 @@ struct api_command {
 };
 
 static const struct api_command api_commands[] = {
-    /* route, method, handler, flags, what must exist first */
+    /* route (its path in route.c), method, handler, flags, what must exist first */
+    /* GET /healthz */
     {ROUTE_HEALTHZ, METHOD_GET, reads_healthz, 0, API_EXISTS_NONE},
+    /* GET /metrics */
     {ROUTE_METRICS, METHOD_GET, reads_metrics, 0, API_EXISTS_NONE},
+    /* GET / and the dashboard's files: any path outside /api/ */
     {ROUTE_STATIC, METHOD_GET, reads_static, 0, API_EXISTS_NONE},
+    /* GET /api/v1/stats */
     {ROUTE_STATS, METHOD_GET, reads_stats, API_IP_RATE, API_EXISTS_NONE},
+    /* GET /api/v1/sales */
     {ROUTE_SALES, METHOD_GET, reads_sales, API_IP_RATE, API_EXISTS_NONE},
+    /* GET /api/v1/sales/{id} */
     {ROUTE_SALE, METHOD_GET, reads_sale, API_IP_RATE, API_EXISTS_SALE},
+    /* POST /api/v1/sales/{id}/orders: a purchase, answered after its COMMIT */
     {ROUTE_ORDER_CREATE, METHOD_POST, purchase_create, API_IP_RATE | API_JSON | API_LATER, API_EXISTS_SALE},
+    /* GET /api/v1/orders/{id} (X-Order-Token) */
     {ROUTE_ORDER, METHOD_GET, orders_get, API_IP_RATE, API_EXISTS_ORDER},
+    /* POST /api/v1/orders/{id}/pay (X-Order-Token) */
     {ROUTE_PAY, METHOD_POST, orders_pay, API_IP_RATE | API_JSON | API_LATER, API_EXISTS_ORDER},
+    /* POST /api/v1/orders/{id}/cancel (X-Order-Token) */
     {ROUTE_CANCEL, METHOD_POST, orders_cancel, API_IP_RATE | API_JSON | API_LATER, API_EXISTS_ORDER},
+    /* GET /api/v1/sales/{id}/audit: public, on the admin thread */
     {ROUTE_AUDIT, METHOD_GET, admin_audit, API_IP_RATE | API_LATER, API_EXISTS_SALE},
+    /* POST /api/v1/sales (Authorization: Bearer) */
     {ROUTE_SALES, METHOD_POST, admin_create, API_IP_RATE | API_ADMIN | API_JSON | API_LATER, API_EXISTS_NONE},
+    /* POST /api/v1/sales/{id}/reset (Authorization: Bearer) */
     {ROUTE_RESET, METHOD_POST, admin_reset, API_IP_RATE | API_ADMIN | API_BOUNDED | API_LATER, API_EXISTS_SALE},
 };
 
