@@ -239,3 +239,9 @@ size_t render_audit(const struct render_audit *a, char *body, size_t size)
                      a->shared ? "null" : memory_agrees ? "true" : "false", a->inventory);
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
+
+size_t render_healthz(char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "{\"status\":\"ok\"}");
+    return n > 0 && (size_t)n < size ? (size_t)n : 0;
+}

@@ -21,6 +21,9 @@ struct render_service {
     size_t queue_depth, queue_capacity, store_backlog;
 };
 
+/* GET /healthz's body into buf; its length (0 if it did not fit). */
+size_t render_healthz(char *buf, size_t size);
+
 /* One sale as JSON, its status as of unix second now. */
 void render_sale(FILE *out, const struct sale *s, int64_t now);
 
