@@ -4,8 +4,8 @@
 # Every suite prints "PASS <case>" / "FAIL <case>: <why>" lines (C unit tests via
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
-#   tests/run.sh all | unit | api | crowd | kill | lifecycle | starve | security | hostile | framing |
-#                faults | ecosystem | fuzz | pg | pg-faults | cluster | tsan | asan | e2e | contract | tpc
+#   tests/run.sh all | unit | api | crowd | kill | soak | powerloss | lifecycle | starve | security | hostile |
+#                framing | faults | ecosystem | fuzz | pg | pg-faults | cluster | tsan | asan | e2e | contract | tpc
 # tpc: the black-box suites again with --model thread-per-connection (FLASHSALE_TEST_ARGS).
 set -u
 cd "$(dirname "$0")/.."
@@ -80,6 +80,8 @@ unit) suite unit units "${2:-build}" ;;  # tests/run.sh unit build/asan runs the
 api) suite api python3 tests/test_api.py ;;
 crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
+soak) suite soak python3 tests/test_kill.py "${SOAK_KILL_ROUNDS:-120}" "${SOAK_TERM_ROUNDS:-30}" ;;
+powerloss) suite powerloss python3 tests/test_powerloss.py ${POWERLOSS_CUTS:-10 3 3} ;;
 lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
 starve) suite starve python3 tests/test_starve.py ;;
 security) suite security python3 tests/test_security.py ;;
@@ -112,6 +114,7 @@ all)
     suite api python3 tests/test_api.py
     suite crowd python3 tests/test_crowd.py
     suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
+    suite powerloss python3 tests/test_powerloss.py ${POWERLOSS_CUTS:-10 3 3}
     suite lifecycle python3 tests/test_lifecycle.py
     suite starve python3 tests/test_starve.py
     suite security python3 tests/test_security.py
@@ -142,7 +145,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|lifecycle|starve|security|hostile|framing|faults|ecosystem|fuzz|pg|pg-faults|cluster|tsan|asan|e2e|contract|tpc" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|soak|powerloss|lifecycle|starve|security|hostile|framing|faults|ecosystem|fuzz|pg|pg-faults|cluster|tsan|asan|e2e|contract|tpc" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"

