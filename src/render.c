@@ -93,7 +93,7 @@ size_t render_order(const struct store_order *o, bool as_created, const char *to
     if (!size) return 0;
     char user[PAYLOAD_USER_MAX * 6 + 1];
     size_t user_len = outcome_json_escape(user, 0, sizeof user, o->user_id);
-    const char *status = o->status;
+    const char *status = store_status_name(o->status);
     if (as_created) status = o->expires_at ? "pending" : "confirmed";
     struct render_buf b = {buf, buf + size - 1, false};
     RENDER_LIT(&b, "{\"order_id\":");

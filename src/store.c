@@ -180,10 +180,31 @@ enum store_settle_step {
     SETTLE_EXPIRE   /* pending past its deadline -> expired, units back */
 };
 
+static const char *const store_status_names[] = {
+    [STORE_PENDING] = "pending", [STORE_PAID] = "paid", [STORE_CONFIRMED] = "confirmed",
+    [STORE_CANCELLED] = "cancelled", [STORE_EXPIRED] = "expired",
+};
+
+const char *store_status_name(enum store_status s)
+{
+    assert((unsigned)s < sizeof store_status_names / sizeof store_status_names[0]);
+    return store_status_names[s];
+}
+
+bool store_status_parse(const char *name, enum store_status *s)
+{
+    for (size_t i = 0; name && i < sizeof store_status_names / sizeof store_status_names[0]; i++)
+        if (strcmp(name, store_status_names[i]) == 0) {
+            *s = (enum store_status)i;
+            return true;
+        }
+    return false;
+}
+
 static enum store_settle_step store_settle_step(const struct store_order *o, const char *user, bool pay,
                                                 int64_t now, enum outcome *outcome)
 {
-    bool pending = strcmp(o->status, "pending") == 0;
+    bool pending = o->status == STORE_PENDING;
     *outcome = OUTCOME_OK;
     if (user[0] && strcmp(o->user_id, user) != 0) {
         *outcome = OUTCOME_FORBIDDEN;
@@ -194,11 +215,11 @@ static enum store_settle_step store_settle_step(const struct store_order *o, con
         *outcome = OUTCOME_ORDER_EXPIRED;
         return SETTLE_EXPIRE;
     }
-    if (strcmp(o->status, "expired") == 0) {
+    if (o->status == STORE_EXPIRED) {
         *outcome = OUTCOME_ORDER_EXPIRED;
         return SETTLE_NOTHING;
     }
-    bool cancelled = strcmp(o->status, "cancelled") == 0;
+    bool cancelled = o->status == STORE_CANCELLED;
     if (pay) {
         /* paying twice, or a confirmed order: nothing to do, say how it stands */
         if (cancelled) *outcome = OUTCOME_ORDER_CANCELLED;
@@ -221,14 +242,14 @@ static enum outcome store_settle(const struct store_backend *be, struct store_co
     case SETTLE_NOTHING: break;
     case SETTLE_EXPIRE:
     case SETTLE_CANCEL: {
-        const char *status = got == OUTCOME_ORDER_EXPIRED ? "expired" : "cancelled";
+        enum store_status status = got == OUTCOME_ORDER_EXPIRED ? STORE_EXPIRED : STORE_CANCELLED;
         if (be->order_close(c, o, status, now, &t->returned) != OUTCOME_OK) return OUTCOME_UNAVAILABLE;
-        snprintf(o->status, sizeof o->status, "%s", status);
+        o->status = status;
         break;
     }
     case SETTLE_PAY:
         if (be->order_pay(c, o, now, &t->paid_now) != OUTCOME_OK) return OUTCOME_UNAVAILABLE;
-        snprintf(o->status, sizeof o->status, "paid");
+        o->status = STORE_PAID;
         o->paid_at = now;
         break;
     }

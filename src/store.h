@@ -52,11 +52,18 @@ struct store_sale {
     int64_t pending, paid, expired, cancelled;
 };
 
+/* An order's status.  Its name (store_status_name) is what SQL stores and the JSON
+ * says; the rest of the program compares the enum. */
+enum store_status { STORE_PENDING, STORE_PAID, STORE_CONFIRMED, STORE_CANCELLED, STORE_EXPIRED };
+const char *store_status_name(enum store_status s);
+/* The status called name; false for a name the schema does not allow. */
+bool store_status_parse(const char *name, enum store_status *s);
+
 struct store_order {
     int64_t id, sale_id;
     char user_id[PAYLOAD_USER_MAX + 1];
     int64_t quantity;
-    char status[12];                   /* pending|paid|confirmed|cancelled|expired */
+    enum store_status status;
     int64_t created_at, expires_at, paid_at; /* unix ms; 0 = none */
 };
 

@@ -22,6 +22,14 @@
 
 #include "store.h"
 
+/* A status as the database holds it.  The schema's CHECK allows only the five names,
+ * so another one is a damaged row: it reads as confirmed, which nobody can pay or
+ * cancel, rather than as something that gives units back. */
+static inline void store_read_status(struct store_order *o, const char *name)
+{
+    if (!store_status_parse(name, &o->status)) o->status = STORE_CONFIRMED;
+}
+
 struct store_backend {
     /* ---- capabilities -------------------------------------------------------- */
     const char *kind;           /* "sqlite", "postgresql": store_kind() */
@@ -73,7 +81,7 @@ struct store_backend {
      * back on sale (*closed false: it was no longer pending); pending -> paid if
      * still before its deadline (*paid says whether it changed). */
     enum outcome (*order_lock)(struct store_conn *c, int64_t id, struct store_order *out);
-    enum outcome (*order_close)(struct store_conn *c, const struct store_order *o, const char *status,
+    enum outcome (*order_close)(struct store_conn *c, const struct store_order *o, enum store_status status,
                                 int64_t now, bool *closed);
     enum outcome (*order_pay)(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid);
 

@@ -455,7 +455,7 @@ static void pg_read_order(const PGresult *r, int row, struct store_order *o)
     o->sale_id = pg_int(r, row, 1);
     snprintf(o->user_id, sizeof o->user_id, "%s", PQgetvalue(r, row, 2));
     o->quantity = pg_int(r, row, 3);
-    snprintf(o->status, sizeof o->status, "%s", PQgetvalue(r, row, 4));
+    store_read_status(o, PQgetvalue(r, row, 4));
     o->created_at = pg_int(r, row, 5);
     o->expires_at = pg_int(r, row, 6);
     o->paid_at = pg_int(r, row, 7);
@@ -567,7 +567,7 @@ static enum outcome pg_buy(struct store_conn *c, struct store_job **buys, size_t
         o->sale_id = p->sale_id;
         snprintf(o->user_id, sizeof o->user_id, "%s", p->user_id);
         o->quantity = pg_int(r, row, 3);
-        snprintf(o->status, sizeof o->status, "%s", PQgetvalue(r, row, 4));
+        store_read_status(o, PQgetvalue(r, row, 4));
         o->created_at = pg_int(r, row, 5);
         o->expires_at = pg_int(r, row, 6);
         o->paid_at = 0;
@@ -609,11 +609,11 @@ static enum outcome pg_reset_sale(struct store_conn *c, int64_t sale_id)
 }
 
 /* Closes a pending order and gives its units back; *closed says whether this call did. */
-static enum outcome pg_close_order(struct store_conn *c, const struct store_order *o, const char *status,
+static enum outcome pg_close_order(struct store_conn *c, const struct store_order *o, enum store_status status,
                                    int64_t now, bool *closed)
 {
     char a[24], b[24], q[24];
-    const char *v[] = {PG_NUM(a, o->id), status, PG_NUM(b, now)};
+    const char *v[] = {PG_NUM(a, o->id), store_status_name(status), PG_NUM(b, now)};
     PGresult *r = pg_run(c, "close", 3, v, PGRES_COMMAND_OK);
     if (!r) return OUTCOME_UNAVAILABLE;
     *closed = strcmp(PQcmdTuples(r), "1") == 0;

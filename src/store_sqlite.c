@@ -411,7 +411,7 @@ static void sqlite_read_order(sqlite3_stmt *st, struct store_order *o)
     o->sale_id = sqlite3_column_int64(st, 1);
     snprintf(o->user_id, sizeof o->user_id, "%s", (const char *)sqlite3_column_text(st, 2));
     o->quantity = sqlite3_column_int64(st, 3);
-    snprintf(o->status, sizeof o->status, "%s", (const char *)sqlite3_column_text(st, 4));
+    store_read_status(o, (const char *)sqlite3_column_text(st, 4));
     o->created_at = sqlite3_column_int64(st, 5);
     o->expires_at = sqlite3_column_int64(st, 6);
     o->paid_at = sqlite3_column_int64(st, 7);
@@ -490,12 +490,12 @@ static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase 
     o->created_at = clock_wall_ms();
     o->expires_at = p->payment_window ? o->created_at + p->payment_window * 1000 : 0;
     o->paid_at = 0;
-    snprintf(o->status, sizeof o->status, "%s", p->payment_window ? "pending" : "confirmed");
+    o->status = p->payment_window ? STORE_PENDING : STORE_CONFIRMED;
     st = c->st[ST_INSERT_ORDER];
     sqlite3_bind_int64(st, 1, o->sale_id);
     sqlite3_bind_text(st, 2, o->user_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, o->quantity);
-    sqlite3_bind_text(st, 4, o->status, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, store_status_name(o->status), -1, SQLITE_STATIC);
     if (p->idem_key[0]) sqlite3_bind_text(st, 5, p->idem_key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, o->created_at);
     if (o->expires_at) sqlite3_bind_int64(st, 7, o->expires_at);
@@ -574,12 +574,12 @@ static enum outcome sqlite_reset_sale(struct store_conn *c, int64_t sale_id)
 /* Closes a pending order (status 'cancelled' or 'expired') and gives its units
  * back to the sale, in the current transaction.  *closed false: someone else
  * already had (nothing given back twice). */
-static enum outcome sqlite_close_order(struct store_conn *c, const struct store_order *o, const char *status,
+static enum outcome sqlite_close_order(struct store_conn *c, const struct store_order *o, enum store_status status,
                                        int64_t now, bool *closed)
 {
     sqlite3_stmt *st = c->st[ST_CLOSE];
     sqlite3_bind_int64(st, 1, o->id);
-    sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, store_status_name(status), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
     int rc = sqlite3_step(st);
     sqlite_done(st);
@@ -630,7 +630,7 @@ static enum outcome sqlite_sweep(struct store_conn *c, struct store_sweep *sw)
         sqlite_done(st);
         for (size_t i = 0; i < chunk; i++) {
             bool closed = false;
-            if (sqlite_close_order(c, &due[i], "expired", sw->now_ms, &closed) != OUTCOME_OK)
+            if (sqlite_close_order(c, &due[i], STORE_EXPIRED, sw->now_ms, &closed) != OUTCOME_OK)
                 return OUTCOME_UNAVAILABLE;
             if (!closed) continue;
             struct store_expired *e = &sw->rows[sw->n++];

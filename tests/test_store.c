@@ -393,7 +393,7 @@ static void test_guarded_never_oversells(void)
     for (int i = 0; i < 50; i++) {
         if (jobs[i].outcome != OUTCOME_OK) continue;
         CHECK(jobs[i].u.purchase.order.id > 0);
-        CHECK_EQ_STR(jobs[i].u.purchase.order.status, "confirmed");
+        CHECK_EQ_STR(store_status_name(jobs[i].u.purchase.order.status), "confirmed");
         CHECK_EQ_INT(jobs[i].u.purchase.order.expires_at, 0);
         CHECK(!jobs[i].u.purchase.replayed);
         ids_ok++;
@@ -574,7 +574,7 @@ static void test_order_get(void)
     job.u.purchase.payment_window = 600;
     CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
     p2 = job.u.purchase;
-    CHECK_EQ_STR(p2.order.status, "pending");
+    CHECK_EQ_STR(store_status_name(p2.order.status), "pending");
     CHECK_EQ_INT(p2.order.expires_at, p2.order.created_at + 600000);
 
     struct store_conn *c = store_conn_open(o.st);
@@ -585,12 +585,12 @@ static void test_order_get(void)
     CHECK_EQ_INT(ord.sale_id, final_sale);
     CHECK_EQ_STR(ord.user_id, "ann");
     CHECK_EQ_INT(ord.quantity, 2);
-    CHECK_EQ_STR(ord.status, "confirmed");
+    CHECK_EQ_STR(store_status_name(ord.status), "confirmed");
     CHECK_EQ_INT(ord.created_at, p1.order.created_at);
     CHECK_EQ_INT(ord.expires_at, 0);
     CHECK_EQ_INT(ord.paid_at, 0);
     CHECK_EQ_INT(store_order_get(c, p2.order.id, &ord), OUTCOME_OK);
-    CHECK_EQ_STR(ord.status, "pending");
+    CHECK_EQ_STR(store_status_name(ord.status), "pending");
     CHECK_EQ_STR(ord.user_id, "bob");
     CHECK_EQ_INT(ord.expires_at, p2.order.expires_at);
     CHECK_EQ_INT(store_order_get(c, 12345, &ord), OUTCOME_NOT_FOUND);
@@ -1125,7 +1125,25 @@ static void remove_dir(void)
     rmdir(dir);
 }
 
+/* Every status the schema allows reads back as itself; anything else is refused. */
+static void test_status_names(void)
+{
+    static const char *const names[] = {"pending", "paid", "confirmed", "cancelled", "expired"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        enum store_status st;
+        CHECK(store_status_parse(names[i], &st));
+        CHECK_EQ_STR(store_status_name(st), names[i]);
+    }
+    static const char *const bad[] = {"", "Pending", "pending ", "refunded", NULL};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        enum store_status st = STORE_PAID;
+        CHECK(!store_status_parse(bad[i], &st));
+        CHECK(st == STORE_PAID); /* untouched */
+    }
+}
+
 static const struct unit_case cases[] = {
+    {"status_names", test_status_names},
     {"schema_and_demo", test_schema_and_demo},
     {"migrates_v1", test_migrates_v1},
     {"newer_schema_refused", test_newer_schema_refused},
