@@ -530,6 +530,16 @@ static void http_admit(void *ctx, int fd, const struct sockaddr *sa, socklen_t l
     MHD_add_connection(io->daemon, fd, sa, len);
 }
 
+/* Stops taking connections on io: the gate owns the listening socket (libmicrohttpd has
+ * none to give back), so it stops watching it and the socket is closed here. */
+static void http_io_quiesce(struct http_io *io)
+{
+    gate_stop_listening(io->gate);
+    close(io->listen_fd);
+    io->listen_fd = -1;
+    io->quiesced = true;
+}
+
 static void *http_io_main(void *arg)
 {
     struct http_io *io = arg;
@@ -538,13 +548,7 @@ static void *http_io_main(void *arg)
     if (s->hooks.thread_start) io->state = s->hooks.thread_start(s->hooks.ctx);
     struct epoll_event ev[64];
     while (!atomic_load(&s->stop)) {
-        if (atomic_load(&s->quiesce) && !io->quiesced) {
-            /* The gate owns the listening socket (libmicrohttpd has none to give back). */
-            gate_stop_listening(io->gate);
-            close(io->listen_fd);
-            io->listen_fd = -1;
-            io->quiesced = true;
-        }
+        if (atomic_load(&s->quiesce) && !io->quiesced) http_io_quiesce(io);
         int timeout = HTTP_TICK_MS, grace = gate_round(io->gate, http_room(io));
         if (grace < timeout) timeout = grace;
         MHD_UNSIGNED_LONG_LONG to;
@@ -868,12 +872,7 @@ static void *http_tpc_accept(void *arg)
     pthread_setname_np(pthread_self(), "fs-accept");
     struct epoll_event ev[64];
     while (!atomic_load(&s->stop)) {
-        if (atomic_load(&s->quiesce) && !io->quiesced) {
-            gate_stop_listening(io->gate);
-            close(io->listen_fd);
-            io->listen_fd = -1;
-            io->quiesced = true;
-        }
+        if (atomic_load(&s->quiesce) && !io->quiesced) http_io_quiesce(io);
         size_t room = http_tpc_room(s);
         int timeout = room ? HTTP_TICK_MS : 1, grace = gate_round(io->gate, room);
         if (grace < timeout) timeout = grace;
