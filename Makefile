@@ -50,7 +50,7 @@ LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
 # Every module but main.c is also linked into the unit tests and fuzzers.
 MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit framing gate \
-           store store_sqlite store_pg http api admin render assets clock version ordertoken
+           store store_sqlite store_pg http call api reads purchase orders admin render assets clock version ordertoken
 OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h
 UNITS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))

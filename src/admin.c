@@ -1,5 +1,4 @@
-/* admin — the operator's endpoints (create a sale, reset it) and the public audit,
- * all off the purchase path.  See api_int.h for what it shares with api.c.
+/* admin — see admin.h.
  *
  * Every admin job runs on the admin thread: a pool of one worker with a database
  * connection of its own and a lower CPU priority (nice ADMIN_NICE), so no job of
@@ -26,6 +25,7 @@
  *     with Retry-After (the callers, not the operator, decide how many there are).
  * A caller alone (asking, buying, asking again) always gets a fresh answer.
  */
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,10 +34,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "api_int.h"
+#include "admin.h"
 #include "clock.h"
 #include "log.h"
 #include "payload.h"
+#include "reads.h"
 #include "render.h"
 
 #define ADMIN_RESET_WAIT_MS 5000
@@ -52,6 +53,12 @@ struct admin_waiter {
     struct http_request *req;
     uint64_t arrived_ns;
     struct admin_waiter *next;
+};
+
+/* A create or a reset on its way: the call, and the new sale's fields. */
+struct admin_job {
+    struct call call;
+    struct payload_sale new_sale;
 };
 
 /* One audit: the database's facts and memory's counters at one commit. */
@@ -75,7 +82,7 @@ struct admin_audit {
 };
 
 struct admin {
-    struct api *api;
+    const struct call_env *env;
     struct pool *pool;
     pthread_mutex_t mu;
     size_t parked;
@@ -91,16 +98,16 @@ static void *admin_thread_new(void *arg, size_t index)
     /* nice is per thread on Linux: only this one gets lower. */
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), ADMIN_NICE) != 0)
         LOG_WARN("admin: cannot lower the admin thread's priority");
-    return store_conn_open(ad->api->store);
+    return store_conn_open(ad->env->store);
 }
 
 static void admin_thread_free(void *state) { store_conn_close(state); }
 
-struct admin *admin_new(struct api *a)
+struct admin *admin_new(const struct call_env *env)
 {
     struct admin *ad = calloc(1, sizeof *ad);
     if (!ad) return NULL;
-    ad->api = a;
+    ad->env = env;
     pthread_mutex_init(&ad->mu, NULL);
     ad->audits = calloc(INVENTORY_MAX_SALES + 1, sizeof *ad->audits);
     struct pool_hooks hooks = {admin_thread_new, NULL, admin_thread_free, ad};
@@ -127,72 +134,45 @@ void admin_free(struct admin *ad)
     free(ad);
 }
 
-/* Answers a deferred request with an outcome's JSON, from any thread. */
-static void admin_complete_outcome(struct http_request *r, enum outcome o, const char *msg)
-{
-    char body[512];
-    size_t len = outcome_json(o, msg, body, sizeof body);
-    bool retry = outcome_status(o) == 503;
-    http_complete(r, outcome_status(o), body, len, retry ? "Retry-After" : NULL, retry ? "1" : NULL);
-}
-
 /* Queues c on the admin thread, or answers 503 when its queue is full. */
-static void admin_enqueue(struct api *a, struct http_request *r, struct api_call *c)
+static void admin_enqueue(struct call *c)
 {
-    if (!pool_reserve(a->admin->pool)) {
+    struct http_request *r = c->req;
+    if (!pool_reserve(c->env->admin->pool)) {
         free(c);
-        return api_refuse(a, r, OUTCOME_OVERLOADED, "too many admin jobs queued; retry");
+        return call_refuse(r, OUTCOME_OVERLOADED, "too many admin jobs queued; retry");
     }
     http_defer(r); /* before queueing: the admin thread may answer at once */
-    pool_submit(a->admin->pool, &c->job);
+    pool_submit(c->env->admin->pool, &c->job);
 }
 
 /* ---- create and reset ------------------------------------------------------------ */
 
-static bool admin_token_ok(struct api *a, struct http_request *r)
+/* Answers a deferred call with a sale's JSON (201 with its Location, or 200). */
+static void admin_answer_sale(struct call *c, int status, struct sale *s)
 {
-    const char *h = http_header(r, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0) return false;
-    h += 7;
-    /* Constant time in the token's length: every byte is compared, whatever matches. */
-    size_t n = strlen(h);
-    unsigned char diff = (unsigned char)(n != a->token_len);
-    for (size_t i = 0; i < a->token_len; i++)
-        diff |= (unsigned char)(a->token[i] ^ (i < n ? h[i] : 0));
-    return diff == 0;
-}
-
-/* Completes a deferred call with a sale's JSON. */
-static void admin_complete_sale(struct api_call *c, int status, struct sale *s)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&buf, &len);
-    if (!out) return api_complete_outcome(c, OUTCOME_INTERNAL, "out of memory");
-    api_sale_reply_fill(out, s);
-    fclose(out);
     char location[64];
     snprintf(location, sizeof location, "/api/v1/sales/%lld", (long long)s->id);
-    http_complete(c->req, status, buf, len, status == 201 ? "Location" : NULL, location);
-    free(buf);
+    call_answer_rendered(c->req, &(struct answer){.status = status, .location = status == 201 ? location : NULL},
+                         reads_sale_fill, s);
 }
 
 /* On the writer after COMMIT, under the commit lock.  A refresh from the database
  * (PostgreSQL) may have published the new sale already: it is the same sale. */
 static void admin_create_done(struct store_job *sj)
 {
-    struct api_call *c = sj->ctx;
+    struct call *c = sj->ctx;
     if (sj->outcome != OUTCOME_OK) return;
-    c->sale = inventory_publish(c->api->inv, &sj->u.sale);
+    c->sale = inventory_publish(c->env->inv, &sj->u.sale);
     if (!c->sale) sj->outcome = OUTCOME_TOO_MANY_SALES;
 }
 
 static void admin_create_run(struct pool_job *job, void *conn)
 {
-    struct api_call *c = (struct api_call *)job;
-    struct api *a = c->api;
+    struct call *c = (struct call *)job;
+    const struct call_env *env = c->env;
     struct store_sale *row = &c->sj.u.sale;
-    const struct payload_sale *in = &c->new_sale;
+    const struct payload_sale *in = &((struct admin_job *)c)->new_sale;
     memset(row, 0, sizeof *row);
     memcpy(row->name, in->name, sizeof row->name);
     row->stock_total = in->stock;
@@ -203,14 +183,14 @@ static void admin_create_run(struct pool_job *job, void *conn)
     c->sj.op = STORE_CREATE_SALE;
     c->sj.done = admin_create_done;
     c->sj.ctx = c;
-    enum outcome o = inventory_max_id(a->inv) >= INVENTORY_MAX_SALES ? OUTCOME_TOO_MANY_SALES
-                                                                      : store_run(a->store, &c->sj);
+    enum outcome o = inventory_max_id(env->inv) >= INVENTORY_MAX_SALES ? OUTCOME_TOO_MANY_SALES
+                                                                        : store_run(env->store, &c->sj);
     if (o == OUTCOME_OK) {
         LOG_INFO("api: created sale %lld \"%s\" with %lld units", (long long)row->id, row->name,
                  (long long)row->stock_total);
-        admin_complete_sale(c, 201, c->sale);
+        admin_answer_sale(c, 201, c->sale);
     } else {
-        api_complete_outcome(c, o, NULL);
+        call_refuse(c->req, o, NULL);
     }
     free(c);
 }
@@ -218,17 +198,16 @@ static void admin_create_run(struct pool_job *job, void *conn)
 /* On the writer after COMMIT, under the commit lock: memory follows at once. */
 static void admin_reset_done(struct store_job *sj)
 {
-    struct api_call *c = sj->ctx;
-    if (sj->outcome == OUTCOME_OK) inventory_reset(c->api->inv, c->sale);
+    struct call *c = sj->ctx;
+    if (sj->outcome == OUTCOME_OK) inventory_reset(c->env->inv, c->sale);
 }
 
 static void admin_reset_run(struct pool_job *job, void *conn)
 {
-    struct api_call *c = (struct api_call *)job;
-    struct api *a = c->api;
+    struct call *c = (struct call *)job;
     struct sale *s = c->sale;
     if (!inventory_pause(s, ADMIN_RESET_WAIT_MS)) {
-        api_complete_outcome(c, OUTCOME_RESETTING, "purchases did not drain in time; retry");
+        call_refuse(c->req, OUTCOME_RESETTING, "purchases did not drain in time; retry");
         free(c);
         return;
     }
@@ -236,41 +215,39 @@ static void admin_reset_run(struct pool_job *job, void *conn)
     c->sj.u.sale_id = s->id;
     c->sj.done = admin_reset_done;
     c->sj.ctx = c;
-    enum outcome o = store_run(a->store, &c->sj);
+    enum outcome o = store_run(c->env->store, &c->sj);
     inventory_unpause(s);
     if (o == OUTCOME_OK) {
         LOG_INFO("api: reset sale %lld", (long long)s->id);
-        admin_complete_sale(c, 200, s);
+        admin_answer_sale(c, 200, s);
     } else {
-        api_complete_outcome(c, o, NULL);
+        call_refuse(c->req, o, NULL);
     }
     free(c);
 }
 
-void admin_post(struct api *a, struct http_request *r, enum route route, int64_t id)
+void admin_create(const struct call_env *env, struct http_request *r, int64_t id)
 {
-    if (!admin_token_ok(a, r)) return api_refuse(a, r, OUTCOME_UNAUTHORIZED, NULL);
-    struct sale *sale = NULL;
-    if (route == ROUTE_RESET && !(sale = inventory_get(a->inv, id)))
-        return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
-    enum outcome o = OUTCOME_OK;
     struct payload_sale in;
     char msg[256];
-    if (route == ROUTE_SALES) {
-        o = api_body_checks(r);
-        if (o != OUTCOME_OK) return api_refuse(a, r, o, NULL);
-        size_t len;
-        const char *body = http_body(r, &len);
-        o = payload_sale_parse(body, len, &in, msg, sizeof msg);
-        if (o != OUTCOME_OK) return api_refuse(a, r, o, msg);
-    } else if (http_body_too_large(r)) {
-        return api_refuse(a, r, OUTCOME_TOO_LARGE, NULL);
-    }
-    struct api_call *c = api_call_new(a, r, route == ROUTE_SALES ? admin_create_run : admin_reset_run);
-    if (!c) return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
+    size_t len;
+    const char *body = http_body(r, &len);
+    enum outcome o = payload_sale_parse(body, len, &in, msg, sizeof msg);
+    if (o != OUTCOME_OK) return call_refuse(r, o, msg);
+    struct call *c = call_new(env, r, sizeof(struct admin_job), admin_create_run);
+    if (!c) return call_refuse(r, OUTCOME_INTERNAL, "out of memory");
+    ((struct admin_job *)c)->new_sale = in;
+    admin_enqueue(c);
+}
+
+void admin_reset(const struct call_env *env, struct http_request *r, int64_t sale_id)
+{
+    struct sale *sale = inventory_get(env->inv, sale_id);
+    if (!sale) return call_refuse(r, OUTCOME_NOT_FOUND, "no such sale");
+    struct call *c = call_new(env, r, sizeof *c, admin_reset_run);
+    if (!c) return call_refuse(r, OUTCOME_INTERNAL, "out of memory");
     c->sale = sale;
-    if (route == ROUTE_SALES) c->new_sale = in;
-    admin_enqueue(a, r, c);
+    admin_enqueue(c);
 }
 
 /* ---- audit -------------------------------------------------------------------------- */
@@ -295,39 +272,14 @@ static void admin_audit_snapshot(void *ctx)
     pthread_mutex_unlock(&snap->audit->admin->mu);
 }
 
-static size_t admin_audit_render(struct api *a, struct sale *s, const struct admin_result *res, uint64_t age_ms,
-                                 char *body, size_t size)
+static size_t admin_audit_render(const struct admin *ad, const struct sale *s, const struct admin_result *res,
+                                 uint64_t age_ms, char *body, size_t size)
 {
-    const struct store_audit *au = &res->au;
-    int64_t oversold = au->units_sold > au->stock_total ? au->units_sold - au->stock_total : 0;
-    /* Memory agrees when it counts the same sales as the database and shows no more
-     * stock than the database has: the difference is purchases in flight.  With
-     * several nodes on one database memory is a cache refreshed every second, so
-     * only the database's own facts are judged ("agrees": null). */
-    bool shared = store_shared(a->store);
-    bool memory_agrees = shared || (res->mem_sold == au->units_sold && res->mem_stock_left >= 0 &&
-                                    res->mem_stock_left <= au->stock_left);
-    /* stock_total == stock_left + pending + paid + confirmed, and no late payment */
-    bool consistent = au->stock_left + au->units_sold == au->stock_total &&
-                      au->pending + au->paid + au->confirmed == au->units_sold && oversold == 0 &&
-                      au->users_over_limit == 0 && au->paid_late == 0 && memory_agrees;
-    int n = snprintf(body, size,
-                     "{\"sale_id\":%lld,\"stock_total\":%lld,\"stock_left\":%lld,\"units_sold\":%lld,"
-                     "\"orders\":%lld,\"oversold\":%lld,\"users_over_limit\":%lld,"
-                     "\"consistent\":%s,\"age_ms\":%llu,\"pending\":%lld,\"paid\":%lld,\"confirmed\":%lld,"
-                     "\"expired\":%lld,\"cancelled\":%lld,\"paid_after_expiry\":%lld,"
-                     "\"memory\":{\"stock_left\":%lld,\"sold\":%lld,\"in_flight\":%lld,\"agrees\":%s},"
-                     "\"inventory\":\"%s\"}",
-                     (long long)s->id, (long long)au->stock_total, (long long)au->stock_left,
-                     (long long)au->units_sold, (long long)au->orders, (long long)oversold,
-                     (long long)au->users_over_limit, consistent ? "true" : "false", (unsigned long long)age_ms,
-                     (long long)au->pending, (long long)au->paid, (long long)au->confirmed,
-                     (long long)au->expired, (long long)au->cancelled, (long long)au->paid_late,
-                     (long long)res->mem_stock_left, (long long)res->mem_sold,
-                     (long long)(au->stock_left - res->mem_stock_left),
-                     shared ? "null" : memory_agrees ? "true" : "false",
-                     inventory_traits(a->inv)->name);
-    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+    struct render_audit in = {s->id,         &res->au,
+                              res->mem_stock_left, res->mem_sold,
+                              age_ms,        store_shared(ad->env->store),
+                              inventory_traits(ad->env->inv)->name};
+    return render_audit(&in, body, size);
 }
 
 /* How much older than the request its answer's snapshot is, in ms. */
@@ -341,14 +293,14 @@ static void admin_audit_run(struct pool_job *job, void *conn)
 {
     struct admin_audit *audit = (struct admin_audit *)job;
     struct admin *ad = audit->admin;
-    struct api *a = ad->api;
     struct admin_result res = {0};
     struct admin_snapshot snap = {audit, &res};
-    enum outcome o = conn ? store_audit(a->store, conn, audit->sale->id, &res.au, admin_audit_snapshot, &snap)
+    enum outcome o = conn ? store_audit(ad->env->store, conn, audit->sale->id, &res.au, admin_audit_snapshot, &snap)
                           : OUTCOME_UNAVAILABLE;
     struct admin_waiter *answer, *refused = NULL;
     size_t n = 0;
     pthread_mutex_lock(&ad->mu);
+    assert(audit->running); /* one run per sale at a time: this one */
     if (o == OUTCOME_OK) {
         audit->last = res;
         audit->have = true;
@@ -367,6 +319,7 @@ static void admin_audit_run(struct pool_job *job, void *conn)
     }
     for (struct admin_waiter *w = answer; w; w = w->next) n++;
     for (struct admin_waiter *w = refused; w; w = w->next) n++;
+    assert(ad->parked >= n);
     ad->parked -= n;
     pthread_mutex_unlock(&ad->mu);
     if (again) pool_submit(ad->pool, &audit->job);
@@ -375,29 +328,29 @@ static void admin_audit_run(struct pool_job *job, void *conn)
         next = w->next;
         if (o == OUTCOME_OK) {
             char body[1024];
-            size_t len = admin_audit_render(a, audit->sale, &res, admin_audit_age_ms(w->arrived_ns, res.snapshot_ns),
-                                            body, sizeof body);
-            http_complete(w->req, 200, body, len, NULL, NULL);
+            size_t len = admin_audit_render(ad, audit->sale, &res,
+                                            admin_audit_age_ms(w->arrived_ns, res.snapshot_ns), body, sizeof body);
+            call_answer(w->req, &(struct answer){.body = body, .len = len});
         } else {
-            admin_complete_outcome(w->req, o, o == OUTCOME_NOT_FOUND ? "no such sale" : NULL);
+            call_refuse(w->req, o, o == OUTCOME_NOT_FOUND ? "no such sale" : NULL);
         }
         free(w);
     }
     for (struct admin_waiter *w = refused, *next; w; w = next) {
         next = w->next;
-        admin_complete_outcome(w->req, OUTCOME_OVERLOADED, "the service is stopping");
+        call_refuse(w->req, OUTCOME_OVERLOADED, "the service is stopping");
         free(w);
     }
 }
 
-void admin_audit(struct api *a, struct http_request *r, int64_t sale_id)
+void admin_audit(const struct call_env *env, struct http_request *r, int64_t sale_id)
 {
-    struct sale *s = inventory_get(a->inv, sale_id);
-    if (!s) return api_refuse(a, r, OUTCOME_NOT_FOUND, "no such sale");
-    struct admin *ad = a->admin;
+    struct sale *s = inventory_get(env->inv, sale_id);
+    if (!s) return call_refuse(r, OUTCOME_NOT_FOUND, "no such sale");
+    struct admin *ad = env->admin;
     uint64_t now = clock_mono_ns();
     uint64_t version = atomic_load(&s->version); /* after any commit whose answer the caller has */
-    bool exact_known = !store_shared(a->store);
+    bool exact_known = !store_shared(env->store);
     pthread_mutex_lock(&ad->mu);
     struct admin_audit *audit = ad->audits[s->id];
     if (!audit && (audit = calloc(1, sizeof *audit))) {
@@ -408,7 +361,7 @@ void admin_audit(struct api *a, struct http_request *r, int64_t sale_id)
     }
     if (!audit) {
         pthread_mutex_unlock(&ad->mu);
-        return api_refuse(a, r, OUTCOME_INTERNAL, "out of memory");
+        return call_refuse(r, OUTCOME_INTERNAL, "out of memory");
     }
     if (exact_known && audit->have && audit->last.version == version &&
         admin_audit_age_ms(now, audit->last.snapshot_ns) <= ADMIN_AUDIT_MAX_AGE_MS) {
@@ -419,15 +372,15 @@ void admin_audit(struct api *a, struct http_request *r, int64_t sale_id)
         struct admin_result res = audit->last;
         pthread_mutex_unlock(&ad->mu);
         char body[1024];
-        size_t len = admin_audit_render(a, s, &res, admin_audit_age_ms(now, res.snapshot_ns), body, sizeof body);
-        return http_reply(r, 200, body, len, NULL);
+        size_t len = admin_audit_render(ad, s, &res, admin_audit_age_ms(now, res.snapshot_ns), body, sizeof body);
+        return call_answer(r, &(struct answer){.body = body, .len = len});
     }
     struct admin_waiter *w = ad->parked < ADMIN_AUDIT_PARKED_MAX ? malloc(sizeof *w) : NULL;
     bool start = w && !audit->running;
     if (!w || (start && !pool_reserve(ad->pool))) {
         pthread_mutex_unlock(&ad->mu);
         free(w);
-        return api_refuse(a, r, OUTCOME_OVERLOADED, "too many audits waiting; retry");
+        return call_refuse(r, OUTCOME_OVERLOADED, "too many audits waiting; retry");
     }
     w->req = r;
     w->arrived_ns = now;

@@ -1,12 +1,14 @@
-/* api — the REST API: routing, validation, JSON, and the purchase pipeline.
+/* api — the REST API's dispatcher: the command table (api.c) that says, for each
+ * route and method, which handler answers and what is checked first.
  *
- * It owns the purchase worker pool and gives http its hooks.  Cheap reads and
- * the fast refusals (not found, bad input, sale closed, over the limit, sold out)
- * are answered on the I/O thread that received the request.  Only a purchase that
- * may succeed is deferred: the connection is suspended, the purchase queued to a
- * worker (inventory reservation), then to the store's writer (group commit), and
- * answered from there after COMMIT.  Admin writes and audits also run on workers,
- * never on I/O threads.
+ * Handlers live in one file per resource and see only call.h: reads.c (cheap
+ * reads on the I/O thread), purchase.c (the purchase pipeline), orders.c (an
+ * order, pay, cancel, the sweeper), admin.c (create, reset, audit, on the admin
+ * thread).  The api owns the purchase worker pool and gives http its hooks.
+ * Cheap reads and the fast refusals are answered on the I/O thread that received
+ * the request; a purchase that may succeed, pay and cancel are deferred: the
+ * connection is suspended, the call queued to a worker, then to the store's
+ * writer (group commit), and answered after COMMIT.
  */
 #ifndef FLASHSALE_API_H
 #define FLASHSALE_API_H

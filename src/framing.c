@@ -6,30 +6,27 @@
 #include <string.h>
 #include <strings.h>
 
+/* Each fault's outcome (its status and error code, from outcome.c) and its message. */
 static const struct {
-    int status;
-    const char *code;
+    enum outcome outcome;
     const char *message;
 } framing_table[FRAMING_COUNT] = {
-    [FRAMING_OK] = {200, "ok", "ok"},
-    [FRAMING_LINES] = {400, "invalid_request",
-                       "a header line is folded (obs-fold) or hides bytes behind a NUL"},
-    [FRAMING_NAME] = {400, "invalid_request", "a header name is not a token (whitespace before ':'?)"},
-    [FRAMING_VALUE] = {400, "invalid_request", "a header value contains CR, LF or another control byte"},
-    [FRAMING_CL_AND_TE] = {400, "invalid_request",
-                           "Content-Length and Transfer-Encoding must not be sent together"},
-    [FRAMING_CL_REPEATED] = {400, "invalid_request", "Content-Length must be sent once"},
-    [FRAMING_CL_INVALID] = {400, "invalid_request", "Content-Length must be a decimal number below 2^63"},
-    [FRAMING_TE_REPEATED] = {400, "invalid_request", "Transfer-Encoding must be sent once"},
-    [FRAMING_TE_HTTP10] = {400, "invalid_request", "Transfer-Encoding is not allowed in HTTP/1.0"},
-    [FRAMING_TE_UNSUPPORTED] = {501, "not_implemented", "the only Transfer-Encoding served is chunked"},
-    [FRAMING_HOST_MISSING] = {400, "invalid_request", "HTTP/1.1 requires a Host header"},
-    [FRAMING_HOST_REPEATED] = {400, "invalid_request", "Host must be sent once"},
-    [FRAMING_VERSION] = {505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served"},
+    [FRAMING_OK] = {OUTCOME_OK, "ok"},
+    [FRAMING_LINES] = {OUTCOME_INVALID, "a header line is folded (obs-fold) or hides bytes behind a NUL"},
+    [FRAMING_NAME] = {OUTCOME_INVALID, "a header name is not a token (whitespace before ':'?)"},
+    [FRAMING_VALUE] = {OUTCOME_INVALID, "a header value contains CR, LF or another control byte"},
+    [FRAMING_CL_AND_TE] = {OUTCOME_INVALID, "Content-Length and Transfer-Encoding must not be sent together"},
+    [FRAMING_CL_REPEATED] = {OUTCOME_INVALID, "Content-Length must be sent once"},
+    [FRAMING_CL_INVALID] = {OUTCOME_INVALID, "Content-Length must be a decimal number below 2^63"},
+    [FRAMING_TE_REPEATED] = {OUTCOME_INVALID, "Transfer-Encoding must be sent once"},
+    [FRAMING_TE_HTTP10] = {OUTCOME_INVALID, "Transfer-Encoding is not allowed in HTTP/1.0"},
+    [FRAMING_TE_UNSUPPORTED] = {OUTCOME_NOT_IMPLEMENTED, "the only Transfer-Encoding served is chunked"},
+    [FRAMING_HOST_MISSING] = {OUTCOME_INVALID, "HTTP/1.1 requires a Host header"},
+    [FRAMING_HOST_REPEATED] = {OUTCOME_INVALID, "Host must be sent once"},
+    [FRAMING_VERSION] = {OUTCOME_HTTP_VERSION, "only HTTP/1.0 and HTTP/1.1 are served"},
 };
 
-int framing_status(enum framing_fault f) { return framing_table[f].status; }
-const char *framing_code(enum framing_fault f) { return framing_table[f].code; }
+enum outcome framing_outcome(enum framing_fault f) { return framing_table[f].outcome; }
 const char *framing_message(enum framing_fault f) { return framing_table[f].message; }
 
 /* RFC 9110 §5.6.2 tchar. */

@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "outcome.h"
+
 enum framing_fault {
     FRAMING_OK,
     FRAMING_LINES,          /* obs-fold, or bytes hidden behind a NUL: 400 */
@@ -82,9 +84,11 @@ enum framing_fault framing_end(struct framing_scan *s);
  * other fault is framing_end()'s, so anything else is FRAMING_OK. */
 enum framing_fault framing_first_bytes(const char *buf, size_t len);
 
-int framing_status(enum framing_fault f);          /* 400, 501 or 505 (200 for OK) */
-const char *framing_code(enum framing_fault f);    /* the JSON error code */
-const char *framing_message(enum framing_fault f); /* the JSON message */
+/* How a fault is answered: its outcome (OUTCOME_INVALID 400, OUTCOME_NOT_IMPLEMENTED
+ * 501 or OUTCOME_HTTP_VERSION 505; OUTCOME_OK for FRAMING_OK), whose status and
+ * JSON come from outcome.c, and the message that says which fault it was. */
+enum outcome framing_outcome(enum framing_fault f);
+const char *framing_message(enum framing_fault f);
 
 /* The path of a request-target: an absolute-form target ("http://host:port/p")
  * yields its path ("/p", or "/" when it has none); anything else is returned as is.

@@ -106,16 +106,16 @@ static void gate_refuse(struct gate *g, size_t i, enum framing_fault f)
     int fd = g->slots[i].fd;
     gate_release(g, i);
     while (read(fd, g->peek, sizeof g->peek) > 0) {}
-    char body[192], msg[512];
-    int b = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}", framing_code(f),
-                     framing_message(f));
-    int status = framing_status(f);
+    char body[256], msg[512];
+    enum outcome o = framing_outcome(f);
+    int b = (int)outcome_json(o, framing_message(f), body, sizeof body);
+    int status = outcome_status(o);
     int n = snprintf(msg, sizeof msg,
                      "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
                      "Content-Length: %d\r\n\r\n%s",
                      status, status == 505 ? "HTTP Version Not Supported" : "Bad Request", b, body);
     assert(status == 400 || status == 505); /* framing_first_bytes' faults */
-    if (b > 0 && (size_t)b < sizeof body && n > 0 && (size_t)n < sizeof msg) {
+    if (b > 0 && n > 0 && (size_t)n < sizeof msg) {
         ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w; /* a fresh socket's buffer takes it whole, or the client is gone */
     }

@@ -25,6 +25,7 @@
 #include "framing.h"
 #include "gate.h"
 #include "log.h"
+#include "outcome.h"
 
 #define HTTP_SMALL_BODY 512
 #define HTTP_SMALL_ANSWER 512
@@ -118,8 +119,11 @@ static void http_add_headers(struct MHD_Response *resp, const char *const *heade
     if (!typed && json) MHD_add_response_header(resp, "Content-Type", "application/json");
 }
 
+/* Every answer, immediate or deferred, ends here or in http_reply_canned, on the
+ * request's I/O thread: a request is answered exactly once. */
 static void http_queue(struct http_request *r, int status, struct MHD_Response *resp)
 {
+    assert(!r->status);
     if (!resp) {
         LOG_ERROR("http: out of memory building a response");
         return; /* libmicrohttpd closes the connection */
@@ -173,6 +177,7 @@ void http_reply_canned(struct http_request *r, const struct http_canned *c)
 {
     /* libmicrohttpd reference-counts responses under their own mutex, so one
      * response may be queued on many connections and threads at once. */
+    assert(!r->status && !r->deferred);
     if (MHD_queue_response(r->conn, (unsigned)c->status, c->response) == MHD_YES) r->status = c->status;
 }
 
@@ -183,6 +188,7 @@ static void http_tpc_wake(struct http_request *r);
 
 void http_defer(struct http_request *r)
 {
+    assert(!r->deferred && !r->status); /* deferred once, and only when unanswered */
     r->deferred = true;
     atomic_fetch_add(&r->io->server->deferred, 1);
     if (r->io->server->tpc) return http_tpc_defer(r);
@@ -220,15 +226,16 @@ static void http_copy_header(struct http_request *r, const char *name, const cha
 void http_complete(struct http_request *r, int status, const char *body, size_t len,
                    const char *header_name, const char *header_value)
 {
+    assert(r->deferred && !r->answer); /* completed once */
     r->answer = len <= sizeof r->small_answer ? r->small_answer : malloc(len);
     if (!r->answer) { /* out of memory: say so rather than hang the client */
         r->answer = r->small_answer;
         status = 500;
-        len = (size_t)snprintf(r->small_answer, sizeof r->small_answer,
-                               "{\"error\":\"internal_error\",\"message\":\"out of memory\"}");
+        body = r->small_answer;
+        len = outcome_json(OUTCOME_INTERNAL, "out of memory", r->small_answer, sizeof r->small_answer);
         header_name = NULL;
     }
-    memcpy(r->answer, body, len);
+    if (body != r->answer) memcpy(r->answer, body, len);
     r->answer_len = len;
     r->answer_status = status;
     r->answer_hname[0] = 0;
@@ -239,6 +246,7 @@ void http_complete(struct http_request *r, int status, const char *body, size_t 
 void http_complete_later(struct http_request *r, void (*fill)(struct http_request *r, void *arg),
                          void *arg)
 {
+    assert(r->deferred && !r->answer && !r->fill); /* completed once */
     r->fill = fill;
     r->fill_arg = arg;
     http_push_done(r);
@@ -264,9 +272,10 @@ static void http_resume_done(struct http_io *io)
             r->filling = true;
             r->fill(r, r->fill_arg);
             if (!r->answer) { /* fill() broke its contract: still answer */
-                static const char body[] = "{\"error\":\"internal_error\",\"message\":\"no answer\"}";
+                char body[128];
                 LOG_ERROR("http: a deferred request got no answer");
-                http_complete(r, 500, body, sizeof body - 1, NULL, NULL);
+                http_complete(r, 500, body, outcome_json(OUTCOME_INTERNAL, "no answer", body, sizeof body),
+                              NULL, NULL);
             }
             r->filling = false;
             r->fill = NULL;
@@ -311,6 +320,7 @@ const char *http_body(const struct http_request *r, size_t *len)
     return r->body ? r->body : "";
 }
 bool http_body_too_large(const struct http_request *r) { return r->too_large; }
+bool http_is_deferred(const struct http_request *r) { return r->deferred; }
 size_t http_client_address(const struct http_request *r, char *buf, size_t size)
 {
     const union MHD_ConnectionInfo *ci =
@@ -371,6 +381,16 @@ static enum framing_fault http_framing(struct http_request *r, const char *metho
     return framing_end(&fs);
 }
 
+/* Refuses r before the handler sees it (framing, a NUL in the request line) and
+ * closes the connection: what follows on it cannot be trusted to be a request. */
+static void http_refuse_closing(struct http_request *r, enum outcome o, const char *msg)
+{
+    char body[256];
+    size_t len = outcome_json(o, msg, body, sizeof body);
+    const char *close[] = {"Connection", "close", NULL};
+    http_reply(r, outcome_status(o), body, len, close);
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload,
                                    size_t *upload_size, void **con_cls)
@@ -388,20 +408,12 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
          * inside it would cut the path short ("/orders\0/x" routed as "/orders").
          * Its raw string must end right where the HTTP version begins. */
         if (r->uri_end + 1 != version) {
-            static const char body[] = "{\"error\":\"invalid_request\",\"message\":"
-                                       "\"the request line contains a NUL byte\"}";
-            const char *close[] = {"Connection", "close", NULL};
-            http_reply(r, 400, body, sizeof body - 1, close);
+            http_refuse_closing(r, OUTCOME_INVALID, "the request line contains a NUL byte");
             return MHD_YES;
         }
         enum framing_fault f = http_framing(r, method, version);
         if (f != FRAMING_OK) {
-            char body[192];
-            int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}",
-                             framing_code(f), framing_message(f));
-            assert(n > 0 && (size_t)n < sizeof body); /* the table's messages are short */
-            const char *close[] = {"Connection", "close", NULL};
-            http_reply(r, framing_status(f), body, (size_t)n, close);
+            http_refuse_closing(r, framing_outcome(f), framing_message(f));
             return MHD_YES;
         }
         r->url = framing_path(url);
@@ -421,9 +433,9 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     hooks->handle(hooks->ctx, r, HTTP_BODY);
     if (r->deferred && io->server->tpc) http_wait(r); /* a thread per connection: it waits here */
     if (!r->status && !r->deferred) {
-        static const char body[] = "{\"error\":\"internal_error\",\"message\":\"no answer\"}";
         LOG_ERROR("http: %s %s got no answer", method, url);
-        http_reply(r, 500, body, sizeof body - 1, NULL);
+        char body[128];
+        http_reply(r, 500, body, outcome_json(OUTCOME_INTERNAL, "no answer", body, sizeof body), NULL);
     }
     return MHD_YES;
 }
@@ -518,6 +530,16 @@ static void http_admit(void *ctx, int fd, const struct sockaddr *sa, socklen_t l
     MHD_add_connection(io->daemon, fd, sa, len);
 }
 
+/* Stops taking connections on io: the gate owns the listening socket (libmicrohttpd has
+ * none to give back), so it stops watching it and the socket is closed here. */
+static void http_io_quiesce(struct http_io *io)
+{
+    gate_stop_listening(io->gate);
+    close(io->listen_fd);
+    io->listen_fd = -1;
+    io->quiesced = true;
+}
+
 static void *http_io_main(void *arg)
 {
     struct http_io *io = arg;
@@ -526,13 +548,7 @@ static void *http_io_main(void *arg)
     if (s->hooks.thread_start) io->state = s->hooks.thread_start(s->hooks.ctx);
     struct epoll_event ev[64];
     while (!atomic_load(&s->stop)) {
-        if (atomic_load(&s->quiesce) && !io->quiesced) {
-            /* The gate owns the listening socket (libmicrohttpd has none to give back). */
-            gate_stop_listening(io->gate);
-            close(io->listen_fd);
-            io->listen_fd = -1;
-            io->quiesced = true;
-        }
+        if (atomic_load(&s->quiesce) && !io->quiesced) http_io_quiesce(io);
         int timeout = HTTP_TICK_MS, grace = gate_round(io->gate, http_room(io));
         if (grace < timeout) timeout = grace;
         MHD_UNSIGNED_LONG_LONG to;
@@ -802,9 +818,10 @@ void http_wait(struct http_request *r)
         r->filling = true;
         r->fill(r, r->fill_arg);
         if (!r->answer) {
-            static const char body[] = "{\"error\":\"internal_error\",\"message\":\"no answer\"}";
+            char body[128];
             LOG_ERROR("http: a deferred request got no answer");
-            http_complete(r, 500, body, sizeof body - 1, NULL, NULL);
+            http_complete(r, 500, body, outcome_json(OUTCOME_INTERNAL, "no answer", body, sizeof body), NULL,
+                          NULL);
         }
         r->filling = false;
         r->fill = NULL;
@@ -855,12 +872,7 @@ static void *http_tpc_accept(void *arg)
     pthread_setname_np(pthread_self(), "fs-accept");
     struct epoll_event ev[64];
     while (!atomic_load(&s->stop)) {
-        if (atomic_load(&s->quiesce) && !io->quiesced) {
-            gate_stop_listening(io->gate);
-            close(io->listen_fd);
-            io->listen_fd = -1;
-            io->quiesced = true;
-        }
+        if (atomic_load(&s->quiesce) && !io->quiesced) http_io_quiesce(io);
         size_t room = http_tpc_room(s);
         int timeout = room ? HTTP_TICK_MS : 1, grace = gate_round(io->gate, room);
         if (grace < timeout) timeout = grace;

@@ -88,12 +88,17 @@ const char *http_body(const struct http_request *r, size_t *len);
 /* The client's address as text ("127.0.0.1"); returns its length, 0 if unknown. */
 size_t http_client_address(const struct http_request *r, char *buf, size_t size);
 bool http_body_too_large(const struct http_request *r);
+/* True from http_defer() until the deferred answer is sent. */
+bool http_is_deferred(const struct http_request *r);
 void *http_thread_state(const struct http_request *r);
 /* A number the handler keeps with the request (the api keeps its route). */
 void http_set_label(struct http_request *r, int label);
 int http_label(const struct http_request *r);
 
-/* Answers now (I/O thread only).  headers: name, value pairs, NULL-terminated, or
+/* The primitives below are for one caller: call.c's call_answer(), the api's one
+ * way to answer, picks among them (now or deferred, canned, file, body).
+ *
+ * Answers now (I/O thread only).  headers: name, value pairs, NULL-terminated, or
  * NULL.  The body is copied; Content-Type is application/json unless given. */
 void http_reply(struct http_request *r, int status, const char *body, size_t len,
                 const char *const *headers);

@@ -1,6 +1,7 @@
 /* outcome — see outcome.h. */
 #include "outcome.h"
 
+#include <assert.h>
 #include <stdio.h>
 
 static const struct {
@@ -33,11 +34,36 @@ static const struct {
     [OUTCOME_UNAVAILABLE] = {503, "unavailable",
                              "the order could not be stored; nothing was sold, retry shortly"},
     [OUTCOME_RESETTING] = {503, "sale_resetting", "the sale is being reset, retry shortly"},
+    [OUTCOME_NOT_IMPLEMENTED] = {501, "not_implemented", "this is not implemented"},
+    [OUTCOME_HTTP_VERSION] = {505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served"},
 };
 
 int outcome_status(enum outcome o) { return outcome_table[o].status; }
 const char *outcome_code(enum outcome o) { return outcome_table[o].code; }
 const char *outcome_message(enum outcome o) { return outcome_table[o].message; }
+
+size_t outcome_headers(enum outcome o, int retry_s, const char *allow, char retry_buf[12],
+                       const char *h[OUTCOME_HEADERS_MAX])
+{
+    size_t n = 0;
+    if (!retry_s && (outcome_table[o].status == 503 || o == OUTCOME_RATE_LIMITED)) retry_s = 1;
+    if (retry_s) {
+        snprintf(retry_buf, 12, "%d", retry_s);
+        h[2 * n] = "Retry-After";
+        h[2 * n++ + 1] = retry_buf;
+    }
+    assert(!allow || o == OUTCOME_METHOD); /* Allow belongs to a 405 only */
+    if (allow) {
+        h[2 * n] = "Allow";
+        h[2 * n++ + 1] = allow;
+    }
+    if (o == OUTCOME_UNAUTHORIZED) { /* RFC 9110 §15.5.2: a 401 names the scheme it wants */
+        h[2 * n] = "WWW-Authenticate";
+        h[2 * n++ + 1] = "Bearer realm=\"flashsale admin\"";
+    }
+    h[2 * n] = NULL;
+    return n;
+}
 
 size_t outcome_json_escape(char *buf, size_t len, size_t size, const char *s)
 {

@@ -1,8 +1,10 @@
 /* outcome — every way a request can end, and the one table that maps each to HTTP.
  *
  * Modules return an enum outcome; only this table knows the status code, the
- * machine-readable error code and the default human message.  Error bodies are
- * always {"error":"<code>","message":"<text>"}.
+ * machine-readable error code, the default human message and the headers a
+ * refusal carries (Retry-After, WWW-Authenticate; Allow is the route's, passed in).
+ * Error bodies are always {"error":"<code>","message":"<text>"}, written here only:
+ * http.c, gate.c and framing.c name an outcome and never format one.
  */
 #ifndef FLASHSALE_OUTCOME_H
 #define FLASHSALE_OUTCOME_H
@@ -32,6 +34,8 @@ enum outcome {
     OUTCOME_OVERLOADED,        /* 503, with Retry-After: queue full or waited too long */
     OUTCOME_UNAVAILABLE,       /* 503, with Retry-After: the store failed, nothing was sold */
     OUTCOME_RESETTING,         /* 503, with Retry-After: the sale is being reset */
+    OUTCOME_NOT_IMPLEMENTED,   /* 501: a Transfer-Encoding the service does not serve (framing.h) */
+    OUTCOME_HTTP_VERSION,      /* 505: not HTTP/1.x (framing.h) */
     OUTCOME_COUNT
 };
 
@@ -46,6 +50,16 @@ const char *outcome_message(enum outcome o);
 /* Writes {"error":code,"message":msg} into buf; msg NULL means the default message.
  * Returns the length (truncated to size-1 at worst). */
 size_t outcome_json(enum outcome o, const char *msg, char *buf, size_t size);
+
+/* The headers an answer with outcome o carries, as name/value pairs ending in NULL
+ * (room for OUTCOME_HEADERS_MAX entries): Retry-After (retry_s seconds, or 1 when
+ * retry_s is 0 and the outcome asks clients to come back: 429 and every 503), Allow
+ * (allow, for 405 only, NULL otherwise) and WWW-Authenticate (401 unauthorized).
+ * retry_buf holds the Retry-After text; h points into it and into static strings.
+ * Returns the number of pairs. */
+#define OUTCOME_HEADERS_MAX 7
+size_t outcome_headers(enum outcome o, int retry_s, const char *allow, char retry_buf[12],
+                       const char *h[OUTCOME_HEADERS_MAX]);
 
 /* Appends s to buf as the inside of a JSON string (quotes not included), escaping
  * as needed; returns the new length, never writing past size-1. */

@@ -70,7 +70,7 @@ static void *pool_main(void *p_)
         pthread_mutex_unlock(&p->mu);
         if (done) break;
         for (size_t i = 0; i < n; i++) grab[i]->run(grab[i], state);
-        if (p->hooks.after_round) p->hooks.after_round(state);
+        if (p->hooks.after_round) p->hooks.after_round(p->hooks.arg, state);
     }
     if (p->hooks.worker_free) p->hooks.worker_free(state);
     return NULL;

@@ -27,8 +27,8 @@ struct pool_hooks {
     /* First, on the worker: its state, passed to every run() and to the others. */
     void *(*worker_new)(void *arg, size_t index);
     /* After each handful of jobs taken in one round: a place to hand their
-     * results on in one go. */
-    void (*after_round)(void *state);
+     * results on in one go (arg is the hooks' arg, state the worker's). */
+    void (*after_round)(void *arg, void *state);
     /* Last, when the worker exits. */
     void (*worker_free)(void *state);
     void *arg;

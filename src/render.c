@@ -93,7 +93,7 @@ size_t render_order(const struct store_order *o, bool as_created, const char *to
     if (!size) return 0;
     char user[PAYLOAD_USER_MAX * 6 + 1];
     size_t user_len = outcome_json_escape(user, 0, sizeof user, o->user_id);
-    const char *status = o->status;
+    const char *status = store_status_name(o->status);
     if (as_created) status = o->expires_at ? "pending" : "confirmed";
     struct render_buf b = {buf, buf + size - 1, false};
     RENDER_LIT(&b, "{\"order_id\":");
@@ -206,4 +206,42 @@ void render_metrics(FILE *out, struct inventory *inv, const struct render_servic
             fprintf(out, "%s{sale=\"%lld\"} %lld\n", gauges[g].name, (long long)id, (long long)v);
         }
     }
+}
+
+size_t render_audit(const struct render_audit *a, char *body, size_t size)
+{
+    const struct store_audit *au = a->au;
+    int64_t oversold = au->units_sold > au->stock_total ? au->units_sold - au->stock_total : 0;
+    /* Memory agrees when it counts the same sales as the database and shows no more
+     * stock than the database has: the difference is purchases in flight.  With
+     * several nodes on one database memory is a cache refreshed every second, so
+     * only the database's own facts are judged ("agrees": null). */
+    bool memory_agrees = a->shared || (a->mem_sold == au->units_sold && a->mem_stock_left >= 0 &&
+                                       a->mem_stock_left <= au->stock_left);
+    /* stock_total == stock_left + pending + paid + confirmed, and no late payment */
+    bool consistent = au->stock_left + au->units_sold == au->stock_total &&
+                      au->pending + au->paid + au->confirmed == au->units_sold && oversold == 0 &&
+                      au->users_over_limit == 0 && au->paid_late == 0 && memory_agrees;
+    int n = snprintf(body, size,
+                     "{\"sale_id\":%lld,\"stock_total\":%lld,\"stock_left\":%lld,\"units_sold\":%lld,"
+                     "\"orders\":%lld,\"oversold\":%lld,\"users_over_limit\":%lld,"
+                     "\"consistent\":%s,\"age_ms\":%llu,\"pending\":%lld,\"paid\":%lld,\"confirmed\":%lld,"
+                     "\"expired\":%lld,\"cancelled\":%lld,\"paid_after_expiry\":%lld,"
+                     "\"memory\":{\"stock_left\":%lld,\"sold\":%lld,\"in_flight\":%lld,\"agrees\":%s},"
+                     "\"inventory\":\"%s\"}",
+                     (long long)a->sale_id, (long long)au->stock_total, (long long)au->stock_left,
+                     (long long)au->units_sold, (long long)au->orders, (long long)oversold,
+                     (long long)au->users_over_limit, consistent ? "true" : "false", (unsigned long long)a->age_ms,
+                     (long long)au->pending, (long long)au->paid, (long long)au->confirmed,
+                     (long long)au->expired, (long long)au->cancelled, (long long)au->paid_late,
+                     (long long)a->mem_stock_left, (long long)a->mem_sold,
+                     (long long)(au->stock_left - a->mem_stock_left),
+                     a->shared ? "null" : memory_agrees ? "true" : "false", a->inventory);
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+size_t render_healthz(char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "{\"status\":\"ok\"}");
+    return n > 0 && (size_t)n < size ? (size_t)n : 0;
 }

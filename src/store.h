@@ -4,24 +4,26 @@
  * queued job (up to --batch), runs them in one BEGIN IMMEDIATE ... COMMIT, each
  * purchase guarded in SQL (the stock always; the per-user limit only when no memory
  * ledger holds it: store_purchase.limit_held) so that a refusal writes nothing and
- * leaves the rest of the batch alone, and only after COMMIT returns
- * calls each job's done().  Nothing is acknowledged before that.  If COMMIT fails,
- * every job of the batch ends OUTCOME_UNAVAILABLE; if its answer was lost with the
- * link (PostgreSQL), done() waits until the database tells whether it committed
- * (see store.c), at most about 10 s.
+ * leaves the rest of the batch alone, and only after COMMIT returns calls each
+ * job's done().  Nothing is acknowledged before that.  If COMMIT fails, every job
+ * of the batch ends OUTCOME_UNAVAILABLE; if its answer was lost with the link
+ * (PostgreSQL), done() waits until the database tells whether it committed (see
+ * store.c), at most about 10 s.
  *
- * Other threads read through their own struct store_conn (one per thread; SQLite
- * in WAL mode lets readers run beside the writer).  The sqlite inventory strategy
- * also writes through its worker's connection, one transaction per purchase
+ * Other threads read through a struct store_conn of their own (SQLite in WAL mode
+ * lets readers run beside the writer).  The sqlite inventory strategy also writes
+ * through its worker's connection, one transaction per purchase
  * (store_purchase_now).
  *
- * The commit lock: every COMMIT and the done() callbacks after it run under it,
- * and store_audit() opens its read snapshot while no one holds it (a seqlock
- * beside the lock; the lock itself only after a few misses), so an audit sees
- * memory and database at the same commit and, as a rule, never holds the writer up.
+ * The commit lock: every COMMIT and the done() calls after it run under it, and
+ * store_audit() opens its read snapshot while no one holds it (a seqlock beside
+ * the lock; the lock itself only after a few misses), so an audit sees memory and
+ * database at the same commit and, as a rule, never holds the writer up.
  *
- * Ownership: jobs belong to the caller and must stay alive until done() has been
- * called; done() may free them.  Rows are plain structs copied out.
+ * Ownership: a job belongs to its caller and must stay alive until its done()
+ * has run; done() may free it.  A struct store_conn belongs to the thread that
+ * opened it.  Rows are plain structs copied out; the one exception,
+ * store_sweep.rows, is malloc'd by the store and freed by the caller.
  */
 #ifndef FLASHSALE_STORE_H
 #define FLASHSALE_STORE_H
@@ -50,11 +52,18 @@ struct store_sale {
     int64_t pending, paid, expired, cancelled;
 };
 
+/* An order's status.  Its name (store_status_name) is what SQL stores and the JSON
+ * says; the rest of the program compares the enum. */
+enum store_status { STORE_PENDING, STORE_PAID, STORE_CONFIRMED, STORE_CANCELLED, STORE_EXPIRED };
+const char *store_status_name(enum store_status s);
+/* The status called name; false for a name the schema does not allow. */
+bool store_status_parse(const char *name, enum store_status *s);
+
 struct store_order {
     int64_t id, sale_id;
     char user_id[PAYLOAD_USER_MAX + 1];
     int64_t quantity;
-    char status[12];                   /* pending|paid|confirmed|cancelled|expired */
+    enum store_status status;
     int64_t created_at, expires_at, paid_at; /* unix ms; 0 = none */
 };
 
@@ -105,7 +114,7 @@ struct store_expired {
 struct store_sweep {
     int64_t now_ms;
     size_t max;                 /* at most this many per job */
-    struct store_expired *rows; /* out: malloc'd by the store, freed by the caller */
+    struct store_expired *rows; /* out: the caller frees it (see the top) */
     size_t n;                   /* out */
 };
 
@@ -129,12 +138,14 @@ struct store_job {
         struct store_settle settle; /* pay, cancel */
         struct store_sweep sweep;
     } u;
-    /* Called once after COMMIT (or on failure), under the commit lock: on the writer
-     * for a queued job, on the calling worker for store_purchase_now().  (A caller
-     * that settles a job without the store, as a replayed Idempotency-Key does,
-     * calls its own done() without the lock.)  Must not block. */
+    /* Called by the store exactly once, after COMMIT (or on failure), under the
+     * commit lock: on the writer for a queued job, on the calling thread for
+     * store_purchase_now() (on the writer if its COMMIT's answer was lost).  Must
+     * not block.  (A caller that settles a job without the store, as a replayed
+     * Idempotency-Key does, calls its own done() without the lock.) */
     void (*done)(struct store_job *job);
-    void *ctx; /* the caller's */
+    void *ctx;     /* the caller's */
+    bool finished; /* the store's: done() was called; a job is submitted fresh (false) */
 };
 
 /* What other nodes sharing the database did (PostgreSQL), for memory to follow.
@@ -149,62 +160,57 @@ struct store_events {
     void *ctx;
 };
 
-/* Opens (creating or migrating the schema) the database of cfg->db — a file path
- * for SQLite, a postgresql:// URI for PostgreSQL — and starts the writer thread.
- * Returns NULL and writes a reason into err on failure. */
+/* Opens cfg->db (an SQLite file path or a postgresql:// URI), creating or
+ * migrating its schema, and starts the writer; NULL with a reason in err. */
 struct store *store_open(const struct config *cfg, char *err, size_t err_size);
 
-/* The database's order secret: 32 random bytes made once, at the first start,
- * and kept in the database (one for every node sharing it), from which order
- * tokens are derived (ordertoken.h).  Valid until store_close. */
+/* The order secret (ordertoken.h): made once per database, shared by its nodes;
+ * valid until store_close. */
 #define STORE_SECRET_LEN 32
 const uint8_t *store_order_secret(const struct store *s);
 
 /* Runs every queued job, stops the writer, closes the database. */
 void store_close(struct store *s);
 
-/* Calls each() for every sale and then held() for every (sale, user) with live
- * units; used once at start to rebuild the in-memory counters.  Returns 0 or -1. */
+/* At start: each() for every sale, then held() per (sale, user) with live units; 0 or -1. */
 int store_load(struct store *s, void (*each)(void *ctx, const struct store_sale *sale),
                void (*held)(void *ctx, int64_t sale_id, const char *user, int64_t units), void *ctx);
 
-/* Queues a job for the next group commit.  Never blocks on I/O. */
+/* Queues a job for the next group commit; never blocks on I/O. */
 void store_submit(struct store *s, struct store_job *job);
 
 /* Queues n jobs linked through next (first..last) under one lock. */
 void store_submit_chain(struct store *s, struct store_job *first, struct store_job *last, size_t n);
 
-/* Queues a job and waits until it is done; returns its outcome.  job->done may be
- * NULL.  For admin operations, never on an I/O thread. */
+/* Queues a job and waits for it; its outcome (done may be NULL).  Admin thread
+ * and tests only: never on an I/O thread, a purchase worker or the writer. */
 enum outcome store_run(struct store *s, struct store_job *job);
 
-/* A connection for the calling thread.  NULL on failure. */
+/* A connection for the calling thread, or NULL (logged); closed by that thread. */
 struct store_conn *store_conn_open(struct store *s);
 void store_conn_close(struct store_conn *c);
 
+/* The order with this id: OUTCOME_OK, OUTCOME_NOT_FOUND or OUTCOME_UNAVAILABLE. */
 enum outcome store_order_get(struct store_conn *c, int64_t id, struct store_order *out);
 
-/* The order that an Idempotency-Key already names, if any (OUTCOME_NOT_FOUND). */
+/* The order an Idempotency-Key already names: OUTCOME_OK, _NOT_FOUND or _UNAVAILABLE. */
 enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const char *user,
                                 const char *key, struct store_order *out);
 
-/* One purchase in its own BEGIN IMMEDIATE transaction on c (the sqlite strategy);
- * calls job->done after COMMIT under the commit lock, as the writer would, or
- * (a COMMIT whose answer was lost) later on the writer thread.  Returns the job's
- * outcome as far as known now. */
+/* One purchase in its own transaction on c (the sqlite strategy), done() called
+ * under the commit lock as the writer would (or, when the COMMIT's answer was
+ * lost, later on the writer); returns the job's outcome as far as known now. */
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job);
 
-/* Recomputes a sale from the database.  snapshot(ctx) is called under the commit
- * lock at the instant the read snapshot is taken, to read memory counters that
- * match it.  OUTCOME_NOT_FOUND when the sale does not exist. */
+/* Recomputes a sale from the database; snapshot(ctx) runs at the instant of the
+ * read snapshot, to read memory that matches it.  OUTCOME_NOT_FOUND: no such sale. */
 enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
                          struct store_audit *out, void (*snapshot)(void *ctx), void *ctx);
 
-/* True when other nodes may write the same database (PostgreSQL): memory is then
- * a cache of it, refreshed through store_listen. */
+/* True when other nodes may write the database (PostgreSQL): memory is its cache. */
 bool store_shared(const struct store *s);
 
-/* Starts telling ev (copied) what other nodes change.  Call once, after loading. */
+/* Starts telling ev (copied) what other nodes change; once, after store_load. */
 void store_listen(struct store *s, const struct store_events *ev);
 
 /* "sqlite" or "postgresql". */
@@ -212,5 +218,9 @@ const char *store_kind(const struct store *s);
 
 /* Queue length of the writer, for metrics. */
 size_t store_backlog(struct store *s);
+
+/* True when the calling thread holds the commit lock: for asserts in done() and
+ * store_events callbacks. */
+bool store_commit_held(const struct store *s);
 
 #endif

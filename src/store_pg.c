@@ -57,16 +57,14 @@
  * PG_ANSWER_MS, so another node's lock wait ends before it gives up. */
 #define PG_IDLE_IN_TXN "-c idle_in_transaction_session_timeout=5000"
 #define PG_REFRESH_EVERY 100 /* housekeeping rounds (of .housekeep_ms, below) between full refreshes */
-#define LIVE "('pending','paid','confirmed')"
-#define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
-#define SALE_COLUMNS                                                                               \
-    "s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, coalesce(s.starts_at, 0),"       \
-    " coalesce(s.ends_at, 0), s.payment_window, s.created_at,"                                     \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status IN " LIVE "), 0),"                           \
-    " count(o.id) FILTER (WHERE o.status IN " LIVE "),"                                            \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'pending'), 0),"                           \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'paid'), 0),"                              \
-    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'expired'), 0),"                           \
+#define SALE_COLUMNS                                                                         \
+    "s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, coalesce(s.starts_at, 0)," \
+    " coalesce(s.ends_at, 0), s.payment_window, s.created_at,"                               \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status IN " STORE_SQL_LIVE "), 0),"           \
+    " count(o.id) FILTER (WHERE o.status IN " STORE_SQL_LIVE "),"                            \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'pending'), 0),"                     \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'paid'), 0),"                        \
+    " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'expired'), 0),"                     \
     " coalesce(sum(o.quantity) FILTER (WHERE o.status = 'cancelled'), 0)"
 
 struct store_conn {
@@ -95,9 +93,9 @@ static void pg_origin_init(void)
 static const struct {
     const char *name, *sql;
 } pg_statements[] = {
-    {"order_get", "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1"},
-    {"order_lock", "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1 FOR UPDATE"},
-    {"order_by_key", "SELECT " ORDER_COLUMNS " FROM orders"
+    {"order_get", "SELECT " STORE_SQL_ORDER " FROM orders WHERE id = $1"},
+    {"order_lock", "SELECT " STORE_SQL_ORDER " FROM orders WHERE id = $1 FOR UPDATE"},
+    {"order_by_key", "SELECT " STORE_SQL_ORDER " FROM orders"
                      " WHERE sale_id = $1 AND user_id = $2 AND idempotency_key = $3"},
     {"buy", "SELECT idx, outcome, order_id, quantity, status, created_at, coalesce(expires_at, 0)"
             " FROM flashsale_buy($1, $2, $3, $4, $5, $6, $7, $8)"},
@@ -125,15 +123,15 @@ static const struct {
                      " coalesce(sum(quantity) FILTER (WHERE status = 'expired'), 0),"
                      " coalesce(sum(quantity) FILTER (WHERE status = 'cancelled'), 0),"
                      " count(*) FILTER (WHERE status = 'paid' AND paid_at >= expires_at),"
-                     " count(*) FILTER (WHERE status IN " LIVE ")"
+                     " count(*) FILTER (WHERE status IN " STORE_SQL_LIVE ")"
                      " FROM orders WHERE sale_id = $1"},
-    {"audit_over", "SELECT count(*) FROM (SELECT 1 FROM orders WHERE sale_id = $1 AND status IN " LIVE
+    {"audit_over", "SELECT count(*) FROM (SELECT 1 FROM orders WHERE sale_id = $1 AND status IN " STORE_SQL_LIVE
                    " GROUP BY user_id HAVING sum(quantity) > $2) t"},
     {"sales_all", "SELECT " SALE_COLUMNS " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id"
                   " GROUP BY s.id ORDER BY s.id"},
     {"sale_one", "SELECT " SALE_COLUMNS " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id"
                  " WHERE s.id = $1 GROUP BY s.id"},
-    {"held", "SELECT sale_id, user_id, sum(quantity) FROM orders WHERE status IN " LIVE
+    {"held", "SELECT sale_id, user_id, sum(quantity) FROM orders WHERE status IN " STORE_SQL_LIVE
              " GROUP BY sale_id, user_id"},
 };
 
@@ -337,15 +335,15 @@ static int pg_order_secret(struct store_conn *c, uint8_t secret[STORE_SECRET_LEN
     return ok ? 0 : -1;
 }
 
-static int pg_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN], char *err,
-                    size_t err_size)
+static enum outcome pg_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN],
+                             char *err, size_t err_size)
 {
     /* One node at a time: the first creates, the others find it done. */
     if (pg_exec(c, "SELECT pg_advisory_lock(715517)") != 0) {
         snprintf(err, err_size, "cannot take the schema lock: %s", PQerrorMessage(c->pg));
-        return -1;
+        return OUTCOME_UNAVAILABLE;
     }
-    int rc = -1;
+    enum outcome rc = OUTCOME_UNAVAILABLE;
     PGresult *r = PQexec(c->pg, schema_pg_sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         snprintf(err, err_size, "cannot create the schema: %s", PQerrorMessage(c->pg));
@@ -373,19 +371,19 @@ static int pg_setup(struct store_conn *c, const struct config *cfg, uint8_t secr
                  (long long)cfg->demo_stock, (long long)cfg->demo_stock, (long long)clock_wall_ms());
         if (pg_exec(c, sql) != 0) goto out;
     }
-    rc = 0;
+    rc = OUTCOME_OK;
 out:
     PQclear(r);
     pg_exec(c, "SELECT pg_advisory_unlock(715517)");
     return rc;
 }
 
-static int pg_begin(struct store_conn *c)
+static enum outcome pg_begin(struct store_conn *c)
 {
     c->retry = false;
     c->xid = 0;
     c->committing = false;
-    if (pg_ready(c) != 0) return -1;
+    if (pg_ready(c) != 0) return OUTCOME_UNAVAILABLE;
     /* one round trip: the id is what pg_committed asks about if the COMMIT's answer is lost */
     static const char begin[] = "BEGIN; SELECT txid_current()";
     PGresult *r = pg_answer(c, PQsendQuery(c->pg, begin));
@@ -397,46 +395,47 @@ static int pg_begin(struct store_conn *c)
     if (c->in_txn) c->xid = pg_int(r, 0, 0);
     else LOG_WARN("pg: BEGIN: %s", PQerrorMessage(c->pg));
     PQclear(r);
-    return c->in_txn ? 0 : -1;
+    return c->in_txn ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
 }
 
 /* Only a transaction whose COMMIT was sent can have committed. */
 static int64_t pg_txn(struct store_conn *c) { return c->committing ? c->xid : 0; }
 
-/* After a failed COMMIT of transaction xid, whose jobs are given: 1 if it
- * committed all the same (the answer was lost with the link), 0 if not, or if
- * that can no longer be told (no new order among the jobs to look for), -1 while
- * it cannot be told yet (the database out of reach, or the transaction still
- * open on a link that went silent: the server ends it within PG_IDLE_IN_TXN). */
-static int pg_committed(struct store_conn *c, int64_t xid, struct store_job *const *jobs, size_t n)
+/* After a failed COMMIT of transaction xid, whose jobs are given: OUTCOME_OK if
+ * it committed all the same (the answer was lost with the link), NOT_FOUND if
+ * not, or if that can no longer be told (no new order among the jobs to look
+ * for), UNAVAILABLE while it cannot be told yet (the database out of reach, or the
+ * transaction still open on a link that went silent: the server ends it within
+ * PG_IDLE_IN_TXN). */
+static enum outcome pg_committed(struct store_conn *c, int64_t xid, struct store_job *const *jobs, size_t n)
 {
-    if (!xid) return 0; /* its COMMIT was never sent */
-    if (pg_ready(c) != 0) return -1;
+    if (!xid) return OUTCOME_NOT_FOUND; /* its COMMIT was never sent */
+    if (pg_ready(c) != 0) return OUTCOME_UNAVAILABLE;
     char a[24], b[24], d[24];
     const char *v[] = {PG_NUM(a, xid)};
     PGresult *r = pg_run(c, "txid_status", 1, v, PGRES_TUPLES_OK);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     bool open = PQgetisnull(r, 0, 0) || strcmp(PQgetvalue(r, 0, 0), "in progress") == 0;
     PQclear(r);
-    if (open) return -1; /* its id may be another's by now (see the top); either way, ask later */
+    if (open) return OUTCOME_UNAVAILABLE; /* its id may be another's by now (see the top); either way, ask later */
     const struct store_purchase *p = NULL;
     for (size_t i = 0; i < n && !p; i++)
         if (jobs[i]->op == STORE_PURCHASE && jobs[i]->outcome == OUTCOME_OK && !jobs[i]->u.purchase.replayed)
             p = &jobs[i]->u.purchase;
-    if (!p) return 0;
+    if (!p) return OUTCOME_NOT_FOUND;
     const char *w[] = {PG_NUM(a, p->order.id), PG_NUM(b, p->sale_id), p->user_id, PG_NUM(d, p->order.created_at)};
     r = pg_run(c, "order_there", 4, w, PGRES_TUPLES_OK);
-    if (!r) return -1;
-    int rc = PQntuples(r) > 0;
+    if (!r) return OUTCOME_UNAVAILABLE;
+    enum outcome o = PQntuples(r) > 0 ? OUTCOME_OK : OUTCOME_NOT_FOUND;
     PQclear(r);
-    return rc;
+    return o;
 }
 
-static int pg_commit(struct store_conn *c)
+static enum outcome pg_commit(struct store_conn *c)
 {
     c->in_txn = false; /* whatever the answer: after a lost one, the link is mended at the next BEGIN */
     c->committing = true;
-    return pg_exec(c, "COMMIT");
+    return pg_exec(c, "COMMIT") == 0 ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
 }
 
 static void pg_rollback(struct store_conn *c)
@@ -456,7 +455,7 @@ static void pg_read_order(const PGresult *r, int row, struct store_order *o)
     o->sale_id = pg_int(r, row, 1);
     snprintf(o->user_id, sizeof o->user_id, "%s", PQgetvalue(r, row, 2));
     o->quantity = pg_int(r, row, 3);
-    snprintf(o->status, sizeof o->status, "%s", PQgetvalue(r, row, 4));
+    store_read_status(o, PQgetvalue(r, row, 4));
     o->created_at = pg_int(r, row, 5);
     o->expires_at = pg_int(r, row, 6);
     o->paid_at = pg_int(r, row, 7);
@@ -524,9 +523,12 @@ static enum outcome pg_outcome_named(const char *name)
     return OUTCOME_INTERNAL;
 }
 
-static int pg_buy(struct store_conn *c, struct store_job **buys, size_t n)
+/* Every purchase of a batch in one call (batch_buys), replays included
+ * (buy_replays): flashsale_buy looks each Idempotency-Key up itself. */
+static enum outcome pg_buy(struct store_conn *c, struct store_job **buys, size_t n)
 {
     qsort(buys, n, sizeof *buys, pg_by_sale); /* lock sale rows in one order */
+    for (size_t i = 0; i < n; i++) buys[i]->outcome = OUTCOME_INTERNAL; /* unless flashsale_buy says otherwise */
     char *text[7] = {0};
     size_t len[7];
     FILE *f[7];
@@ -550,7 +552,7 @@ static int pg_buy(struct store_conn *c, struct store_job **buys, size_t n)
     const char *v[] = {text[0], text[1], text[2], text[3], text[4], text[5], text[6], PG_NUM(now, clock_wall_ms())};
     PGresult *r = pg_run(c, "buy", 8, v, PGRES_TUPLES_OK);
     for (int k = 0; k < 7; k++) free(text[k]);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     for (int row = 0; row < PQntuples(r); row++) {
         size_t i = (size_t)pg_int(r, row, 0) - 1;
         if (i >= n) continue;
@@ -565,13 +567,13 @@ static int pg_buy(struct store_conn *c, struct store_job **buys, size_t n)
         o->sale_id = p->sale_id;
         snprintf(o->user_id, sizeof o->user_id, "%s", p->user_id);
         o->quantity = pg_int(r, row, 3);
-        snprintf(o->status, sizeof o->status, "%s", PQgetvalue(r, row, 4));
+        store_read_status(o, PQgetvalue(r, row, 4));
         o->created_at = pg_int(r, row, 5);
         o->expires_at = pg_int(r, row, 6);
         o->paid_at = 0;
     }
     PQclear(r);
-    return 0;
+    return OUTCOME_OK;
 }
 
 /* ---- admin and the payment window --------------------------------------------- */
@@ -607,22 +609,22 @@ static enum outcome pg_reset_sale(struct store_conn *c, int64_t sale_id)
 }
 
 /* Closes a pending order and gives its units back; *closed says whether this call did. */
-static int pg_close_order(struct store_conn *c, const struct store_order *o, const char *status,
-                          int64_t now, bool *closed)
+static enum outcome pg_close_order(struct store_conn *c, const struct store_order *o, enum store_status status,
+                                   int64_t now, bool *closed)
 {
     char a[24], b[24], q[24];
-    const char *v[] = {PG_NUM(a, o->id), status, PG_NUM(b, now)};
+    const char *v[] = {PG_NUM(a, o->id), store_status_name(status), PG_NUM(b, now)};
     PGresult *r = pg_run(c, "close", 3, v, PGRES_COMMAND_OK);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     *closed = strcmp(PQcmdTuples(r), "1") == 0;
     PQclear(r);
-    if (!*closed) return 0;
+    if (!*closed) return OUTCOME_OK;
     const char *g[] = {PG_NUM(q, o->quantity), PG_NUM(a, o->sale_id)};
     r = pg_run(c, "give_back", 2, g, PGRES_COMMAND_OK);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     PQclear(r);
     pg_notify(c, "changed", o->sale_id);
-    return 0;
+    return OUTCOME_OK;
 }
 
 /* The row lock orders this against every node's sweeper and payments. */
@@ -633,15 +635,15 @@ static enum outcome pg_order_lock(struct store_conn *c, int64_t id, struct store
     return pg_order_query(c, "order_lock", 1, v, out);
 }
 
-static int pg_pay_order(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid)
+static enum outcome pg_pay_order(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid)
 {
     char a[24], b[24];
     const char *v[] = {PG_NUM(a, o->id), PG_NUM(b, now)};
     PGresult *r = pg_run(c, "pay", 2, v, PGRES_COMMAND_OK);
-    if (!r) return -1;
+    if (!r) return OUTCOME_UNAVAILABLE;
     *paid = strcmp(PQcmdTuples(r), "1") == 0;
     PQclear(r);
-    return 0;
+    return OUTCOME_OK;
 }
 
 /* SKIP LOCKED: the sweepers of several nodes share the work, each order once. */
@@ -673,45 +675,6 @@ static enum outcome pg_sweep(struct store_conn *c, struct store_sweep *sw)
     return OUTCOME_OK;
 }
 
-static enum outcome pg_apply(struct store_conn *c, struct store_job *job)
-{
-    switch (job->op) {
-    case STORE_PURCHASE: {
-        struct store_job *one[] = {job};
-        return pg_buy(c, one, 1) == 0 ? job->outcome : OUTCOME_UNAVAILABLE;
-    }
-    case STORE_CREATE_SALE: return pg_create_sale(c, &job->u.sale);
-    case STORE_RESET_SALE: return pg_reset_sale(c, job->u.sale_id);
-    case STORE_PAY: return store_settle(c, &job->u.settle, true);
-    case STORE_CANCEL: return store_settle(c, &job->u.settle, false);
-    case STORE_SWEEP: return pg_sweep(c, &job->u.sweep);
-    }
-    return OUTCOME_INTERNAL;
-}
-
-/* Purchases together in one call, everything else one by one. */
-static int pg_apply_batch(struct store_conn *c, struct store_job **jobs, size_t n)
-{
-    struct store_job **buys = malloc(n * sizeof *buys);
-    if (!buys) return -1;
-    size_t nbuys = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (jobs[i]->op == STORE_PURCHASE) {
-            jobs[i]->outcome = OUTCOME_INTERNAL; /* unless flashsale_buy says otherwise */
-            buys[nbuys++] = jobs[i];
-            continue;
-        }
-        jobs[i]->outcome = pg_apply(c, jobs[i]);
-        if (jobs[i]->outcome == OUTCOME_UNAVAILABLE) {
-            free(buys);
-            return -1;
-        }
-    }
-    int rc = nbuys ? pg_buy(c, buys, nbuys) : 0;
-    free(buys);
-    return rc;
-}
-
 /* ---- loading, auditing, listening ------------------------------------------------ */
 
 static void pg_read_sale(const PGresult *r, int row, struct store_sale *s)
@@ -734,10 +697,10 @@ static void pg_read_sale(const PGresult *r, int row, struct store_sale *s)
     s->cancelled = pg_int(r, row, 14);
 }
 
-static int pg_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
-                   void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
+static enum outcome pg_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
+                            void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
 {
-    if (pg_ready(c) != 0 || pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return -1;
+    if (pg_ready(c) != 0 || pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ") != 0) return OUTCOME_UNAVAILABLE;
     PGresult *r = pg_run(c, "sales_all", 0, NULL, PGRES_TUPLES_OK);
     for (int row = 0; r && row < PQntuples(r); row++) {
         struct store_sale s;
@@ -752,7 +715,7 @@ static int pg_load(struct store_conn *c, void (*each)(void *, const struct store
     if (!r) rc = -1;
     PQclear(r);
     pg_exec(c, "COMMIT");
-    return rc;
+    return rc == 0 ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
 }
 
 static enum outcome pg_audit_begin(struct store_conn *c, int64_t sale_id, struct store_audit *out)
@@ -841,26 +804,35 @@ static void pg_housekeep(struct store_conn *c, const struct store_events *ev)
     if (++c->rounds % PG_REFRESH_EVERY == 0) pg_refresh(c, ev, 0);
 }
 
+static const char *const pg_schemes[] = {"postgresql://", "postgres://", NULL};
+
 const struct store_backend store_pg = {
-    .order_lock = pg_order_lock,
-    .order_close = pg_close_order,
-    .order_pay = pg_pay_order,
+    .kind = "postgresql",
+    .schemes = pg_schemes,
+    .shared = true,
+    .batch_buys = true,
+    .buy_replays = true,
     .housekeep_ms = 10,
     .connect = pg_connect,
     .disconnect = pg_disconnect,
     .setup = pg_setup,
+    .load = pg_load,
     .begin = pg_begin,
     .commit = pg_commit,
     .rollback = pg_rollback,
     .retryable = pg_retry,
     .txn = pg_txn,
     .committed = pg_committed,
-    .apply = pg_apply,
-    .apply_batch = pg_apply_batch,
-    .housekeep = pg_housekeep,
-    .load = pg_load,
+    .buy = pg_buy,
+    .create_sale = pg_create_sale,
+    .reset_sale = pg_reset_sale,
+    .sweep = pg_sweep,
+    .order_lock = pg_order_lock,
+    .order_close = pg_close_order,
+    .order_pay = pg_pay_order,
     .order_get = pg_order_get,
     .order_by_key = pg_order_by_key,
     .audit_begin = pg_audit_begin,
     .audit_finish = pg_audit_finish,
+    .housekeep = pg_housekeep,
 };

@@ -38,8 +38,6 @@ static const struct {
     {2, migrate_sqlite_002},
     {3, migrate_sqlite_003},
 };
-#define LIVE "('pending','paid','confirmed')"
-#define ORDER_COLUMNS "id, sale_id, user_id, quantity, status, created_at, expires_at, paid_at"
 
 enum sqlite_stmt {
     ST_BEGIN, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK,
@@ -53,15 +51,16 @@ static const char *const sqlite_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_ORDER_BY_KEY] = "SELECT " ORDER_COLUMNS " FROM orders"
+    [ST_ORDER_BY_KEY] = "SELECT " STORE_SQL_ORDER " FROM orders"
                         " WHERE sale_id = ?1 AND user_id = ?2 AND idempotency_key = ?3",
     [ST_USER_UNITS] = "SELECT COALESCE(SUM(quantity), 0), (SELECT per_user_limit FROM sales WHERE id = ?1)"
-                      " FROM orders WHERE sale_id = ?1 AND user_id = ?2 AND status IN " LIVE,
+                      " FROM orders WHERE sale_id = ?1 AND user_id = ?2 AND status IN " STORE_SQL_LIVE,
     /* The guard, stock and per-user limit in one statement: it changes a row only
      * when both allow the purchase. */
     [ST_TAKE_STOCK] = "UPDATE sales SET stock_left = stock_left - ?1"
                       " WHERE id = ?2 AND stock_left >= ?1 AND ?1 + (SELECT COALESCE(SUM(quantity), 0)"
-                      " FROM orders WHERE sale_id = ?2 AND user_id = ?3 AND status IN " LIVE ") <= per_user_limit",
+                      " FROM orders WHERE sale_id = ?2 AND user_id = ?3 AND status IN " STORE_SQL_LIVE ")"
+                      " <= per_user_limit",
     /* The same with the limit left to the memory ledger (store_purchase.limit_held). */
     [ST_TAKE_STOCK_ONLY] = "UPDATE sales SET stock_left = stock_left - ?1 WHERE id = ?2 AND stock_left >= ?1",
     [ST_GIVE_BACK] = "UPDATE sales SET stock_left = stock_left + ?1 WHERE id = ?2",
@@ -70,14 +69,14 @@ static const char *const sqlite_sql[ST_COUNT] = {
      * (sqlite_id_floor) */
     [ST_INSERT_ORDER] = "INSERT INTO orders (sale_id, user_id, quantity, status, idempotency_key,"
                         " created_at, expires_at, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [ST_ORDER_GET] = "SELECT " ORDER_COLUMNS " FROM orders WHERE id = ?1",
+    [ST_ORDER_GET] = "SELECT " STORE_SQL_ORDER " FROM orders WHERE id = ?1",
     [ST_SALE_INSERT] = "INSERT INTO sales (name, stock_total, stock_left, per_user_limit, starts_at,"
                        " ends_at, payment_window, created_at) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_SALE_ROW] = "SELECT stock_total, stock_left, per_user_limit FROM sales WHERE id = ?1",
     [ST_RESET_ORDERS] = "DELETE FROM orders WHERE sale_id = ?1",
     [ST_RESET_STOCK] = "UPDATE sales SET stock_left = stock_total WHERE id = ?1",
     [ST_AUDIT_UNITS] = "SELECT COUNT(*), COALESCE(SUM(quantity), 0) FROM orders"
-                       " WHERE sale_id = ?1 AND status IN " LIVE,
+                       " WHERE sale_id = ?1 AND status IN " STORE_SQL_LIVE,
     /* The payment window: each guarded by status = 'pending', so an order changes
      * state once, and a late payment loses to the deadline. */
     [ST_PAY] = "UPDATE orders SET status = 'paid', paid_at = ?2"
@@ -96,7 +95,7 @@ static const char *const sqlite_sql[ST_COUNT] = {
     [ST_MAX_ORDER] = "SELECT COALESCE(MAX(id), 0), (SELECT value FROM meta WHERE name = 'order_id_floor')"
                      " FROM orders",
     [ST_SET_FLOOR] = "INSERT OR REPLACE INTO meta (name, value) VALUES ('order_id_floor', ?1)",
-    [ST_AUDIT_OVER] = "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE sale_id = ?1 AND status IN " LIVE
+    [ST_AUDIT_OVER] = "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE sale_id = ?1 AND status IN " STORE_SQL_LIVE
                       " GROUP BY user_id HAVING SUM(quantity) > ?2)",
 };
 
@@ -317,36 +316,37 @@ static int sqlite_order_secret(struct store_conn *c, uint8_t secret[STORE_SECRET
     return 0;
 }
 
-static int sqlite_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN], char *err,
-                        size_t err_size)
+static enum outcome sqlite_setup(struct store_conn *c, const struct config *cfg, uint8_t secret[STORE_SECRET_LEN],
+                                 char *err, size_t err_size)
 {
     int version = sqlite_user_version(c->db);
     if (version < 0 || version > SQLITE_SCHEMA_VERSION) {
         snprintf(err, err_size, "%s has schema version %d; this flashsale knows up to %d", cfg->db,
                  version, SQLITE_SCHEMA_VERSION);
-        return -1;
+        return OUTCOME_UNAVAILABLE;
     }
     char *msg = NULL;
     if (version == 0) {
-        if (sqlite_schema_step(c, schema_sqlite_sql, SQLITE_SCHEMA_VERSION, err, err_size) != 0) return -1;
+        if (sqlite_schema_step(c, schema_sqlite_sql, SQLITE_SCHEMA_VERSION, err, err_size) != 0)
+            return OUTCOME_UNAVAILABLE;
         LOG_INFO("store: created schema version %d in %s", SQLITE_SCHEMA_VERSION, cfg->db);
     }
     for (size_t i = 0; i < sizeof sqlite_migrations / sizeof sqlite_migrations[0]; i++) {
         if (sqlite_migrations[i].version <= sqlite_user_version(c->db)) continue;
         if (sqlite_schema_step(c, sqlite_migrations[i].sql, sqlite_migrations[i].version, err,
                                err_size) != 0)
-            return -1;
+            return OUTCOME_UNAVAILABLE;
         LOG_INFO("store: migrated %s to schema version %d", cfg->db, sqlite_migrations[i].version);
     }
-    if (sqlite_order_secret(c, secret, err, err_size) != 0) return -1;
+    if (sqlite_order_secret(c, secret, err, err_size) != 0) return OUTCOME_UNAVAILABLE;
     /* The per-user index serves only a strategy whose limit SQL decides. */
     bool index = inventory_traits_of((enum config_inventory)cfg->inventory)->sql_decides;
-    if (sqlite_user_index(c, index, err, err_size) != 0) return -1;
-    if (sqlite_prepare(c, err, err_size) != 0) return -1;
+    if (sqlite_user_index(c, index, err, err_size) != 0) return OUTCOME_UNAVAILABLE;
+    if (sqlite_prepare(c, err, err_size) != 0) return OUTCOME_UNAVAILABLE;
     int64_t top, floor;
     if (sqlite_order_ids(c, &top, &floor) != 0) {
         snprintf(err, err_size, "cannot read the order ids: %s", sqlite3_errmsg(c->db));
-        return -1;
+        return OUTCOME_UNAVAILABLE;
     }
     atomic_store(&sqlite_id_floor, floor > top ? floor : 0);
     if (cfg->demo_stock > 0) {
@@ -358,20 +358,23 @@ static int sqlite_setup(struct store_conn *c, const struct config *cfg, uint8_t 
         if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
             snprintf(err, err_size, "cannot create the demo sale: %s", msg ? msg : "?");
             sqlite3_free(msg);
-            return -1;
+            return OUTCOME_UNAVAILABLE;
         }
         if (sqlite3_changes(c->db)) LOG_INFO("store: created demo sale 1 with %lld units", (long long)cfg->demo_stock);
     }
-    return 0;
+    return OUTCOME_OK;
 }
 
-static int sqlite_begin(struct store_conn *c) { return sqlite_exec(c, ST_BEGIN) == SQLITE_DONE ? 0 : -1; }
-
-static int sqlite_commit(struct store_conn *c)
+static enum outcome sqlite_begin(struct store_conn *c)
 {
-    int rc = sqlite_exec(c, ST_COMMIT) == SQLITE_DONE ? 0 : -1;
-    if (rc == 0) c->floor_taken = 0; /* the order above the floor is durable */
-    return rc;
+    return sqlite_exec(c, ST_BEGIN) == SQLITE_DONE ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
+}
+
+static enum outcome sqlite_commit(struct store_conn *c)
+{
+    if (sqlite_exec(c, ST_COMMIT) != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
+    c->floor_taken = 0; /* the order above the floor is durable */
+    return OUTCOME_OK;
 }
 
 /* The floor this connection took comes back when its order did not stay. */
@@ -408,7 +411,7 @@ static void sqlite_read_order(sqlite3_stmt *st, struct store_order *o)
     o->sale_id = sqlite3_column_int64(st, 1);
     snprintf(o->user_id, sizeof o->user_id, "%s", (const char *)sqlite3_column_text(st, 2));
     o->quantity = sqlite3_column_int64(st, 3);
-    snprintf(o->status, sizeof o->status, "%s", (const char *)sqlite3_column_text(st, 4));
+    store_read_status(o, (const char *)sqlite3_column_text(st, 4));
     o->created_at = sqlite3_column_int64(st, 5);
     o->expires_at = sqlite3_column_int64(st, 6);
     o->paid_at = sqlite3_column_int64(st, 7);
@@ -487,12 +490,12 @@ static enum outcome sqlite_purchase(struct store_conn *c, struct store_purchase 
     o->created_at = clock_wall_ms();
     o->expires_at = p->payment_window ? o->created_at + p->payment_window * 1000 : 0;
     o->paid_at = 0;
-    snprintf(o->status, sizeof o->status, "%s", p->payment_window ? "pending" : "confirmed");
+    o->status = p->payment_window ? STORE_PENDING : STORE_CONFIRMED;
     st = c->st[ST_INSERT_ORDER];
     sqlite3_bind_int64(st, 1, o->sale_id);
     sqlite3_bind_text(st, 2, o->user_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, o->quantity);
-    sqlite3_bind_text(st, 4, o->status, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, store_status_name(o->status), -1, SQLITE_STATIC);
     if (p->idem_key[0]) sqlite3_bind_text(st, 5, p->idem_key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, o->created_at);
     if (o->expires_at) sqlite3_bind_int64(st, 7, o->expires_at);
@@ -569,38 +572,38 @@ static enum outcome sqlite_reset_sale(struct store_conn *c, int64_t sale_id)
 }
 
 /* Closes a pending order (status 'cancelled' or 'expired') and gives its units
- * back to the sale, in the current transaction.  True when this call closed it:
- * false means someone else already had (nothing given back twice). */
-static int sqlite_close_order(struct store_conn *c, const struct store_order *o, const char *status,
-                              int64_t now, bool *closed)
+ * back to the sale, in the current transaction.  *closed false: someone else
+ * already had (nothing given back twice). */
+static enum outcome sqlite_close_order(struct store_conn *c, const struct store_order *o, enum store_status status,
+                                       int64_t now, bool *closed)
 {
     sqlite3_stmt *st = c->st[ST_CLOSE];
     sqlite3_bind_int64(st, 1, o->id);
-    sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, store_status_name(status), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
     int rc = sqlite3_step(st);
     sqlite_done(st);
-    if (rc != SQLITE_DONE) return -1;
+    if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
     *closed = sqlite3_changes(c->db) == 1;
-    if (!*closed) return 0;
+    if (!*closed) return OUTCOME_OK;
     st = c->st[ST_GIVE_BACK];
     sqlite3_bind_int64(st, 1, o->quantity);
     sqlite3_bind_int64(st, 2, o->sale_id);
     rc = sqlite3_step(st);
     sqlite_done(st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    return rc == SQLITE_DONE ? OUTCOME_OK : OUTCOME_UNAVAILABLE;
 }
 
-static int sqlite_pay_order(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid)
+static enum outcome sqlite_pay_order(struct store_conn *c, const struct store_order *o, int64_t now, bool *paid)
 {
     sqlite3_stmt *st = c->st[ST_PAY];
     sqlite3_bind_int64(st, 1, o->id);
     sqlite3_bind_int64(st, 2, now);
     int rc = sqlite3_step(st);
     sqlite_done(st);
-    if (rc != SQLITE_DONE) return -1;
+    if (rc != SQLITE_DONE) return OUTCOME_UNAVAILABLE;
     *paid = sqlite3_changes(c->db) == 1;
-    return 0;
+    return OUTCOME_OK;
 }
 
 /* The sweeper: expire what is due, oldest first, at most sw->max per job. */
@@ -627,7 +630,8 @@ static enum outcome sqlite_sweep(struct store_conn *c, struct store_sweep *sw)
         sqlite_done(st);
         for (size_t i = 0; i < chunk; i++) {
             bool closed = false;
-            if (sqlite_close_order(c, &due[i], "expired", sw->now_ms, &closed) != 0) return OUTCOME_UNAVAILABLE;
+            if (sqlite_close_order(c, &due[i], STORE_EXPIRED, sw->now_ms, &closed) != OUTCOME_OK)
+                return OUTCOME_UNAVAILABLE;
             if (!closed) continue;
             struct store_expired *e = &sw->rows[sw->n++];
             e->sale_id = due[i].sale_id;
@@ -640,27 +644,14 @@ static enum outcome sqlite_sweep(struct store_conn *c, struct store_sweep *sw)
     return OUTCOME_OK;
 }
 
-static enum outcome sqlite_apply(struct store_conn *c, struct store_job *job)
+/* One purchase at a time (batch_buys false): each is its own guarded UPDATE. */
+static enum outcome sqlite_buy(struct store_conn *c, struct store_job **jobs, size_t n)
 {
-    if (job->op == STORE_PURCHASE && job->u.purchase.idem_key[0]) {
-        /* A key seen before: replay that order, touch nothing. */
-        struct store_purchase *p = &job->u.purchase;
-        enum outcome o = sqlite_order_by_key(c, p->sale_id, p->user_id, p->idem_key, &p->order);
-        if (o == OUTCOME_OK) {
-            p->replayed = true;
-            return OUTCOME_OK;
-        }
-        if (o != OUTCOME_NOT_FOUND) return o;
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->outcome = sqlite_purchase(c, &jobs[i]->u.purchase);
+        if (jobs[i]->outcome == OUTCOME_UNAVAILABLE) return OUTCOME_UNAVAILABLE;
     }
-    switch (job->op) {
-    case STORE_PURCHASE: return sqlite_purchase(c, &job->u.purchase);
-    case STORE_CREATE_SALE: return sqlite_create_sale(c, &job->u.sale);
-    case STORE_RESET_SALE: return sqlite_reset_sale(c, job->u.sale_id);
-    case STORE_PAY: return store_settle(c, &job->u.settle, true);
-    case STORE_CANCEL: return store_settle(c, &job->u.settle, false);
-    case STORE_SWEEP: return sqlite_sweep(c, &job->u.sweep);
-    }
-    return OUTCOME_INTERNAL;
+    return OUTCOME_OK;
 }
 
 /* The WAL restarts from its beginning only when a write transaction begins after
@@ -693,21 +684,21 @@ static void sqlite_housekeep(struct store_conn *c, const struct store_events *ev
         LOG_WARN("store: checkpoint: %s", sqlite3_errmsg(c->db));
 }
 
-static int sqlite_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
-                       void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
+static enum outcome sqlite_load(struct store_conn *c, void (*each)(void *, const struct store_sale *),
+                                void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
 {
     static const char sales_sql[] =
         "SELECT s.id, s.name, s.stock_total, s.stock_left, s.per_user_limit, s.starts_at,"
         " s.ends_at, s.payment_window, s.created_at,"
-        " COALESCE(SUM(CASE WHEN o.status IN " LIVE " THEN o.quantity END), 0),"
-        " COUNT(CASE WHEN o.status IN " LIVE " THEN 1 END),"
+        " COALESCE(SUM(CASE WHEN o.status IN " STORE_SQL_LIVE " THEN o.quantity END), 0),"
+        " COUNT(CASE WHEN o.status IN " STORE_SQL_LIVE " THEN 1 END),"
         " COALESCE(SUM(CASE WHEN o.status = 'pending' THEN o.quantity END), 0),"
         " COALESCE(SUM(CASE WHEN o.status = 'paid' THEN o.quantity END), 0),"
         " COALESCE(SUM(CASE WHEN o.status = 'expired' THEN o.quantity END), 0),"
         " COALESCE(SUM(CASE WHEN o.status = 'cancelled' THEN o.quantity END), 0)"
         " FROM sales s LEFT JOIN orders o ON o.sale_id = s.id GROUP BY s.id ORDER BY s.id";
     static const char held_sql[] = "SELECT sale_id, user_id, SUM(quantity) FROM orders"
-                                   " WHERE status IN " LIVE " GROUP BY sale_id, user_id";
+                                   " WHERE status IN " STORE_SQL_LIVE " GROUP BY sale_id, user_id";
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(c->db, sales_sql, -1, &st, NULL);
@@ -743,9 +734,9 @@ static int sqlite_load(struct store_conn *c, void (*each)(void *, const struct s
     sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_DONE) {
         LOG_ERROR("store: loading sales failed: %s", sqlite3_errmsg(c->db));
-        return -1;
+        return OUTCOME_UNAVAILABLE;
     }
-    return 0;
+    return OUTCOME_OK;
 }
 
 static enum outcome sqlite_order_get(struct store_conn *c, int64_t id, struct store_order *out)
@@ -811,23 +802,31 @@ static enum outcome sqlite_audit_finish(struct store_conn *c, int64_t sale_id, s
 }
 
 const struct store_backend store_sqlite = {
-    /* one writer at a time: reading the order is enough to own it */
-    .order_lock = sqlite_order_get,
-    .order_close = sqlite_close_order,
-    .order_pay = sqlite_pay_order,
+    .kind = "sqlite",
+    .schemes = NULL, /* any path that no other backend claims */
+    .shared = false, /* the writer's lock file keeps other processes out */
+    .batch_buys = false,
+    .buy_replays = false,
     .housekeep_ms = 200,
     .connect = sqlite_connect,
     .disconnect = sqlite_disconnect,
     .setup = sqlite_setup,
+    .load = sqlite_load,
     .begin = sqlite_begin,
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,
-    .apply = sqlite_apply,
-    .housekeep = sqlite_housekeep,
-    .after_commit = sqlite_after_commit,
-    .load = sqlite_load,
+    .buy = sqlite_buy,
+    .create_sale = sqlite_create_sale,
+    .reset_sale = sqlite_reset_sale,
+    .sweep = sqlite_sweep,
+    /* one writer at a time: reading the order is enough to own it */
+    .order_lock = sqlite_order_get,
+    .order_close = sqlite_close_order,
+    .order_pay = sqlite_pay_order,
     .order_get = sqlite_order_get,
     .order_by_key = sqlite_order_by_key,
     .audit_begin = sqlite_audit_begin,
     .audit_finish = sqlite_audit_finish,
+    .housekeep = sqlite_housekeep,
+    .after_commit = sqlite_after_commit,
 };

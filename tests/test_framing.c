@@ -135,11 +135,12 @@ static void test_statuses(void)
 {
     for (int f = 1; f < FRAMING_COUNT; f++) {
         int want = f == FRAMING_TE_UNSUPPORTED ? 501 : f == FRAMING_VERSION ? 505 : 400;
-        CHECK_EQ_INT(framing_status((enum framing_fault)f), want);
+        CHECK_EQ_INT(outcome_status(framing_outcome((enum framing_fault)f)), want);
         CHECK(framing_message((enum framing_fault)f) && strchr(framing_message((enum framing_fault)f), '"') == NULL);
     }
-    CHECK_EQ_STR(framing_code(FRAMING_TE_UNSUPPORTED), "not_implemented");
-    CHECK_EQ_STR(framing_code(FRAMING_CL_AND_TE), "invalid_request");
+    CHECK_EQ_STR(outcome_code(framing_outcome(FRAMING_TE_UNSUPPORTED)), "not_implemented");
+    CHECK_EQ_STR(outcome_code(framing_outcome(FRAMING_CL_AND_TE)), "invalid_request");
+    CHECK_EQ_STR(outcome_code(framing_outcome(FRAMING_VERSION)), "http_version_not_supported");
 }
 
 static void test_first_bytes(void)

@@ -259,9 +259,10 @@ static void *hook_new(void *arg, size_t index)
 
 static struct hooks *hooks_for_free;
 
-static void hook_after_round(void *state)
+static void hook_after_round(void *arg, void *state)
 {
-    atomic_fetch_add(&hooks_for_free->rounds, 1);
+    struct hooks *h = arg; /* the hooks' arg reaches after_round too */
+    atomic_fetch_add(&h->rounds, 1);
 }
 
 static void hook_free(void *state)

@@ -1,8 +1,9 @@
 /* test_store — the SQLite store against a real file in a temporary folder: the
  * SQL guard on stock and per-user limit (or on stock alone behind a memory gate), the
  * per-user index per strategy, idempotent replays, reset, load after a
- * restart, audit numbers, the schema version gate.  Rows are checked with sqlite3
- * directly where that says more than the store's own answers. */
+ * restart, audit numbers, the schema version gate, done() once and under the
+ * commit lock.  Rows are checked with sqlite3 directly where that says more than
+ * the store's own answers. */
 #include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
@@ -392,7 +393,7 @@ static void test_guarded_never_oversells(void)
     for (int i = 0; i < 50; i++) {
         if (jobs[i].outcome != OUTCOME_OK) continue;
         CHECK(jobs[i].u.purchase.order.id > 0);
-        CHECK_EQ_STR(jobs[i].u.purchase.order.status, "confirmed");
+        CHECK_EQ_STR(store_status_name(jobs[i].u.purchase.order.status), "confirmed");
         CHECK_EQ_INT(jobs[i].u.purchase.order.expires_at, 0);
         CHECK(!jobs[i].u.purchase.replayed);
         ids_ok++;
@@ -573,7 +574,7 @@ static void test_order_get(void)
     job.u.purchase.payment_window = 600;
     CHECK_EQ_INT(store_run(o.st, &job), OUTCOME_OK);
     p2 = job.u.purchase;
-    CHECK_EQ_STR(p2.order.status, "pending");
+    CHECK_EQ_STR(store_status_name(p2.order.status), "pending");
     CHECK_EQ_INT(p2.order.expires_at, p2.order.created_at + 600000);
 
     struct store_conn *c = store_conn_open(o.st);
@@ -584,12 +585,12 @@ static void test_order_get(void)
     CHECK_EQ_INT(ord.sale_id, final_sale);
     CHECK_EQ_STR(ord.user_id, "ann");
     CHECK_EQ_INT(ord.quantity, 2);
-    CHECK_EQ_STR(ord.status, "confirmed");
+    CHECK_EQ_STR(store_status_name(ord.status), "confirmed");
     CHECK_EQ_INT(ord.created_at, p1.order.created_at);
     CHECK_EQ_INT(ord.expires_at, 0);
     CHECK_EQ_INT(ord.paid_at, 0);
     CHECK_EQ_INT(store_order_get(c, p2.order.id, &ord), OUTCOME_OK);
-    CHECK_EQ_STR(ord.status, "pending");
+    CHECK_EQ_STR(store_status_name(ord.status), "pending");
     CHECK_EQ_STR(ord.user_id, "bob");
     CHECK_EQ_INT(ord.expires_at, p2.order.expires_at);
     CHECK_EQ_INT(store_order_get(c, 12345, &ord), OUTCOME_NOT_FOUND);
@@ -1051,6 +1052,62 @@ static void test_close_drains_queue(void)
     CHECK_EQ_INT(sql_int(path, "SELECT stock_left FROM sales"), 0);
 }
 
+/* ---- invariants where threads meet ------------------------------------------------ */
+
+struct held_probe {
+    struct store *st;
+    _Atomic int calls, held;
+};
+
+static void held_done(struct store_job *job)
+{
+    struct held_probe *p = job->ctx;
+    atomic_fetch_add(&p->calls, 1);
+    if (store_commit_held(p->st)) atomic_fetch_add(&p->held, 1);
+}
+
+/* done() runs once per job and under the commit lock, whichever thread commits:
+ * the writer (through store_run's queue) or a worker's own connection
+ * (store_purchase_now), a sale or a refusal alike. */
+static void test_done_under_commit_lock(void)
+{
+    const char *path = new_db_path();
+    struct opened o;
+    open_at(&o, path, "0");
+    CHECK_EQ_STR(store_kind(o.st), "sqlite"); /* a path, not a URI */
+    CHECK(!store_shared(o.st));
+    int64_t sale = create_sale(o.st, "Held", 2, 1, 0);
+    struct store_conn *c = store_conn_open(o.st);
+    CHECK(c != NULL);
+    static const struct {
+        const char *user;
+        bool now; /* store_purchase_now on c, else the writer */
+        enum outcome want;
+    } cases[] = {
+        {"ann", false, OUTCOME_OK},
+        {"bob", true, OUTCOME_OK},
+        {"cat", false, OUTCOME_SOLD_OUT},
+        {"dan", true, OUTCOME_SOLD_OUT},
+        {"ann", true, OUTCOME_SOLD_OUT}, /* stock first: the limit is held in memory */
+    };
+    struct held_probe p = {.st = o.st};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct store_job job;
+        purchase_init(&job, sale, cases[i].user, 1, 1, NULL);
+        job.u.purchase.limit_held = true;
+        job.done = held_done;
+        job.ctx = &p;
+        enum outcome got = cases[i].now ? store_purchase_now(o.st, c, &job) : store_run(o.st, &job);
+        CHECK_EQ_INT(got, cases[i].want);
+        CHECK(job.finished);
+        CHECK_EQ_INT(atomic_load(&p.calls), (int)i + 1);
+        CHECK_EQ_INT(atomic_load(&p.held), (int)i + 1);
+        CHECK(!store_commit_held(o.st)); /* and let go after */
+    }
+    store_conn_close(c);
+    close_store(&o);
+}
+
 /* ---- setup --------------------------------------------------------------------------- */
 
 static void remove_dir(void)
@@ -1068,7 +1125,25 @@ static void remove_dir(void)
     rmdir(dir);
 }
 
+/* Every status the schema allows reads back as itself; anything else is refused. */
+static void test_status_names(void)
+{
+    static const char *const names[] = {"pending", "paid", "confirmed", "cancelled", "expired"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        enum store_status st;
+        CHECK(store_status_parse(names[i], &st));
+        CHECK_EQ_STR(store_status_name(st), names[i]);
+    }
+    static const char *const bad[] = {"", "Pending", "pending ", "refunded", NULL};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        enum store_status st = STORE_PAID;
+        CHECK(!store_status_parse(bad[i], &st));
+        CHECK(st == STORE_PAID); /* untouched */
+    }
+}
+
 static const struct unit_case cases[] = {
+    {"status_names", test_status_names},
     {"schema_and_demo", test_schema_and_demo},
     {"migrates_v1", test_migrates_v1},
     {"newer_schema_refused", test_newer_schema_refused},
@@ -1089,6 +1164,7 @@ static const struct unit_case cases[] = {
     {"load_after_reopen", test_load_after_reopen},
     {"purchase_now", test_purchase_now},
     {"close_drains_queue", test_close_drains_queue},
+    {"done_under_commit_lock", test_done_under_commit_lock},
     {NULL, NULL}};
 
 int main(void)

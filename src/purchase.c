@@ -1,0 +1,255 @@
+/* purchase — see purchase.h. */
+#include "purchase.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "hash.h"
+#include "metrics.h"
+#include "payload.h"
+#include "render.h"
+
+#define PURCHASE_KEY_BUCKETS 256
+
+/* One purchase on its way: the call, and its place among the tries of its key. */
+struct purchase {
+    struct call call;
+    bool reserved; /* the inventory holds a claim for this purchase */
+    bool keyed;    /* in the keys table: tries with the same key follow this one */
+    struct purchase *key_next;  /* the bucket's chain */
+    struct purchase *followers; /* retries waiting for this try's answer */
+    struct purchase *follow_next;
+};
+
+/* Purchases with an Idempotency-Key, from their claim on a worker to their
+ * answer, hashed by (sale, user, key): a retry finds the try in flight. */
+struct purchase_keys {
+    pthread_mutex_t mu;
+    struct purchase *buckets[PURCHASE_KEY_BUCKETS];
+};
+
+struct purchase_keys *purchase_keys_new(void)
+{
+    struct purchase_keys *k = calloc(1, sizeof *k);
+    if (k) pthread_mutex_init(&k->mu, NULL);
+    return k;
+}
+
+void purchase_keys_free(struct purchase_keys *k)
+{
+    if (!k) return;
+    pthread_mutex_destroy(&k->mu);
+    free(k);
+}
+
+/* On the I/O thread (call_answer_later): the answer to a finished purchase. */
+static void purchase_answer(struct call *c)
+{
+    struct store_purchase *p = &c->sj.u.purchase;
+    if (c->sj.outcome == OUTCOME_OK) {
+        char body[512], location[64], token[ORDERTOKEN_LEN + 1];
+        ordertoken_make(&c->env->order_tokens, p->order.id, token);
+        size_t len = render_order(&p->order, true, token, body, sizeof body);
+        render_order_location(&p->order, location, sizeof location);
+        call_answer(c->req, &(struct answer){.status = 201, .body = body, .len = len, .location = location});
+    } else {
+        call_refuse(c->req, c->sj.outcome, NULL);
+    }
+    free(c);
+}
+
+/* ---- retries with an Idempotency-Key, while the first try is in flight ---------- */
+
+static struct purchase **purchase_keys_bucket(struct purchase_keys *k, const struct store_purchase *p)
+{
+    uint64_t h = hash_str(hash_str(HASH_FNV_OFFSET ^ (uint64_t)p->sale_id, p->user_id), p->idem_key);
+    return &k->buckets[hash_fold(h) % PURCHASE_KEY_BUCKETS];
+}
+
+static bool purchase_keys_same(const struct store_purchase *x, const struct store_purchase *y)
+{
+    return x->sale_id == y->sale_id && strcmp(x->user_id, y->user_id) == 0 && strcmp(x->idem_key, y->idem_key) == 0;
+}
+
+/* On a worker, before the reservation: true when pc is now the try in flight for
+ * its key; false when another try is, and pc will get that try's answer
+ * (purchase_keys_settle).  The claim comes first so that a retry can never meet
+ * the first try's units in memory without also finding the first try here. */
+static bool purchase_keys_claim(struct purchase_keys *k, struct purchase *pc)
+{
+    const struct store_purchase *p = &pc->call.sj.u.purchase;
+    struct purchase **bucket = purchase_keys_bucket(k, p);
+    pthread_mutex_lock(&k->mu);
+    struct purchase *first = *bucket;
+    while (first && !purchase_keys_same(&first->call.sj.u.purchase, p)) first = first->key_next;
+    if (first) {
+        pc->follow_next = first->followers;
+        first->followers = pc;
+    } else {
+        pc->keyed = true;
+        pc->key_next = *bucket;
+        *bucket = pc;
+    }
+    pthread_mutex_unlock(&k->mu);
+    return !first;
+}
+
+/* pc's answer is known (o, and its order when OUTCOME_OK): pc leaves the table and
+ * every retry that followed it gets the same answer, as a replay.  On the writer
+ * (under the commit lock) or on a worker. */
+static void purchase_keys_settle(struct purchase_keys *k, struct purchase *pc, enum outcome o)
+{
+    if (!pc->keyed) return;
+    pthread_mutex_lock(&k->mu);
+    struct purchase **at = purchase_keys_bucket(k, &pc->call.sj.u.purchase);
+    while (*at != pc) at = &(*at)->key_next;
+    *at = pc->key_next;
+    struct purchase *f = pc->followers;
+    pc->followers = NULL;
+    pc->keyed = false;
+    pthread_mutex_unlock(&k->mu);
+    while (f) {
+        struct purchase *next = f->follow_next;
+        assert(!f->reserved && !f->keyed); /* a follower never reached the inventory */
+        f->call.sj.outcome = o;
+        if (o == OUTCOME_OK) {
+            f->call.sj.u.purchase.order = pc->call.sj.u.purchase.order;
+            f->call.sj.u.purchase.replayed = true;
+            metrics_count(METRIC_REPLAYS, 1);
+        }
+        inventory_leave(f->call.sale);
+        call_answer_later(&f->call, purchase_answer);
+        f = next;
+    }
+}
+
+/* On the writer thread after COMMIT (or on the worker, when SQL decides):
+ * memory follows the database here, under the commit lock; the answer is built
+ * on the I/O thread, so the next group commit does not wait for it. */
+static void purchase_done(struct store_job *sj)
+{
+    struct purchase *pc = sj->ctx;
+    struct call *c = &pc->call;
+    const struct call_env *env = c->env;
+    struct store_purchase *p = &sj->u.purchase;
+    bool sold = sj->outcome == OUTCOME_OK && !p->replayed;
+    assert(!sold || pc->reserved); /* only a purchase that reserved can be committed */
+    if (sold) {
+        inventory_commit(env->inv, c->sale, p->user_id, p->quantity, p->order.expires_at != 0);
+        metrics_count(METRIC_ORDERS, 1);
+        metrics_count(METRIC_UNITS, (uint64_t)p->quantity);
+    } else if (pc->reserved) {
+        inventory_release(env->inv, c->sale, p->user_id, p->quantity);
+    }
+    if (sj->outcome == OUTCOME_OK && p->replayed) metrics_count(METRIC_REPLAYS, 1);
+    purchase_keys_settle(env->keys, pc, sj->outcome);
+    assert(!pc->keyed && !pc->followers); /* every retry that followed it has its answer */
+    inventory_leave(c->sale);
+    call_answer_later(c, purchase_answer);
+}
+
+/* On a worker. */
+static void purchase_run(struct pool_job *job, void *worker)
+{
+    struct purchase *pc = (struct purchase *)job;
+    struct call *c = &pc->call;
+    const struct call_env *env = c->env;
+    struct store_conn *conn = call_worker_conn(worker);
+    struct store_purchase *p = &c->sj.u.purchase;
+    enum outcome o = OUTCOME_OK;
+
+    if (clock_mono_ns() - job->enqueued_ns > (uint64_t)env->cfg->queue_timeout_ms * 1000000u) {
+        o = OUTCOME_OVERLOADED; /* the client has waited long enough; nothing was reserved */
+    } else if (p->idem_key[0]) {
+        o = conn ? store_order_by_key(conn, p->sale_id, p->user_id, p->idem_key, &p->order)
+                 : OUTCOME_UNAVAILABLE;
+        if (o == OUTCOME_OK) {
+            p->replayed = true;
+            c->sj.outcome = OUTCOME_OK;
+            purchase_done(&c->sj); /* nothing was reserved, nothing to release */
+            return;
+        }
+        o = o == OUTCOME_NOT_FOUND ? OUTCOME_OK : o;
+    }
+    /* A retry would be refused on what its first try holds (memory's units, or on
+     * PostgreSQL the first try's uncommitted row): it follows the try in flight
+     * instead and gets the same answer. */
+    if (o == OUTCOME_OK && p->idem_key[0] && !purchase_keys_claim(env->keys, pc)) return;
+    if (o == OUTCOME_OK) {
+        o = inventory_reserve(env->inv, c->sale, p->user_id, p->quantity, clock_wall_ms() / 1000,
+                              &p->unguarded_stock_left);
+    }
+    if (o != OUTCOME_OK && pc->keyed && conn &&
+        store_order_by_key(conn, p->sale_id, p->user_id, p->idem_key, &p->order) == OUTCOME_OK) {
+        /* A try with this key committed between our look and our claim. */
+        p->replayed = true;
+        c->sj.outcome = OUTCOME_OK;
+        purchase_done(&c->sj);
+        return;
+    }
+    if (o != OUTCOME_OK) {
+        purchase_keys_settle(env->keys, pc, o);
+        call_refuse(c->req, o, NULL);
+        inventory_leave(c->sale);
+        free(pc);
+        return;
+    }
+    pc->reserved = true;
+    if (inventory_traits(env->inv)->sql_decides) {
+        if (conn) {
+            store_purchase_now(env->store, conn, &c->sj);
+        } else {
+            c->sj.outcome = OUTCOME_UNAVAILABLE;
+            purchase_done(&c->sj);
+        }
+    } else {
+        call_commit_later(worker, &c->sj);
+    }
+}
+
+void purchase_create(const struct call_env *env, struct http_request *r, int64_t sale_id)
+{
+    struct sale *sale = inventory_get(env->inv, sale_id);
+    if (!sale) return call_refuse(r, OUTCOME_NOT_FOUND, "no such sale");
+    struct payload_order order;
+    char msg[256];
+    size_t len;
+    const char *body = http_body(r, &len);
+    enum outcome o = payload_order_parse(body, len, &order, msg, sizeof msg);
+    if (o != OUTCOME_OK) return call_refuse(r, o, msg);
+    const char *key = http_header(r, "Idempotency-Key");
+    if (key && !payload_key_ok(key))
+        return call_refuse(r, OUTCOME_INVALID, "Idempotency-Key must be 1 to 128 printable ASCII characters");
+    if (!call_user_checks(env, r, order.user_id)) return;
+
+    /* A refused request with a key may be the retry of an order this user has or is
+     * getting: only a worker, which looks the key up, can tell.  The units are read
+     * after the check, so a first try that reserved in between is seen.  Everyone
+     * else meets the fast path. */
+    o = inventory_check(env->inv, sale, order.user_id, order.quantity, clock_wall_ms() / 1000);
+    if (o != OUTCOME_OK && key && inventory_units(env->inv, sale, order.user_id) > 0) o = OUTCOME_OK;
+    if (o != OUTCOME_OK) return call_refuse(r, o, NULL);
+    if (!inventory_admit(sale)) return call_refuse(r, OUTCOME_RESETTING, NULL);
+    struct call *c = call_new(env, r, sizeof(struct purchase), purchase_run);
+    if (!c) {
+        inventory_leave(sale);
+        return call_refuse(r, OUTCOME_INTERNAL, "out of memory");
+    }
+    c->sale = sale;
+    c->sj.op = STORE_PURCHASE;
+    c->sj.done = purchase_done;
+    c->sj.ctx = c;
+    struct store_purchase *p = &c->sj.u.purchase;
+    p->sale_id = sale->id;
+    memcpy(p->user_id, order.user_id, sizeof p->user_id);
+    p->quantity = order.quantity;
+    if (key) snprintf(p->idem_key, sizeof p->idem_key, "%s", key);
+    p->per_user_limit = sale->per_user_limit;
+    p->payment_window = sale->payment_window;
+    p->unguarded = inventory_traits(env->inv)->blind_write;
+    p->limit_held = inventory_traits(env->inv)->holds_limit;
+    if (!call_enqueue(c)) inventory_leave(sale);
+}
