@@ -170,18 +170,21 @@ MANDIR  := $(PREFIX)/share/man/man1
 UNITDIR := $(PREFIX)/lib/systemd/system
 
 install: build/flashsale build/flashsale.1
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/static $(DESTDIR)$(MANDIR) $(DESTDIR)$(UNITDIR)
-	install -m 0755 build/flashsale $(DESTDIR)$(BINDIR)/flashsale
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(DATADIR)/static" "$(DESTDIR)$(MANDIR)" "$(DESTDIR)$(UNITDIR)"
+	install -m 0755 build/flashsale "$(DESTDIR)$(BINDIR)/flashsale"
 	cd static && find . -type f | while read -r f; do \
 	  install -D -m 0644 "$$f" "$(DESTDIR)$(DATADIR)/static/$$f" || exit 1; done
-	install -m 0644 docker/flashsale.env $(DESTDIR)$(DATADIR)/flashsale.env
-	install -m 0644 build/flashsale.1 $(DESTDIR)$(MANDIR)/flashsale.1
+	install -m 0644 docker/flashsale.env "$(DESTDIR)$(DATADIR)/flashsale.env"
+	install -m 0644 build/flashsale.1 "$(DESTDIR)$(MANDIR)/flashsale.1"
 	sed 's|/usr/local/bin/flashsale|$(BINDIR)/flashsale|' docker/flashsale.service > build/flashsale.service
-	install -m 0644 build/flashsale.service $(DESTDIR)$(UNITDIR)/flashsale.service
+	install -m 0644 build/flashsale.service "$(DESTDIR)$(UNITDIR)/flashsale.service"
 
+# Quoted, and the folder removed whole only when it is flashsale's own: a PREFIX with a
+# space, or a DATADIR set by hand, must never widen the rm -rf.
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/flashsale $(DESTDIR)$(MANDIR)/flashsale.1 $(DESTDIR)$(UNITDIR)/flashsale.service
-	rm -rf $(DESTDIR)$(DATADIR)
+	rm -f "$(DESTDIR)$(BINDIR)/flashsale" "$(DESTDIR)$(MANDIR)/flashsale.1" "$(DESTDIR)$(UNITDIR)/flashsale.service"
+	@case "$(DATADIR)" in */flashsale) rm -rf "$(DESTDIR)$(DATADIR)" ;; \
+	  *) echo "uninstall: DATADIR ($(DATADIR)) is not a flashsale folder; left alone" >&2; exit 1 ;; esac
 
 # --- tests --------------------------------------------------------------------
 # tests/run.sh runs each suite, counts every case and prints one closing line.

@@ -520,6 +520,30 @@ def install(prefix):
         shutil.rmtree(cwd, ignore_errors=True)
 
 
+def uninstall_guards():
+    """A DESTDIR with a space installs and uninstalls whole; a DATADIR that is not
+    flashsale's own folder is never removed (the rm -rf must not widen)."""
+    dest = tempfile.mkdtemp(prefix="fs destdir ")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    try:
+        base = ["make", "-s", "-C", ROOT, f"DESTDIR={dest}", "PREFIX=/opt/fs"]
+        r = run(base + ["install"], timeout=600, env=env)
+        n = len(installed_files(dest))
+        check(SUITE, "install_destdir_with_space", r.returncode == 0 and n > 5, f"{n} files; {r.stderr}")
+        keep = os.path.join(dest, "opt", "keep-me")
+        with open(keep, "w") as f:
+            f.write("not flashsale's")
+        r = run(base + ["uninstall", "DATADIR=/opt"], env=env)
+        check(SUITE, "uninstall_refuses_foreign_datadir", r.returncode != 0 and os.path.exists(keep),
+              f"exit {r.returncode}; {r.stderr}")
+        os.remove(keep)
+        r = run(base + ["uninstall"], env=env)
+        left = installed_files(dest)
+        check(SUITE, "uninstall_destdir_with_space", r.returncode == 0 and not left, repr(left) + r.stderr)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
 def main():
     want, lines = version()
     man_page(os.path.join(os.path.dirname(BINARY), "flashsale.1"), "built")
@@ -529,6 +553,7 @@ def main():
     alerts()
     for prefix in ("/usr/local", "/opt/flashsale"):
         install(prefix)
+    uninstall_guards()
     finish()
 
 
