@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct gate {
     void *ctx;
     uint64_t grace_ns, next_ns; /* next_ns: no grace ends before it */
     size_t nslots, held, free_hint;
+    unsigned per_address; /* most connections one client address may have held (0 = no bound) */
     char peek[GATE_PEEK];
     struct gate_slot slots[];
 };
@@ -88,7 +90,31 @@ void gate_stop_listening(struct gate *g)
     g->stopped = true;
 }
 
-size_t gate_held(const struct gate *g) { return g->held; }
+void gate_limit_per_address(struct gate *g, unsigned limit) { g->per_address = limit; }
+
+/* The client's address, without the port. */
+static bool gate_same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family) return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                      sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+/* Whether sa already holds as many slots as one address may: held connections are not
+ * libmicrohttpd's yet, so its --per-ip-limit cannot see them; without this, one
+ * client could fill every slot and stop the gate accepting for everyone. */
+static bool gate_address_full(const struct gate *g, const struct sockaddr_storage *sa)
+{
+    if (!g->per_address) return false;
+    unsigned n = 0;
+    for (size_t i = 0; i < g->nslots && n < g->per_address; i++)
+        if (g->slots[i].fd >= 0 && gate_same_address(&g->slots[i].sa, sa)) n++;
+    return n >= g->per_address;
+}
 
 static void gate_admit(struct gate *g, size_t i)
 {
@@ -105,7 +131,8 @@ static void gate_refuse(struct gate *g, size_t i, enum framing_fault f)
 {
     int fd = g->slots[i].fd;
     gate_release(g, i);
-    while (read(fd, g->peek, sizeof g->peek) > 0) {}
+    /* Bounded: a client that keeps streaming must not keep the I/O thread here. */
+    for (int k = 0; k < 16 && read(fd, g->peek, sizeof g->peek) > 0; k++) {}
     char body[256], msg[512];
     enum outcome o = framing_outcome(f);
     int b = (int)outcome_json(o, framing_message(f), body, sizeof body);
@@ -148,6 +175,10 @@ static void gate_accept(struct gate *g, size_t room)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             return; /* EAGAIN, or out of descriptors: the next round tries again */
+        }
+        if (gate_address_full(g, &sa)) { /* as libmicrohttpd does past --per-ip-limit */
+            close(fd);
+            continue;
         }
         size_t i = g->free_hint;
         while (g->slots[i].fd >= 0) i = (i + 1) % g->nslots;

@@ -49,8 +49,8 @@ void gate_event(struct gate *g, uint64_t tag, size_t room);
  * (INT32_MAX when nothing is held), for the loop's wait. */
 int gate_round(struct gate *g, size_t room);
 
-/* Connections held now. */
-size_t gate_held(const struct gate *g);
+/* At most limit held connections per client address (0 = none): --per-ip-limit. */
+void gate_limit_per_address(struct gate *g, unsigned limit);
 
 /* Stops accepting for good (quiesce); held connections are still admitted. */
 void gate_stop_listening(struct gate *g);

@@ -672,6 +672,7 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
             snprintf(err, err_size, "cannot watch the listening socket: %s", strerror(errno));
             goto fail;
         }
+        gate_limit_per_address(io->gate, (unsigned)cfg->per_ip_limit);
     }
     for (size_t i = 0; i < s->nio; i++) {
         if (pthread_create(&s->io[i].thread, NULL, http_io_main, &s->io[i]) != 0) {
@@ -691,7 +692,6 @@ int http_port(const struct http_server *s) { return s->port; }
 
 void http_quiesce(struct http_server *s) { atomic_store(&s->quiesce, true); }
 
-size_t http_deferred(const struct http_server *s) { return atomic_load(&s->deferred); }
 
 static void http_tpc_stop(struct http_server *s, size_t stuck);
 
@@ -927,6 +927,7 @@ static struct http_server *http_tpc_start(struct http_server *s, const struct co
     io->gate = io->wait_fd < 0 ? NULL
                                : gate_new(io->listen_fd, io->wait_fd, HTTP_GATE_SLOTS, HTTP_GATE_GRACE_MS,
                                           http_tpc_admit, s);
+    if (io->gate) gate_limit_per_address(io->gate, (unsigned)cfg->per_ip_limit);
     if (!io->gate) {
         snprintf(err, err_size, "cannot start the connection gate");
         goto fail;

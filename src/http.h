@@ -72,9 +72,6 @@ int http_port(const struct http_server *s);
 /* Stops accepting connections; requests on open connections are still served. */
 void http_quiesce(struct http_server *s);
 
-/* Deferred requests not completed yet. */
-size_t http_deferred(const struct http_server *s);
-
 /* Waits up to timeout_ms for deferred requests to finish and answers to go out,
  * then closes every connection and frees the server. */
 void http_stop(struct http_server *s, int timeout_ms);
