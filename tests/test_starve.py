@@ -16,6 +16,7 @@ latencies are compared as a ratio, measured in the same run on the same machine.
 """
 import json
 import os
+import select
 import signal
 import socket
 import sqlite3
@@ -177,7 +178,16 @@ def parked_burst(srv, big, small):
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
             s.sendall(req)
             socks.append(s)
-        time.sleep(0.3)
+        # Release the lock only once the server has seen every audit: the refusals
+        # start once PARKED_MAX are parked, so when the last refusal is readable all
+        # of them were counted.  A wait for an outcome, not a fixed pause.
+        refused_want = PARKED_BURST - PARKED_MAX
+        poller = select.poll()  # poll, not select: descriptors may pass FD_SETSIZE
+        for s in socks:
+            poller.register(s, select.POLLIN)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(poller.poll(50)) < refused_want:
+            time.sleep(0.01)
     finally:
         lock.execute("ROLLBACK")
         lock.close()
