@@ -355,3 +355,28 @@ def db_truth(server, sale_id):
                       "('pending','paid','confirmed') GROUP BY user_id HAVING SUM(quantity) > ?) AS over_limit",
                       (sale_id, limit))[0][0]
     return total, left, units, n, over
+
+
+def parse_responses(data):
+    """Raw HTTP/1.1 bytes read off a socket (the framing and hostile suites): complete responses at the front of data: [(status, {header: value}, body)] and
+    the bytes left over.  304, 204 and 1xx have no body whatever Content-Length says."""
+    out = []
+    while data.startswith(b"HTTP/"):
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.split(b"\r\n")
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError):
+            break
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers.setdefault(k.strip().lower().decode(errors="replace"), v.strip().decode(errors="replace"))
+        n = 0 if status in (204, 304) or status < 200 else int(headers.get("content-length", "0") or 0)
+        if len(rest) < n:
+            break
+        out.append((status, headers, rest[:n]))
+        data = rest[n:]
+    return out, data

@@ -34,7 +34,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import TOKEN, Server, check, finish  # noqa: E402
+from harness import TOKEN, Server, check, finish, parse_responses  # noqa: E402
 
 SUITE = "framing"
 BINARY = sys.argv[1] if len(sys.argv) > 1 else None
@@ -45,29 +45,6 @@ DEADLINE = 10.0  # liveness only: a healthy server answers in milliseconds
 
 # ---- the wire ----------------------------------------------------------------------
 
-def parse(data):
-    """Complete responses at the front of data: [(status, {header: value}, body)] and
-    the bytes left over.  304, 204 and 1xx have no body whatever Content-Length says."""
-    out = []
-    while data.startswith(b"HTTP/"):
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        if not sep:
-            break
-        lines = head.split(b"\r\n")
-        try:
-            status = int(lines[0].split()[1])
-        except (IndexError, ValueError):
-            break
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(b":")
-            headers.setdefault(k.strip().lower().decode(errors="replace"), v.strip().decode(errors="replace"))
-        n = 0 if status in (204, 304) or status < 200 else int(headers.get("content-length", "0") or 0)
-        if len(rest) < n:
-            break
-        out.append((status, headers, rest[:n]))
-        data = rest[n:]
-    return out, data
 
 
 def converse(port, data, must_close, lead=0):
@@ -81,7 +58,7 @@ def converse(port, data, must_close, lead=0):
     try:
         s.sendall(data)
         while time.time() < deadline:
-            resps, _ = parse(got)
+            resps, _ = parse_responses(got)
             if len(resps) >= lead + 1 and not sent_follow:
                 try:
                     s.sendall(FOLLOW)
@@ -293,7 +270,7 @@ def run_case(port, name, data, expect, must_close, known_mhd):
     # A case may start with FOLLOW: its answer comes first, then the case's.
     lead = 1 if data.startswith(FOLLOW) else 0
     got, end = converse(port, data, must_close, lead)
-    resps, rest = parse(got)
+    resps, rest = parse_responses(got)
     lines = len(STATUS_LINE.findall(got)) - lead
     problems = []
     if lead and (not resps or not healthz(*resps[0])[0]):
@@ -378,12 +355,12 @@ def not_modified(srv):
     try:
         s.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
         got = b""
-        while not parse(got)[0]:
+        while not parse_responses(got)[0]:
             d = s.recv(65536)
             if not d:
                 break
             got += d
-        (st, h200, body200), = parse(got)[0]
+        (st, h200, body200), = parse_responses(got)[0]
         etag = h200.get("etag")
         # The conditional GET and a pipelined follow-up: the 304 must carry no body
         # bytes, so the follow-up's answer starts right after its header block.
@@ -391,14 +368,14 @@ def not_modified(srv):
                   + b"\r\n\r\n" + FOLLOW)
         got = b""
         deadline = time.time() + DEADLINE
-        while len(parse(got)[0]) < 2 and time.time() < deadline:
+        while len(parse_responses(got)[0]) < 2 and time.time() < deadline:
             d = s.recv(65536)
             if not d:
                 break
             got += d
     finally:
         s.close()
-    resps, rest = parse(got)
+    resps, rest = parse_responses(got)
     check(SUITE, "static_200_has_validators", st == 200 and etag and h200.get("cache-control"),
           f"200 headers: {h200}")
     if len(resps) < 2:

@@ -29,7 +29,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, check, db_truth, finish  # noqa: E402
+from harness import Server, check, db_truth, finish, parse_responses  # noqa: E402
 
 SUITE = "hostile"
 BINARY = sys.argv[1] if len(sys.argv) > 1 else None
@@ -68,7 +68,7 @@ def exchange(port, data, mode="keep", want=1, timeout=3.0, src=None):
             if not d:
                 break
             out += d
-            if len(parse_responses(out)) >= want:
+            if len(parse_responses(out)[0]) >= want:
                 end = "complete"
                 break
     except (ConnectionResetError, BrokenPipeError):
@@ -79,32 +79,7 @@ def exchange(port, data, mode="keep", want=1, timeout=3.0, src=None):
         end = "reset" if e.errno in (107, 104) else f"error {e!r}"
     finally:
         s.close()
-    return parse_responses(out), end
-
-
-def parse_responses(data):
-    """Splits raw bytes into complete [(status, {header: value}, body)], honouring
-    Content-Length.  Stops at an incomplete response or anything not a response."""
-    resps = []
-    while data.startswith(b"HTTP/"):
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        if not sep:
-            break
-        lines = head.split(b"\r\n")
-        try:
-            status = int(lines[0].split()[1])
-        except (IndexError, ValueError):
-            break
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(b":")
-            headers[k.strip().lower().decode(errors="replace")] = v.strip().decode(errors="replace")
-        n = int(headers.get("content-length", "0") or 0)
-        if len(rest) < n:
-            break
-        resps.append((status, headers, rest[:n]))
-        data = rest[n:]
-    return resps
+    return parse_responses(out)[0], end
 
 
 def json_of(body):
@@ -484,7 +459,7 @@ def idle_timeout(seconds=2):
             finally:
                 s.close()
             took = time.time() - t0
-            answered = not first or (parse_responses(got) and parse_responses(got)[0][0] == 200)
+            answered = not first or (parse_responses(got)[0] and parse_responses(got)[0][0][0] == 200)
             check(SUITE, f"idle_timeout:{name}_closed", end != "timeout" and 1.0 <= took and answered,
                   f"--idle-timeout {seconds}: {end} after {took:.1f}s, received {got[:80]!r}")
         check(SUITE, "idle_timeout:server_alive", srv.alive() and srv.client().get("/healthz").status == 200)
