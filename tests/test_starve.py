@@ -139,6 +139,22 @@ def make_big_sale(srv):
     return big, small
 
 
+def read_answer(s):
+    """Reads a Connection: close answer to its end and closes s: (status or "none", raw bytes)."""
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    s.close()
+    head = data.split(b"\r\n", 1)[0].decode(errors="replace")
+    return (head.split(" ")[1] if head.startswith("HTTP/1.1 ") else "none"), data
+
+
 def parked_burst(srv, big, small):
     """PARKED_BURST audits at once while the admin thread is held up: at most
     PARKED_MAX of them park, the rest are answered 503 with Retry-After at once,
@@ -192,18 +208,7 @@ def parked_burst(srv, big, small):
         lock.execute("ROLLBACK")
         lock.close()
     for s in socks:
-        data = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:
-            pass
-        s.close()
-        head = data.split(b"\r\n", 1)[0].decode(errors="replace")
-        status = head.split(" ")[1] if head.startswith("HTTP/1.1 ") else "none"
+        status, data = read_answer(s)
         if status == "503" and b"retry-after: 1" not in data.lower():
             status = "503-without-retry-after"
         answers[status] = answers.get(status, 0) + 1
@@ -250,18 +255,7 @@ def sigterm_mid_reset(srv, big):
         lock.close()
     audits = {}
     for s in socks:
-        data = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:
-            pass
-        s.close()
-        head = data.split(b"\r\n", 1)[0].decode(errors="replace")
-        st = head.split(" ")[1] if head.startswith("HTTP/1.1 ") else "none"
+        st, _ = read_answer(s)
         audits[st] = audits.get(st, 0) + 1
     tb.join(30)
     tr.join(30)
