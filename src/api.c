@@ -246,6 +246,7 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
     struct api *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     a->env.cfg = cfg;
+    hmac_sha256_key_init(&a->env.user_key, cfg->user_secret, strlen(cfg->user_secret));
     a->env.inv = inv;
     a->env.store = store;
     for (size_t i = 0; i < sizeof api_commands / sizeof api_commands[0]; i++) {

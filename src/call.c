@@ -220,6 +220,15 @@ struct store_conn *call_worker_conn(void *worker) { return ((struct call_thread 
 
 /* ---- checks shared by the handlers ------------------------------------------------- */
 
+/* A hex digit's value, or -1. */
+static int call_hex(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
 /* With --user-secret, a buyer proves the user id was issued to them:
  *   X-User-Token: <expiry unix seconds>.<hex HMAC-SHA256(secret, user_id "\n" expiry)>
  * A front end that authenticates its users signs it; a bot cannot invent ids. */
@@ -234,10 +243,10 @@ static bool call_user_token_ok(const struct call_env *env, const struct http_req
     char msg[PAYLOAD_USER_MAX + 24];
     int n = snprintf(msg, sizeof msg, "%s\n%lld", user, expires);
     uint8_t want[HMAC_SHA256_LEN], got[HMAC_SHA256_LEN];
-    hmac_sha256(env->cfg->user_secret, strlen(env->cfg->user_secret), msg, (size_t)n, want);
+    hmac_sha256_keyed(&env->user_key, msg, (size_t)n, want); /* two blocks: the pads were hashed at start */
     for (int i = 0; i < HMAC_SHA256_LEN; i++) {
-        unsigned hi, lo;
-        if (sscanf(dot + 1 + 2 * i, "%1x%1x", &hi, &lo) != 2) return false;
+        int hi = call_hex(dot[1 + 2 * i]), lo = call_hex(dot[2 + 2 * i]);
+        if (hi < 0 || lo < 0) return false;
         got[i] = (uint8_t)(hi * 16 + lo);
     }
     return hmac_equal(want, got, sizeof want);

@@ -46,6 +46,7 @@ struct call_env {
     struct pool *workers;          /* the purchase workers */
     struct ratelimit *user_rate;   /* NULL = no per-user limit */
     struct ordertoken order_tokens; /* keyed by the database's order secret */
+    struct hmac_sha256_key user_key; /* --user-secret with its pads hashed once (X-User-Token) */
     struct purchase_keys *keys;    /* purchases in flight by Idempotency-Key */
     struct admin *admin;           /* the admin thread and the audits */
 };
