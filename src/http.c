@@ -617,6 +617,11 @@ static int http_listen(const char *addr, int port, char *err, size_t err_size)
     return fd;
 }
 
+int http_reserve_port(const char *addr, int port, char *err, size_t err_size)
+{
+    return http_claim_port(addr, port, err, err_size);
+}
+
 static struct http_server *http_tpc_start(struct http_server *s, const struct config *cfg, char *err,
                                           size_t err_size);
 
@@ -633,7 +638,9 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
     s->nio = (size_t)cfg->io_threads;
     s->io = calloc(s->nio, sizeof *s->io);
     if (!s->io) goto fail;
-    s->port = http_claim_port(cfg->bind, (int)cfg->port, err, err_size);
+    /* --model processes: the supervisor claimed the port (http_reserve_port) and
+     * every worker process joins it. */
+    s->port = cfg->model == MODEL_PROCESSES ? (int)cfg->port : http_claim_port(cfg->bind, (int)cfg->port, err, err_size);
     if (s->port < 0) goto fail;
     unsigned per_thread = (unsigned)((cfg->max_connections + (int64_t)s->nio - 1) / (int64_t)s->nio);
     for (size_t i = 0; i < s->nio; i++) s->io[i].listen_fd = s->io[i].wait_fd = s->io[i].wake_fd = -1;
