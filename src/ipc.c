@@ -326,15 +326,9 @@ static void ipc_conn_close(struct store_conn *conn)
     free(conn);
 }
 
-/* One request and its reply; OUTCOME_UNAVAILABLE when the writer is not there. */
-static enum outcome ipc_ask(struct store_conn *conn, uint32_t kind, const struct ipc_read *req, struct ipc_reply *out)
+/* One request and its reply on conn's channel; false when the channel failed. */
+static bool ipc_ask_once(struct store_conn *conn, uint32_t kind, const struct ipc_read *req, struct ipc_reply *out)
 {
-    if (conn->fd < 0) {
-        conn->fd = ipc_dial(conn->client->sup, IPC_HELLO_READS, conn->client->slot);
-        if (conn->fd < 0) return OUTCOME_UNAVAILABLE;
-        struct timeval tv = {IPC_READ_TIMEOUT_S, 0};
-        setsockopt(conn->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
     struct ipc_read_msg msg = {.head = {kind, 1, (int32_t)getpid(), conn->client->slot}, .u.read = *req};
     size_t len = sizeof msg.head + sizeof msg.u.read;
     ssize_t got = -1;
@@ -345,10 +339,29 @@ static enum outcome ipc_ask(struct store_conn *conn, uint32_t kind, const struct
     if (got != (ssize_t)(sizeof msg.head + sizeof msg.u.reply) || msg.head.kind != IPC_REPLY) {
         close(conn->fd); /* a late answer must not meet the next request */
         conn->fd = -1;
-        return OUTCOME_UNAVAILABLE;
+        return false;
     }
     *out = msg.u.reply;
-    return (enum outcome)out->outcome;
+    return true;
+}
+
+/* A request and its reply; OUTCOME_UNAVAILABLE when the writer is not there.  A
+ * channel to a writer that has since died fails at once: one more try on a new
+ * channel reaches the writer that replaced it. */
+static enum outcome ipc_ask(struct store_conn *conn, uint32_t kind, const struct ipc_read *req, struct ipc_reply *out)
+{
+    for (int tries = 0; tries < 2; tries++) {
+        bool fresh = conn->fd < 0;
+        if (fresh) {
+            conn->fd = ipc_dial(conn->client->sup, IPC_HELLO_READS, conn->client->slot);
+            if (conn->fd < 0) return OUTCOME_UNAVAILABLE;
+            struct timeval tv = {IPC_READ_TIMEOUT_S, 0};
+            setsockopt(conn->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        }
+        if (ipc_ask_once(conn, kind, req, out)) return (enum outcome)out->outcome;
+        if (fresh) break;
+    }
+    return OUTCOME_UNAVAILABLE;
 }
 
 static enum outcome ipc_order_get(struct store_conn *conn, int64_t id, struct store_order *out)
