@@ -173,6 +173,30 @@ static void ipc_client_lost(struct ipc_client *c)
     ipc_fail(failed, OUTCOME_UNAVAILABLE);
 }
 
+/* What the writer filled in, and only that: the rest of a job in flight is read
+ * meanwhile by this process (a purchase's key, by a retry looking for it). */
+static void ipc_copy_out(struct store_job *to, const struct store_job *from)
+{
+    switch (to->op) {
+    case STORE_PURCHASE:
+        to->u.purchase.order = from->u.purchase.order;
+        to->u.purchase.replayed = from->u.purchase.replayed;
+        return;
+    case STORE_CREATE_SALE:
+        to->u.sale = from->u.sale;
+        return;
+    case STORE_PAY:
+    case STORE_CANCEL:
+        to->u.settle.order = from->u.settle.order;
+        to->u.settle.paid_now = from->u.settle.paid_now;
+        to->u.settle.returned = from->u.settle.returned;
+        return;
+    case STORE_RESET_SALE:
+    case STORE_SWEEP: /* a worker sends none */
+        return;
+    }
+}
+
 /* The link's thread: connects, reads results, calls done(), and starts over when
  * the writer goes away. */
 static void *ipc_client_main(void *arg)
@@ -210,7 +234,7 @@ static void *ipc_client_main(void *arg)
                 pthread_mutex_unlock(&c->tag_mu);
                 if (!j) continue;
                 j->outcome = r->job.outcome;
-                j->u = r->job.u;
+                ipc_copy_out(j, &r->job);
                 j->finished = true;
                 if (j->done) j->done(j);
             }
@@ -453,8 +477,10 @@ static void ipc_wjob_done(struct store_job *sj)
     }
     assert(ch->pending > 0);
     ch->pending--;
-    pthread_mutex_unlock(&ch->mu);
+    /* Under the lock: once pending is 0 and the lock free, the channel's thread may
+     * free ch. */
     eventfd_write(ch->wake, 1);
+    pthread_mutex_unlock(&ch->mu);
     free(w);
 }
 
