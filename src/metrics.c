@@ -199,7 +199,7 @@ void metrics_prometheus(FILE *out)
                               "Pending orders cancelled; their units went back on sale."},
         [METRIC_EXPIRED] = {"flashsale_orders_expired_total",
                             "Pending orders not paid in time; their units went back on sale."},
-        [METRIC_REBUILDS] = {"flashsale_counter_rebuilds_total",
+        [METRIC_REBUILDS] = {"flashsale_memory_rebuilds_total",
                              "Times memory was rebuilt from the database after a process died (--model processes)."},
         [METRIC_WORKER_RESTARTS] = {NULL, NULL}, /* one family with a label, below */
         [METRIC_WRITER_RESTARTS] = {NULL, NULL},

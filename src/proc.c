@@ -174,6 +174,11 @@ static int proc_worker(int slot)
     proc_child_setup(name, slot);
     close(proc.deaths[0]);
     close(proc.deaths[1]);
+    /* The service's bounds split evenly, as the threaded model splits connections
+     * among its I/O threads: N workers together take what one service would. */
+    int64_t n = (int64_t)proc.nworkers;
+    proc.cfg->max_connections = (proc.cfg->max_connections + n - 1) / n;
+    proc.cfg->queue = (proc.cfg->queue + n - 1) / n;
     struct ipc_client *link = ipc_client_new(proc.sup, slot);
     struct store *store = link ? store_open_remote(proc.cfg, link, proc.ps->secret) : NULL;
     struct api *api = store ? api_new(proc.cfg, proc.inv, store) : NULL;
