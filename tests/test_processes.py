@@ -285,7 +285,12 @@ def memory_sold_out(srv, sale, stock):
 
 
 def wait_units(crowd, n, deadline=120):
-    return until(lambda: crowd.units() >= n, deadline)
+    """Liveness: until the crowd has n units acknowledged, polled finely (a crowd on a fast
+    machine sells thousands of units a second, and the kill must land mid-sale)."""
+    end = time.time() + deadline
+    while crowd.units() < n and time.time() < end:
+        time.sleep(0.002)
+    return crowd.units() >= n
 
 
 # ---- cases ----
@@ -482,26 +487,22 @@ def kill_round(srv, kind, name, rnd):
     """One sale, a crowd on it; at a fifth of its stock sold, kill -9 the process of
     `kind` (a worker, rnd picks which, or the writer); then it must come back and the sale
     sell out exactly.  Returns the crowd's acknowledged orders."""
-    main, stock = srv.proc.pid, 3000
+    main, stock = srv.proc.pid, 5000
+    comm = f"fs-worker-{rnd % OPT.processes}" if kind == "worker" else "fs-writer"
+    victim = children(main).get(comm)
+    if not check(SUITE, f"{name}:victim_found", victim is not None, f"no {comm} among {children(main)}"):
+        return None, []
     sale = srv.client().create_sale(name=f"{name}", stock=stock, per_user_limit=2)
     crowd = Crowd(srv.port, sale, f"{name}-{random.randint(0, 1 << 30)}").start()
     try:
         # Counted in units sold, not time: the kill lands mid-sale however slow the machine.
         wait_units(crowd, stock // 5)
-        if kind == "worker":
-            i = rnd % OPT.processes
-            comm = f"fs-worker-{i}"
-        else:
-            comm = "fs-writer"
-        victim = children(main).get(comm)
-        if not check(SUITE, f"{name}:victim_found", victim is not None, f"no {comm} among {children(main)}"):
-            return sale, crowd.acked
-        t0 = time.time()
+        t0, at_kill = time.time(), crowd.units()
         os.kill(victim, signal.SIGKILL)
         back = until(lambda: children(main).get(comm) not in (None, victim), 30)
         t1 = time.time()
         check(SUITE, f"{name}:restarted", bool(back), f"no new {comm} after 30 s: {children(main)}")
-        print(f"# {name}: {comm} pid {victim} killed after {crowd.units()} units acknowledged; a new {comm} "
+        print(f"# {name}: {comm} pid {victim} killed with {at_kill} of {stock} units acknowledged; a new {comm} "
               f"(pid {children(main).get(comm)}) seen after {t1 - t0:.2f} s (info, not asserted)", flush=True)
         who = f"worker {rnd % OPT.processes}" if kind == "worker" else "writer"
         logged = until(lambda: log_match(srv, rf"supervisor: {who} \(pid {victim}\) died .*restarted as pid \d+"), 30)
@@ -541,7 +542,7 @@ def kill(strategy):
         for rnd in range(OPT.rounds):
             for kind in ("worker", "writer"):
                 sale, got = kill_round(srv, kind, f"kill:{strategy}:{kind}{rnd + 1}", rnd)
-                sales.append(sale)
+                sales += [sale] if sale else []
                 acked += got
                 kills[kind] += 1
         text = metrics_text(srv.port)
@@ -629,7 +630,7 @@ def term():
 def hook(strategy):
     """A worker parked holding the lock (the test hook), a crowd queued behind it, then
     kill -9 of that worker: the next locker repairs, and the sale sells out exactly."""
-    name, stock = f"hook:{strategy}", 1000
+    name, stock = f"hook:{strategy}", 5000
     srv = Server(binary=OPT.binary, args=model_args("--inventory", strategy),
                  env={"FLASHSALE_TEST_PARK": "parker"}).start()
     parked = []
@@ -656,9 +657,12 @@ def hook(strategy):
         check(SUITE, f"{name}:parked_in_a_worker", len(index) == 1, f"pid {pid}, workers {ws}")
         crowd = Crowd(srv.port, sale, f"hook-{random.randint(0, 1 << 30)}").start()
         try:
-            time.sleep(1)  # informational: what the crowd gets while the lock is held
-            print(f"# {name}: parked holding {m.group(1)} in pid {pid}; in 1 s the crowd got {crowd.statuses()}",
-                  flush=True)
+            # The mutex blocks the whole sale, a stripe some users: a second, or a fifth of
+            # the stock sold, whichever comes first, so the kill lands mid-sale.
+            t0 = time.time()
+            wait_units(crowd, stock // 5, deadline=1)
+            print(f"# {name}: parked holding {m.group(1)} in pid {pid}; in {time.time() - t0:.2f} s the crowd got "
+                  f"{crowd.statuses()} (info)", flush=True)
             t0 = time.time()
             os.kill(pid, signal.SIGKILL)
             comm = f"fs-worker-{index[0] if index else 0}"
