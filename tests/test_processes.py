@@ -406,9 +406,9 @@ def metrics():
 
 def burst(srv, what, rate, send, conns=16, per_conn=3):
     """`conns` connections (proved to reach every worker), then each sends `per_conn`
-    requests at once.  A token bucket of `rate` tokens refilled at `rate` a second lets
-    at most rate + rate*T through in T seconds, whoever serves them; one bucket per
-    process would let through up to that many per worker."""
+    requests at once.  A token bucket of `rate` tokens (the burst is the rate: src/api.c)
+    refilled at `rate` a second lets at most rate + rate*T through in T seconds, whoever
+    serves them; one bucket per process would let through up to that many per worker."""
     pids = workers(srv)
     clients, owners = [], {}
     while len(clients) < conns or not set(pids.values()) <= set(owners.values()):
