@@ -574,7 +574,7 @@ def kill(strategy):
               all(left == 0 and units == total and over == 0 for total, left, units, _, over in truths.values()),
               f"(total, left, units, orders, over limit) per sale: {truths}")
         check(SUITE, f"kill:{strategy}:integrity_check", srv.sql("PRAGMA integrity_check") == [("ok",)])
-        print(f"# kill:{strategy}: {kills['worker']} worker and {kills['writer']} writer kills survived with "
+        print(f"# kill:{strategy}: {kills['worker']} worker and {kills['writer']} writer kills; "
               f"{len(acked)} acknowledged orders checked", flush=True)
     finally:
         srv.cleanup()
