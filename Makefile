@@ -49,7 +49,7 @@ LDFLAGS  += $(SANFL)
 LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
 # Every module but main.c is also linked into the unit tests and fuzzers.
-MODULES := config log outcome route payload hist metrics ledger inventory pool hmac ratelimit framing gate \
+MODULES := config log shm outcome route payload hist metrics ledger inventory pool hmac ratelimit framing gate ipc proc \
            store store_sqlite store_pg http call api reads purchase orders admin render assets clock version ordertoken
 OBJS    := $(MODULES:%=$(BUILD)/%.o)
 GEN     := $(BUILD)/gen/schema_sql.h

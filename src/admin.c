@@ -157,13 +157,13 @@ static void admin_answer_sale(struct call *c, int status, struct sale *s)
                          reads_sale_fill, s);
 }
 
-/* On the writer after COMMIT, under the commit lock.  A refresh from the database
- * (PostgreSQL) may have published the new sale already: it is the same sale. */
+/* After COMMIT, the sale published (inventory_follow, which turns a sale memory
+ * cannot hold into OUTCOME_TOO_MANY_SALES). */
 static void admin_create_done(struct store_job *sj)
 {
     struct call *c = sj->ctx;
     if (sj->outcome != OUTCOME_OK) return;
-    c->sale = inventory_publish(c->env->inv, &sj->u.sale);
+    c->sale = inventory_get(c->env->inv, sj->u.sale.id);
     if (!c->sale) sj->outcome = OUTCOME_TOO_MANY_SALES;
 }
 
@@ -195,13 +195,6 @@ static void admin_create_run(struct pool_job *job, void *conn)
     free(c);
 }
 
-/* On the writer after COMMIT, under the commit lock: memory follows at once. */
-static void admin_reset_done(struct store_job *sj)
-{
-    struct call *c = sj->ctx;
-    if (sj->outcome == OUTCOME_OK) inventory_reset(c->env->inv, c->sale);
-}
-
 static void admin_reset_run(struct pool_job *job, void *conn)
 {
     struct call *c = (struct call *)job;
@@ -213,7 +206,7 @@ static void admin_reset_run(struct pool_job *job, void *conn)
     }
     c->sj.op = STORE_RESET_SALE;
     c->sj.u.sale_id = s->id;
-    c->sj.done = admin_reset_done;
+    c->sj.done = NULL; /* memory follows in inventory_follow */
     c->sj.ctx = c;
     enum outcome o = store_run(c->env->store, &c->sj);
     inventory_unpause(s);
@@ -257,16 +250,15 @@ struct admin_snapshot {
     struct admin_result *result;
 };
 
-/* Under the commit lock, at the instant the database snapshot is taken. */
-static void admin_audit_snapshot(void *ctx)
+/* Memory as the follower read it at the instant of the database snapshot. */
+static void admin_audit_snapshot(void *ctx, const struct store_memory *mem)
 {
     struct admin_snapshot *snap = ctx;
-    struct sale *s = snap->audit->sale;
     struct admin_result *res = snap->result;
-    res->mem_stock_left = atomic_load(&s->stock_left);
-    res->mem_sold = atomic_load(&s->sold);
-    res->version = atomic_load(&s->version);
-    res->snapshot_ns = clock_mono_ns();
+    res->mem_stock_left = mem->stock_left;
+    res->mem_sold = mem->sold;
+    res->version = mem->version;
+    res->snapshot_ns = mem->at_ns;
     pthread_mutex_lock(&snap->audit->admin->mu);
     snap->audit->run_snapshot_ns = res->snapshot_ns;
     pthread_mutex_unlock(&snap->audit->admin->mu);

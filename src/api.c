@@ -233,7 +233,7 @@ void api_sweep(struct api *a) { orders_sweep(&a->env, &a->sweeping); }
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
-static int api_make_token(char *out, size_t size)
+int api_make_token(char *out, size_t size)
 {
     unsigned char raw[16];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return -1;
@@ -267,8 +267,8 @@ struct api *api_new(const struct config *cfg, struct inventory *inv, struct stor
     _Static_assert(STORE_SECRET_LEN == ORDERTOKEN_SECRET_LEN, "the store keeps the order tokens' secret");
     ordertoken_init(&a->env.order_tokens, store_order_secret(store));
     /* A second's worth of requests may come at once (at least one). */
-    if (cfg->user_rate) a->env.user_rate = ratelimit_new((double)cfg->user_rate, (double)cfg->user_rate);
-    if (cfg->ip_rate) a->ip_rate = ratelimit_new((double)cfg->ip_rate, (double)cfg->ip_rate);
+    if (cfg->user_rate) a->env.user_rate = ratelimit_new("rate:user", (double)cfg->user_rate, (double)cfg->user_rate);
+    if (cfg->ip_rate) a->ip_rate = ratelimit_new("rate:ip", (double)cfg->ip_rate, (double)cfg->ip_rate);
     a->env.keys = purchase_keys_new();
     if (call_init() != 0 || !a->env.keys || (cfg->user_rate && !a->env.user_rate) || (cfg->ip_rate && !a->ip_rate)) {
         api_free(a);

@@ -24,6 +24,10 @@ struct api;
  * api.  NULL on failure. */
 struct api *api_new(const struct config *cfg, struct inventory *inv, struct store *store);
 
+/* A random admin token, 32 hex digits (size >= 33): what api_new makes when
+ * --admin-token is empty (proc.c makes it once for all processes).  0 or -1. */
+int api_make_token(char *out, size_t size);
+
 /* The hooks to give http_start(). */
 struct http_hooks api_http_hooks(struct api *a);
 

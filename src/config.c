@@ -33,7 +33,7 @@ static const char *const config_inventories[] = {"atomic", "mutex", "sqlite", "u
 static const char *const config_durabilities[] = {"full", "normal", NULL};
 static const char *const config_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_log_formats[] = {"text", "json", NULL};
-static const char *const config_models[] = {"threads", "thread-per-connection", NULL};
+static const char *const config_models[] = {"threads", "thread-per-connection", "processes", NULL};
 
 static const struct config_row config_table[] = {
     {"port", CFG_INT, F(port), "8080", 0, 65535, NULL, "TCP port to listen on (0 = any free port)"},
@@ -46,7 +46,12 @@ static const struct config_row config_table[] = {
     {"inventory", CFG_ENUM, F(inventory), "atomic", 0, 0, config_inventories,
      "inventory strategy (unsafe oversells on purpose)"},
     {"model", CFG_ENUM, F(model), "threads", 0, 0, config_models,
-     "execution model: I/O threads + a worker pool, or one thread per connection (costly; see README)"},
+     "execution model: I/O threads + a worker pool, one thread per connection (costly), or worker processes "
+     "+ a writer process on shared memory (see README)"},
+    {"processes", CFG_INT, F(processes), "0", 0, 64, NULL,
+     "--model processes: worker processes (0 = one per core)"},
+    {"ledger-entries", CFG_INT, F(ledger_entries), "1048576", 1024, 268435456, NULL,
+     "--model processes: (sale, user) pairs the shared ledger holds; beyond it purchases get 503"},
     {"workers", CFG_INT, F(workers), "0", 0, 256, NULL,
      "purchase worker threads (0 = half the cores, at least 1; at least 4 for unsafe)"},
     {"queue", CFG_INT, F(queue), "8192", 1, 1000000, NULL,
@@ -245,10 +250,14 @@ int config_parse(struct config *cfg, int argc, char **argv, FILE *err)
      * left over by the writer only add switches. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
-    if (cfg->io_threads == 0) cfg->io_threads = cores > 1 ? cores - 1 : 1;
+    bool procs = cfg->model == MODEL_PROCESSES;
+    /* Processes: each worker process is one event loop and one purchase thread,
+     * one per core, so the cores are shared the way the threaded defaults share them. */
+    if (procs && cfg->processes == 0) cfg->processes = cores;
+    if (cfg->io_threads == 0) cfg->io_threads = procs ? 1 : cores > 1 ? cores - 1 : 1;
     if (cfg->workers == 0) {
         int min = inventory_traits_of((enum config_inventory)cfg->inventory)->min_workers;
-        cfg->workers = cores > 1 ? (int)cores / 2 : 1;
+        cfg->workers = procs ? 1 : cores > 1 ? (int)cores / 2 : 1;
         if (cfg->workers < min) cfg->workers = min;
     }
     return 0;

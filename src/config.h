@@ -14,9 +14,8 @@
 
 enum config_inventory { INVENTORY_ATOMIC, INVENTORY_MUTEX, INVENTORY_SQLITE, INVENTORY_UNSAFE };
 enum config_durability { DURABILITY_FULL, DURABILITY_NORMAL };
-/* How connections meet threads (README "Threading model").  A future `processes`
- * value goes after these. */
-enum config_model { MODEL_THREADS, MODEL_THREAD_PER_CONNECTION };
+/* How connections meet threads and processes (README "Threading model"). */
+enum config_model { MODEL_THREADS, MODEL_THREAD_PER_CONNECTION, MODEL_PROCESSES };
 
 struct config {
     int64_t port;
@@ -26,6 +25,8 @@ struct config {
     int64_t admin;            /* 1 = admin endpoints on, 0 = off entirely */
     int64_t inventory;        /* enum config_inventory */
     int64_t model;            /* enum config_model */
+    int64_t processes;        /* --model processes: worker processes (0 = one per core) */
+    int64_t ledger_entries;   /* --model processes: the shared ledger's fixed size */
     int64_t workers;
     int64_t queue;
     int64_t queue_timeout_ms;

@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 
 #include "clock.h"
 #include "framing.h"
+#include "hash.h"
+#include "shm.h"
 
 /* The most of a first request the gate looks at: libmicrohttpd's per-connection
  * memory holds no larger header block anyway. */
@@ -91,6 +94,73 @@ void gate_stop_listening(struct gate *g)
 }
 
 void gate_limit_per_address(struct gate *g, unsigned limit) { g->per_address = limit; }
+
+/* ---- counts per address across processes ------------------------------------------- */
+
+#define GATE_ADDRESSES 8192 /* a power of two */
+#define GATE_ADDRESS_PROBE 32
+
+/* One word per address, key in the high half and count in the low, so a take, a
+ * put and taking over a slot whose count is 0 are each one compare-and-swap. */
+struct gate_addresses {
+    _Atomic uint64_t slots[GATE_ADDRESSES];
+};
+
+static struct gate_addresses *gate_addresses(void)
+{
+    static struct gate_addresses *shared; /* set in each process at its first call */
+    if (!shared && shm_active()) {
+        bool fresh;
+        shared = shm_named("gate:addresses", sizeof *shared, &fresh);
+    }
+    return shared;
+}
+
+static uint32_t gate_address_key(const struct sockaddr *sa)
+{
+    uint64_t h = HASH_FNV_OFFSET;
+    if (sa->sa_family == AF_INET)
+        h = hash_bytes(h, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, sizeof(struct in_addr));
+    else if (sa->sa_family == AF_INET6)
+        h = hash_bytes(h, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, sizeof(struct in6_addr));
+    return (uint32_t)hash_fold(h) | 1; /* 0 is an empty slot */
+}
+
+bool gate_address_take(const struct sockaddr *sa, unsigned limit)
+{
+    struct gate_addresses *t = gate_addresses();
+    if (!t || !limit) return true;
+    uint64_t key = gate_address_key(sa);
+    /* Its own slot first; else one whose count is 0 (two processes adding the same
+     * new address at once may split its count: the limit is then a little loose). */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < GATE_ADDRESS_PROBE; i++) {
+            _Atomic uint64_t *slot = &t->slots[(key + (uint64_t)i) & (GATE_ADDRESSES - 1)];
+            uint64_t w = atomic_load(slot);
+            for (;;) {
+                bool mine = w >> 32 == key, idle = (uint32_t)w == 0;
+                if (pass == 0 ? !mine : !idle) break;
+                if (mine && (uint32_t)w >= limit) return false;
+                uint64_t next = mine ? w + 1 : key << 32 | 1;
+                if (atomic_compare_exchange_weak(slot, &w, next)) return true;
+            }
+        }
+    }
+    return true; /* no room to count it: libmicrohttpd's per-process limit still applies */
+}
+
+void gate_address_put(const struct sockaddr *sa)
+{
+    struct gate_addresses *t = gate_addresses();
+    if (!t) return;
+    uint64_t key = gate_address_key(sa);
+    for (int i = 0; i < GATE_ADDRESS_PROBE; i++) {
+        _Atomic uint64_t *slot = &t->slots[(key + (uint64_t)i) & (GATE_ADDRESSES - 1)];
+        uint64_t w = atomic_load(slot);
+        while (w >> 32 == key && (uint32_t)w > 0)
+            if (atomic_compare_exchange_weak(slot, &w, w - 1)) return;
+    }
+}
 
 /* The client's address, without the port. */
 static bool gate_same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)

@@ -69,6 +69,7 @@ struct http_server {
     bool tpc_key_made;
     pthread_key_t tpc_key; /* each connection thread's hooks state */
     unsigned tpc_limit; /* --max-connections: the acceptor waits below it */
+    unsigned per_ip;    /* --per-ip-limit, counted across processes too (gate_address_take) */
     _Atomic uint64_t tpc_started, tpc_closed; /* connections libmicrohttpd opened and closed */
 };
 
@@ -527,7 +528,19 @@ static size_t http_room(struct http_io *io)
 static void http_admit(void *ctx, int fd, const struct sockaddr *sa, socklen_t len)
 {
     struct http_io *io = ctx;
-    MHD_add_connection(io->daemon, fd, sa, len);
+    if (!gate_address_take(sa, io->server->per_ip)) { /* as libmicrohttpd does over its own limit */
+        close(fd);
+        return;
+    }
+    if (MHD_add_connection(io->daemon, fd, sa, len) != MHD_YES) gate_address_put(sa);
+}
+
+/* A connection libmicrohttpd closes gives its address's count back. */
+static void http_notify(void *cls, struct MHD_Connection *c, void **socket_ctx, enum MHD_ConnectionNotificationCode code)
+{
+    if (code != MHD_CONNECTION_NOTIFY_CLOSED) return;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) gate_address_put(ci->client_addr);
 }
 
 /* Stops taking connections on io: the gate owns the listening socket (libmicrohttpd has
@@ -617,6 +630,11 @@ static int http_listen(const char *addr, int port, char *err, size_t err_size)
     return fd;
 }
 
+int http_reserve_port(const char *addr, int port, char *err, size_t err_size)
+{
+    return http_claim_port(addr, port, err, err_size);
+}
+
 static struct http_server *http_tpc_start(struct http_server *s, const struct config *cfg, char *err,
                                           size_t err_size);
 
@@ -631,9 +649,12 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
     }
     s->hooks = *hooks;
     s->nio = (size_t)cfg->io_threads;
+    s->per_ip = (unsigned)cfg->per_ip_limit;
     s->io = calloc(s->nio, sizeof *s->io);
     if (!s->io) goto fail;
-    s->port = http_claim_port(cfg->bind, (int)cfg->port, err, err_size);
+    /* --model processes: the supervisor claimed the port (http_reserve_port) and
+     * every worker process joins it. */
+    s->port = cfg->model == MODEL_PROCESSES ? (int)cfg->port : http_claim_port(cfg->bind, (int)cfg->port, err, err_size);
     if (s->port < 0) goto fail;
     unsigned per_thread = (unsigned)((cfg->max_connections + (int64_t)s->nio - 1) / (int64_t)s->nio);
     for (size_t i = 0; i < s->nio; i++) s->io[i].listen_fd = s->io[i].wait_fd = s->io[i].wake_fd = -1;
@@ -649,7 +670,7 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
             (size_t)HTTP_CONN_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
             (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
-            MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+            MHD_OPTION_NOTIFY_CONNECTION, http_notify, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
             http_unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, http_uri_seen, io, MHD_OPTION_END);
         if (!io->daemon) {
             snprintf(err, err_size, "libmicrohttpd did not start");

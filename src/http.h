@@ -66,6 +66,11 @@ struct http_hooks {
 struct http_server *http_start(const struct config *cfg, const struct http_hooks *hooks, char *err,
                                size_t err_size);
 
+/* --model processes, in the supervisor: checks that addr:port is free and returns
+ * it (a free one when port is 0), for every worker process to join with
+ * SO_REUSEPORT; -1 and a reason in err. */
+int http_reserve_port(const char *addr, int port, char *err, size_t err_size);
+
 /* The port actually bound (useful with --port 0). */
 int http_port(const struct http_server *s);
 

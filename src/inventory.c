@@ -8,10 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
+#include "shm.h"
 
 struct inventory_strategy {
     struct inventory_traits traits; /* what the rest of the program may know (inventory.h) */
@@ -29,7 +32,25 @@ struct inventory {
     _Atomic int64_t max_id;
     _Atomic int64_t windows; /* sales with a payment window */
     struct sale *_Atomic *sales; /* INVENTORY_MAX_SALES + 1 slots, by id */
+    /* --model processes: no purchase is admitted while true (a rebuild waits for
+     * the admitted ones to leave), and each process counts its admitted purchases
+     * in its own slot, so a dead process's count can be told apart. */
+    _Atomic bool frozen;
+    _Atomic int64_t inflight[INVENTORY_PROCS];
 };
+
+/* This process's slot in inflight (inventory_set_process). */
+static int inventory_slot;
+/* FLASHSALE_TEST_PARK: a purchase by this user parks holding its lock (tests only). */
+static const char *inventory_park_user;
+
+/* The test hook: parks the calling thread for good, holding `what`. */
+static void inventory_park(const char *user, const char *what)
+{
+    if (!inventory_park_user || strcmp(user, inventory_park_user) != 0) return;
+    LOG_WARN("test hook: parked holding %s (pid %d)", what, (int)getpid());
+    for (;;) pause();
+}
 
 static enum outcome inventory_from_ledger(enum ledger_result r)
 {
@@ -61,12 +82,15 @@ static void inventory_touch(struct sale *s)
 struct atomic_take {
     _Atomic int64_t *left;
     int64_t q;
+    const char *user;
 };
 
-/* Takes q units if at least q are left; the counter can never go below zero. */
+/* Takes q units if at least q are left; the counter can never go below zero.
+ * Runs under the user's ledger stripe lock. */
 static bool atomic_take(void *ctx)
 {
     struct atomic_take *t = ctx;
+    inventory_park(t->user, "a ledger stripe lock");
     int64_t left = atomic_load(t->left);
     while (left >= t->q)
         if (atomic_compare_exchange_weak(t->left, &left, left - t->q)) return true;
@@ -76,7 +100,7 @@ static bool atomic_take(void *ctx)
 static enum outcome atomic_reserve(struct inventory *inv, struct sale *s, const char *user,
                                    int64_t q, int64_t *unguarded_left)
 {
-    struct atomic_take t = {&s->stock_left, q};
+    struct atomic_take t = {&s->stock_left, q, user};
     return inventory_from_ledger(ledger_reserve(inv->ledger, s->id, user, q, s->per_user_limit,
                                                 atomic_take, &t));
 }
@@ -98,7 +122,8 @@ static enum outcome mutex_reserve(struct inventory *inv, struct sale *s, const c
                                   int64_t q, int64_t *unguarded_left)
 {
     enum outcome o = OUTCOME_OK;
-    pthread_mutex_lock(&s->mu);
+    shm_lock(&s->mu);
+    inventory_park(user, "the sale's mutex");
     int64_t units = ledger_units(inv->ledger, s->id, user);
     int64_t left = atomic_load_explicit(&s->stock_left, memory_order_relaxed);
     if (q > s->per_user_limit || units > s->per_user_limit - q) o = OUTCOME_LIMIT_EXCEEDED;
@@ -111,7 +136,7 @@ static enum outcome mutex_reserve(struct inventory *inv, struct sale *s, const c
 
 static void mutex_release(struct inventory *inv, struct sale *s, const char *user, int64_t q)
 {
-    pthread_mutex_lock(&s->mu);
+    shm_lock(&s->mu);
     ledger_add(inv->ledger, s->id, user, -q);
     atomic_store_explicit(&s->stock_left,
                           atomic_load_explicit(&s->stock_left, memory_order_relaxed) + q,
@@ -191,12 +216,19 @@ static const struct inventory_strategy inventory_strategies[] = {
 
 struct inventory *inventory_new(enum config_inventory strategy)
 {
-    struct inventory *inv = calloc(1, sizeof *inv);
+    return inventory_new_shared(strategy, 0);
+}
+
+struct inventory *inventory_new_shared(enum config_inventory strategy, size_t ledger_entries)
+{
+    struct inventory *inv = shm_calloc(1, sizeof *inv);
     if (!inv) return NULL;
     inv->kind = strategy;
     inv->strategy = &inventory_strategies[strategy];
-    inv->ledger = ledger_new();
-    inv->sales = calloc(INVENTORY_MAX_SALES + 1, sizeof *inv->sales);
+    inv->ledger = ledger_entries ? ledger_new_fixed(ledger_entries) : ledger_new();
+    inv->sales = shm_calloc(INVENTORY_MAX_SALES + 1, sizeof *inv->sales);
+    inventory_park_user = getenv("FLASHSALE_TEST_PARK");
+    if (inventory_park_user && !*inventory_park_user) inventory_park_user = NULL;
     if (!inv->ledger || !inv->sales) {
         inventory_free(inv);
         return NULL;
@@ -204,8 +236,15 @@ struct inventory *inventory_new(enum config_inventory strategy)
     return inv;
 }
 
+void inventory_set_process(int slot)
+{
+    assert(slot >= 0 && slot < INVENTORY_PROCS);
+    inventory_slot = slot;
+}
+
 static void inventory_sale_free(struct sale *s)
 {
+    if (shm_active()) return; /* in the shared region for the region's life */
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->drain_mu);
     pthread_cond_destroy(&s->drained);
@@ -215,6 +254,7 @@ static void inventory_sale_free(struct sale *s)
 void inventory_free(struct inventory *inv)
 {
     if (!inv) return;
+    if (shm_active()) return; /* other processes may still use it */
     if (inv->sales) {
         for (int64_t i = 1; i <= INVENTORY_MAX_SALES; i++) {
             struct sale *s = atomic_load(&inv->sales[i]);
@@ -244,8 +284,9 @@ static struct sale *inventory_insert(struct inventory *inv, const struct store_s
     *found = NULL;
     if (row->id < 1 || row->id > INVENTORY_MAX_SALES) return NULL;
     if ((*found = atomic_load(&inv->sales[row->id]))) return NULL;
-    struct sale *s = calloc(1, sizeof *s);
+    struct sale *s = shm_calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->inv = inv;
     s->id = row->id;
     memcpy(s->name, row->name, sizeof s->name);
     s->stock_total = row->stock_total;
@@ -262,13 +303,9 @@ static struct sale *inventory_insert(struct inventory *inv, const struct store_s
     atomic_init(&s->expired, row->expired);
     atomic_init(&s->cancelled, row->cancelled);
     atomic_init(&s->changed_ns, clock_mono_ns());
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->drain_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->drained, &ca);
-    pthread_condattr_destroy(&ca);
+    shm_mutex_init(&s->mu);
+    shm_mutex_init(&s->drain_mu);
+    shm_cond_init(&s->drained, true);
     /* Publish: the fields above are visible first.  Two publishers of one id (a
      * creator and a refresh of the database) race here; one wins, the other
      * frees its copy and gets the winner's. */
@@ -298,8 +335,9 @@ struct sale *inventory_publish(struct inventory *inv, const struct store_sale *r
 
 void inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units)
 {
-    if (!ledger_add(inv->ledger, sale_id, user, units))
-        LOG_FATAL("inventory: out of memory while loading the ledger");
+    if (ledger_add(inv->ledger, sale_id, user, units)) return;
+    if (shm_active()) LOG_ERROR("inventory: the ledger's table is full (--ledger-entries)");
+    else LOG_FATAL("inventory: out of memory while loading the ledger");
 }
 
 struct sale *inventory_get(struct inventory *inv, int64_t id)
@@ -350,11 +388,14 @@ bool inventory_admit(struct sale *s)
     /* A paused sale is refused without touching the count: a crowd refused while
      * paused would otherwise keep `active` above 0 and starve the reset waiting
      * for it.  Only buyers that looked before the pause count themselves. */
-    if (atomic_load(&s->paused)) return false;
+    struct inventory *inv = s->inv;
+    if (atomic_load(&s->paused) || atomic_load(&inv->frozen)) return false;
     /* Count first, then look (both sequentially consistent): inventory_pause sets
-     * the flag, then waits for the count, so one of the two always sees the other. */
+     * the flag, then waits for the count, so one of the two always sees the other;
+     * a rebuild likewise freezes, then waits for every live process's count. */
+    atomic_fetch_add(&inv->inflight[inventory_slot], 1);
     atomic_fetch_add(&s->active, 1);
-    if (!atomic_load(&s->paused)) return true;
+    if (!atomic_load(&s->paused) && !atomic_load(&inv->frozen)) return true;
     inventory_leave(s);
     return false;
 }
@@ -363,8 +404,10 @@ void inventory_leave(struct sale *s)
 {
     /* Leave first, then look (both sequentially consistent), the mirror of
      * inventory_admit: the last to leave a paused sale wakes the reset. */
-    if (atomic_fetch_sub(&s->active, 1) == 1 && atomic_load(&s->paused)) {
-        pthread_mutex_lock(&s->drain_mu);
+    bool last = atomic_fetch_sub(&s->active, 1) == 1;
+    atomic_fetch_sub(&s->inv->inflight[inventory_slot], 1);
+    if (last && atomic_load(&s->paused)) {
+        shm_lock(&s->drain_mu);
         pthread_cond_broadcast(&s->drained);
         pthread_mutex_unlock(&s->drain_mu);
     }
@@ -485,8 +528,9 @@ bool inventory_pause(struct sale *s, int timeout_ms)
     bool drained;
     int rc = 0;
     while (!(drained = inventory_drained(s)) && rc != ETIMEDOUT) {
-        pthread_mutex_lock(&s->drain_mu);
+        shm_lock(&s->drain_mu);
         if (atomic_load(&s->active) != 0) rc = pthread_cond_timedwait(&s->drained, &s->drain_mu, &until);
+        if (rc == EOWNERDEAD) pthread_mutex_consistent(&s->drain_mu), rc = 0;
         pthread_mutex_unlock(&s->drain_mu);
     }
     if (!drained) atomic_store(&s->paused, false);
@@ -516,4 +560,116 @@ int64_t inventory_users_over_limit(struct inventory *inv, struct sale *s)
 int64_t inventory_units(struct inventory *inv, struct sale *s, const char *user)
 {
     return ledger_units(inv->ledger, s->id, user);
+}
+
+/* ---- memory follows the database ------------------------------------------------ */
+
+void inventory_follow(void *ctx, struct store_job *job)
+{
+    struct inventory *inv = ctx;
+    switch (job->op) {
+    case STORE_PURCHASE: {
+        struct store_purchase *p = &job->u.purchase;
+        struct sale *s = inventory_get(inv, p->sale_id);
+        bool sold = job->outcome == OUTCOME_OK && !p->replayed;
+        assert(!sold || p->reserved); /* only a purchase that reserved can be committed */
+        if (!s) return;
+        if (sold) {
+            inventory_commit(inv, s, p->user_id, p->quantity, p->order.expires_at != 0);
+            metrics_count(METRIC_ORDERS, 1);
+            metrics_count(METRIC_UNITS, (uint64_t)p->quantity);
+        } else if (p->reserved) {
+            inventory_release(inv, s, p->user_id, p->quantity);
+        }
+        return;
+    }
+    case STORE_PAY:
+    case STORE_CANCEL: {
+        struct store_settle *t = &job->u.settle;
+        bool committed = job->outcome == OUTCOME_OK || job->outcome == OUTCOME_ORDER_EXPIRED;
+        struct sale *s = committed ? inventory_get(inv, t->order.sale_id) : NULL;
+        if (s && t->paid_now) {
+            inventory_paid(s, t->order.quantity);
+            metrics_count(METRIC_PAID, 1);
+        }
+        if (s && t->returned) {
+            /* The store returns units only when it closed a pending order: as expired
+             * exactly when it answers order_expired (store_settle), else cancelled. */
+            bool expired = job->outcome == OUTCOME_ORDER_EXPIRED;
+            inventory_give_back(inv, s, t->order.user_id, t->order.quantity, expired);
+            metrics_count(expired ? METRIC_EXPIRED : METRIC_CANCELLED, 1);
+        }
+        return;
+    }
+    case STORE_SWEEP: {
+        struct store_sweep *sw = &job->u.sweep;
+        for (size_t i = 0; job->outcome == OUTCOME_OK && i < sw->n; i++) {
+            struct sale *s = inventory_get(inv, sw->rows[i].sale_id);
+            if (!s) continue;
+            inventory_give_back(inv, s, sw->rows[i].user_id, sw->rows[i].quantity, true);
+            metrics_count(METRIC_EXPIRED, 1);
+        }
+        return;
+    }
+    case STORE_CREATE_SALE:
+        /* A refresh from the database (PostgreSQL) may have published it first: the same sale. */
+        if (job->outcome == OUTCOME_OK && !inventory_publish(inv, &job->u.sale))
+            job->outcome = OUTCOME_TOO_MANY_SALES;
+        return;
+    case STORE_RESET_SALE:
+        if (job->outcome == OUTCOME_OK) {
+            struct sale *s = inventory_get(inv, job->u.sale_id);
+            if (s) inventory_reset(inv, s);
+        }
+        return;
+    }
+}
+
+void inventory_memory(void *ctx, int64_t sale_id, struct store_memory *out)
+{
+    struct sale *s = inventory_get(ctx, sale_id);
+    memset(out, 0, sizeof *out);
+    if (s) {
+        out->stock_left = atomic_load(&s->stock_left);
+        out->sold = atomic_load(&s->sold);
+        out->version = atomic_load(&s->version);
+    }
+    out->at_ns = clock_mono_ns();
+}
+
+/* ---- --model processes: the freeze and the rebuild ------------------------------ */
+
+void inventory_freeze(struct inventory *inv, bool frozen) { atomic_store(&inv->frozen, frozen); }
+
+bool inventory_frozen(const struct inventory *inv) { return atomic_load(&inv->frozen); }
+
+int64_t inventory_inflight(const struct inventory *inv, int slot) { return atomic_load(&inv->inflight[slot]); }
+
+void inventory_forget_process(struct inventory *inv, int slot) { atomic_store(&inv->inflight[slot], 0); }
+
+void inventory_rebuild_begin(struct inventory *inv)
+{
+    assert(atomic_load(&inv->frozen)); /* nothing admitted may move memory meanwhile */
+    ledger_clear_all(inv->ledger);
+}
+
+void inventory_rebuild_sale(struct inventory *inv, const struct store_sale *row)
+{
+    struct sale *s = inventory_get(inv, row->id);
+    if (!s) {
+        if (!inventory_add(inv, row)) LOG_WARN("inventory: cannot hold sale %lld", (long long)row->id);
+        return;
+    }
+    /* Whatever a dead process had admitted, reserved or half-changed is gone: the
+     * database's row is the whole truth, and nothing is in flight. */
+    atomic_store(&s->stock_left, row->stock_left);
+    atomic_store(&s->sold, row->sold);
+    atomic_store(&s->orders, row->orders);
+    atomic_store(&s->pending, row->pending);
+    atomic_store(&s->paid, row->paid);
+    atomic_store(&s->expired, row->expired);
+    atomic_store(&s->cancelled, row->cancelled);
+    atomic_store(&s->reserved, 0);
+    atomic_store(&s->active, 0);
+    inventory_touch(s);
 }

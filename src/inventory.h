@@ -30,9 +30,13 @@
 #include "store.h"
 
 #define INVENTORY_MAX_SALES 65536
+#define INVENTORY_PROCS 65 /* --model processes: the supervisor's slots (workers, writer) */
+
+struct inventory;
 
 struct sale {
     /* immutable once published */
+    struct inventory *inv; /* the inventory that published it */
     int64_t id;
     char name[PAYLOAD_NAME_MAX + 1];
     int64_t stock_total, per_user_limit, starts_at, ends_at, payment_window, created_at;
@@ -56,10 +60,17 @@ struct sale {
     _Atomic uint64_t changed_ns;
 };
 
-struct inventory;
-
 /* NULL when out of memory. */
 struct inventory *inventory_new(enum config_inventory strategy);
+
+/* The same in shared memory (shm.h) for --model processes, before the fork: the
+ * sales, their counters and locks, and a fixed ledger of ledger_entries (sale,
+ * user) pairs (a purchase that finds it full is refused 503, unavailable).
+ * ledger_entries 0 means the growing ledger of one process. */
+struct inventory *inventory_new_shared(enum config_inventory strategy, size_t ledger_entries);
+
+/* This process's slot (0 .. INVENTORY_PROCS-1) for counting what it admits. */
+void inventory_set_process(int slot);
 void inventory_free(struct inventory *inv);
 
 enum config_inventory inventory_strategy(const struct inventory *inv);
@@ -159,6 +170,25 @@ int64_t inventory_units(struct inventory *inv, struct sale *s, const char *user)
 void inventory_sync(struct inventory *inv, const struct store_sale *row, uint64_t read_ns);
 void inventory_sold_out(struct inventory *inv, int64_t sale_id, uint64_t read_ns);
 void inventory_forget(struct inventory *inv, int64_t sale_id);
+
+/* The store's follower (store.h): memory follows what the database did with a
+ * finished job (a sale, units back, a reset, a publish), and the counters an
+ * audit compares, read at its snapshot.  ctx is the inventory.  Under the commit
+ * lock, in the process that owns the store. */
+void inventory_follow(void *ctx, struct store_job *job);
+void inventory_memory(void *ctx, int64_t sale_id, struct store_memory *out);
+
+/* --model processes.  After a process died, memory is rebuilt from the database:
+ * freeze (inventory_admit refuses), wait until every live process's count of
+ * admitted purchases (inventory_inflight) is 0, forget the dead one's count, then
+ * under the commit lock: rebuild_begin, rebuild_sale per row and inventory_hold
+ * per (sale, user) with live units; unfreeze. */
+void inventory_freeze(struct inventory *inv, bool frozen);
+bool inventory_frozen(const struct inventory *inv);
+int64_t inventory_inflight(const struct inventory *inv, int slot);
+void inventory_forget_process(struct inventory *inv, int slot);
+void inventory_rebuild_begin(struct inventory *inv);
+void inventory_rebuild_sale(struct inventory *inv, const struct store_sale *row);
 
 /* Users holding more than the limit, by the in-memory ledger (audit). */
 int64_t inventory_users_over_limit(struct inventory *inv, struct sale *s);

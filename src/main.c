@@ -25,6 +25,7 @@
 #include "inventory.h"
 #include "log.h"
 #include "metrics.h"
+#include "proc.h"
 #include "store.h"
 #include "version.h"
 
@@ -80,6 +81,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     main_raise_fd_limit(cfg.max_connections);
     json_object_seed(0);
+    if (cfg.model == MODEL_PROCESSES) { /* proc.h: the same service as processes */
+        rc = proc_main(&cfg);
+        config_deinit(&cfg);
+        return rc;
+    }
     metrics_init();
 
     if (inventory_traits_of((enum config_inventory)cfg.inventory)->blind_write) {
@@ -94,6 +100,7 @@ int main(int argc, char **argv)
     if (!store) LOG_FATAL("store: %s", err);
     struct inventory *inv = inventory_new((enum config_inventory)cfg.inventory);
     if (!inv) LOG_FATAL("out of memory");
+    store_follow(store, &(struct store_follower){inventory_follow, inventory_memory, inv});
     if (store_load(store, main_load_sale, main_load_held, inv) != 0)
         LOG_FATAL("cannot load sales from the %s store", store_kind(store));
     if (store_shared(store)) {

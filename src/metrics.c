@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "hist.h"
+#include "shm.h"
 
 #define METRICS_SHARDS 32
 #define METRICS_HISTORY 60
@@ -34,7 +35,9 @@ struct metrics_second {
     double p50_ms, p99_ms; /* purchase latency in that second; negative = no purchase */
 };
 
-static struct {
+/* In shared memory with --model processes (shm.h): every process records into
+ * it and reads the whole service from it. */
+static struct metrics_state {
     struct metrics_shard *shards;
     _Atomic unsigned next_shard;
     uint64_t started_ns;
@@ -45,24 +48,26 @@ static struct {
     uint64_t last_requests, last_counters[METRIC_COUNTERS];
     struct hist_view *last_latency;
     uint64_t last_tick_ns;
-} metrics;
+} *M;
 
 static _Thread_local struct metrics_shard *metrics_my_shard;
 
 void metrics_init(void)
 {
-    metrics.shards = calloc(METRICS_SHARDS, sizeof *metrics.shards);
-    metrics.last_latency = calloc(1, sizeof *metrics.last_latency);
-    if (!metrics.shards || !metrics.last_latency) abort();
-    metrics.started_ns = metrics.last_tick_ns = clock_mono_ns();
-    pthread_mutex_init(&metrics.history_mu, NULL);
+    M = shm_calloc(1, sizeof *M);
+    if (!M) abort();
+    M->shards = shm_calloc(METRICS_SHARDS, sizeof *M->shards);
+    M->last_latency = shm_calloc(1, sizeof *M->last_latency);
+    if (!M->shards || !M->last_latency) abort();
+    M->started_ns = M->last_tick_ns = clock_mono_ns();
+    shm_mutex_init(&M->history_mu);
 }
 
 static struct metrics_shard *metrics_shard(void)
 {
     if (!metrics_my_shard) {
-        unsigned i = atomic_fetch_add_explicit(&metrics.next_shard, 1, memory_order_relaxed);
-        metrics_my_shard = &metrics.shards[i % METRICS_SHARDS];
+        unsigned i = atomic_fetch_add_explicit(&M->next_shard, 1, memory_order_relaxed);
+        metrics_my_shard = &M->shards[i % METRICS_SHARDS];
     }
     return metrics_my_shard;
 }
@@ -101,7 +106,7 @@ void metrics_batch(size_t n, uint64_t commit_ns)
     ({                                                                                             \
         uint64_t sum_ = 0;                                                                         \
         for (int k_ = 0; k_ < METRICS_SHARDS; k_++) {                                              \
-            struct metrics_shard *sh_ = &metrics.shards[k_];                                       \
+            struct metrics_shard *sh_ = &M->shards[k_];                                       \
             sum_ += atomic_load_explicit(&sh_->expr, memory_order_relaxed);                        \
         }                                                                                          \
         sum_;                                                                                      \
@@ -117,38 +122,38 @@ static uint64_t metrics_requests_total(void)
     return n;
 }
 
-double metrics_uptime(void) { return (double)(clock_mono_ns() - metrics.started_ns) / 1e9; }
+double metrics_uptime(void) { return (double)(clock_mono_ns() - M->started_ns) / 1e9; }
 
 void metrics_tick(void)
 {
     struct hist_view *now = calloc(1, sizeof *now), *delta = calloc(1, sizeof *delta);
     if (!now || !delta) goto out;
-    for (int k = 0; k < METRICS_SHARDS; k++) hist_view_add(now, &metrics.shards[k].latency[ROUTE_ORDER_CREATE]);
+    for (int k = 0; k < METRICS_SHARDS; k++) hist_view_add(now, &M->shards[k].latency[ROUTE_ORDER_CREATE]);
     uint64_t requests = metrics_requests_total();
     uint64_t counters[METRIC_COUNTERS];
     for (int c = 0; c < METRIC_COUNTERS; c++) counters[c] = metrics_total((enum metrics_counter)c);
     uint64_t t = clock_mono_ns();
 
-    pthread_mutex_lock(&metrics.history_mu);
-    double secs = (double)(t - metrics.last_tick_ns) / 1e9;
+    shm_lock(&M->history_mu);
+    double secs = (double)(t - M->last_tick_ns) / 1e9;
     if (secs <= 0) secs = 1;
-    hist_view_diff(delta, now, metrics.last_latency);
-    struct metrics_second *sec = &metrics.history[metrics.history_next];
+    hist_view_diff(delta, now, M->last_latency);
+    struct metrics_second *sec = &M->history[M->history_next];
     sec->unix_s = clock_wall_ms() / 1000;
-    sec->requests = (double)(requests - metrics.last_requests) / secs;
-    sec->orders = (double)(counters[METRIC_ORDERS] - metrics.last_counters[METRIC_ORDERS]) / secs;
-    sec->sold_out = (double)(counters[METRIC_SOLD_OUT] - metrics.last_counters[METRIC_SOLD_OUT]) / secs;
+    sec->requests = (double)(requests - M->last_requests) / secs;
+    sec->orders = (double)(counters[METRIC_ORDERS] - M->last_counters[METRIC_ORDERS]) / secs;
+    sec->sold_out = (double)(counters[METRIC_SOLD_OUT] - M->last_counters[METRIC_SOLD_OUT]) / secs;
     sec->overloaded =
-        (double)(counters[METRIC_OVERLOADED] - metrics.last_counters[METRIC_OVERLOADED]) / secs;
+        (double)(counters[METRIC_OVERLOADED] - M->last_counters[METRIC_OVERLOADED]) / secs;
     sec->p50_ms = delta->total ? (double)hist_view_quantile(delta, 0.50) / 1e6 : -1;
     sec->p99_ms = delta->total ? (double)hist_view_quantile(delta, 0.99) / 1e6 : -1;
-    metrics.history_next = (metrics.history_next + 1) % METRICS_HISTORY;
-    if (metrics.history_len < METRICS_HISTORY) metrics.history_len++;
-    metrics.last_requests = requests;
-    memcpy(metrics.last_counters, counters, sizeof counters);
-    memcpy(metrics.last_latency, now, sizeof *now);
-    metrics.last_tick_ns = t;
-    pthread_mutex_unlock(&metrics.history_mu);
+    M->history_next = (M->history_next + 1) % METRICS_HISTORY;
+    if (M->history_len < METRICS_HISTORY) M->history_len++;
+    M->last_requests = requests;
+    memcpy(M->last_counters, counters, sizeof counters);
+    memcpy(M->last_latency, now, sizeof *now);
+    M->last_tick_ns = t;
+    pthread_mutex_unlock(&M->history_mu);
 out:
     free(now);
     free(delta);
@@ -194,11 +199,27 @@ void metrics_prometheus(FILE *out)
                               "Pending orders cancelled; their units went back on sale."},
         [METRIC_EXPIRED] = {"flashsale_orders_expired_total",
                             "Pending orders not paid in time; their units went back on sale."},
+        [METRIC_REBUILDS] = {"flashsale_counter_rebuilds_total",
+                             "Times memory was rebuilt from the database after a process died (--model processes)."},
+        [METRIC_WORKER_RESTARTS] = {NULL, NULL}, /* one family with a label, below */
+        [METRIC_WRITER_RESTARTS] = {NULL, NULL},
     };
     fprintf(out, "# HELP flashsale_uptime_seconds Seconds since the service started.\n"
                  "# TYPE flashsale_uptime_seconds gauge\nflashsale_uptime_seconds %.3f\n",
             metrics_uptime());
+    fprintf(out,
+            "# HELP flashsale_process_restarts_total Processes the supervisor started again after they died "
+            "(--model processes).\n# TYPE flashsale_process_restarts_total counter\n"
+            "flashsale_process_restarts_total{kind=\"worker\"} %llu\n"
+            "flashsale_process_restarts_total{kind=\"writer\"} %llu\n",
+            (unsigned long long)metrics_total(METRIC_WORKER_RESTARTS),
+            (unsigned long long)metrics_total(METRIC_WRITER_RESTARTS));
+    fprintf(out,
+            "# HELP flashsale_lock_recoveries_total Shared locks taken over from a process that died holding "
+            "them.\n# TYPE flashsale_lock_recoveries_total counter\nflashsale_lock_recoveries_total %llu\n",
+            (unsigned long long)shm_recoveries());
     for (int c = 0; c < METRIC_COUNTERS; c++)
+        if (counters[c].name)
         fprintf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[c].name,
                 counters[c].help, counters[c].name, counters[c].name,
                 (unsigned long long)metrics_total((enum metrics_counter)c));
@@ -223,14 +244,14 @@ void metrics_prometheus(FILE *out)
                  "# TYPE flashsale_request_duration_seconds histogram\n");
     for (int r = 0; r < ROUTE_COUNT; r++) {
         memset(v, 0, sizeof *v);
-        for (int k = 0; k < METRICS_SHARDS; k++) hist_view_add(v, &metrics.shards[k].latency[r]);
+        for (int k = 0; k < METRICS_SHARDS; k++) hist_view_add(v, &M->shards[k].latency[r]);
         if (!v->total) continue;
         char labels[64];
         snprintf(labels, sizeof labels, "route=\"%s\"", route_name((enum route)r));
         metrics_histogram(out, "flashsale_request_duration_seconds", labels, v);
     }
     memset(v, 0, sizeof *v);
-    for (int k = 0; k < METRICS_SHARDS; k++) hist_view_add(v, &metrics.shards[k].commit_latency);
+    for (int k = 0; k < METRICS_SHARDS; k++) hist_view_add(v, &M->shards[k].commit_latency);
     fprintf(out, "# HELP flashsale_commit_duration_seconds Time of one group-commit transaction.\n"
                  "# TYPE flashsale_commit_duration_seconds histogram\n");
     metrics_histogram(out, "flashsale_commit_duration_seconds", "", v);
@@ -259,11 +280,11 @@ static void metrics_ms(FILE *out, const char *key, double ms)
 
 void metrics_stats_json(FILE *out)
 {
-    pthread_mutex_lock(&metrics.history_mu);
+    shm_lock(&M->history_mu);
     struct metrics_second last = {0};
-    if (metrics.history_len)
-        last = metrics.history[(metrics.history_next + METRICS_HISTORY - 1) % METRICS_HISTORY];
-    if (!metrics.history_len) last.p50_ms = last.p99_ms = -1;
+    if (M->history_len)
+        last = M->history[(M->history_next + METRICS_HISTORY - 1) % METRICS_HISTORY];
+    if (!M->history_len) last.p50_ms = last.p99_ms = -1;
     fprintf(out,
             "\"uptime_s\":%.1f,\"requests_per_s\":%.1f,\"orders_per_s\":%.1f,"
             "\"sold_out_per_s\":%.1f,\"overloaded_per_s\":%.1f,",
@@ -273,9 +294,9 @@ void metrics_stats_json(FILE *out)
     metrics_ms(out, "latency_p99_ms", last.p99_ms);
     fputc(',', out);
     fprintf(out, "\"history\":[");
-    for (int i = 0; i < metrics.history_len; i++) {
-        int at = (metrics.history_next - metrics.history_len + i + METRICS_HISTORY) % METRICS_HISTORY;
-        const struct metrics_second *s = &metrics.history[at];
+    for (int i = 0; i < M->history_len; i++) {
+        int at = (M->history_next - M->history_len + i + METRICS_HISTORY) % METRICS_HISTORY;
+        const struct metrics_second *s = &M->history[at];
         fprintf(out,
                 "%s{\"t\":%lld,\"requests_per_s\":%.1f,\"orders_per_s\":%.1f,\"sold_out_per_s\":%.1f,"
                 "\"overloaded_per_s\":%.1f,",
@@ -285,7 +306,7 @@ void metrics_stats_json(FILE *out)
         metrics_ms(out, "p99_ms", s->p99_ms);
         fputc('}', out);
     }
-    pthread_mutex_unlock(&metrics.history_mu);
+    pthread_mutex_unlock(&M->history_mu);
     fprintf(out, "],\"totals\":{\"requests\":%llu,\"orders\":%llu,\"units_sold\":%llu,"
                  "\"sold_out\":%llu,\"limit_exceeded\":%llu,\"overloaded\":%llu,\"rate_limited\":%llu}",
             (unsigned long long)metrics_requests_total(),

@@ -1,6 +1,7 @@
 /* metrics — counters and latency histograms, as Prometheus text and dashboard stats.
  *
- * Process-wide, like a registry: any thread records with metrics_*() at the cost
+ * Process-wide, like a registry (service-wide with --model processes: the state
+ * lives in shared memory, shm.h, when metrics_init runs after shm_start): any thread records with metrics_*() at the cost
  * of a few relaxed atomic adds into its own shard (threads get shards round-robin,
  * so two threads rarely share a cache line).  Readers sum the shards.  The main
  * thread calls metrics_tick() once a second to keep a minute of per-second history
@@ -28,6 +29,9 @@ enum metrics_counter {
     METRIC_PAID,           /* orders paid */
     METRIC_CANCELLED,      /* orders cancelled (units returned) */
     METRIC_EXPIRED,        /* orders expired unpaid (units returned) */
+    METRIC_REBUILDS,       /* --model processes: memory rebuilt from the database */
+    METRIC_WORKER_RESTARTS, /* --model processes: worker processes started again */
+    METRIC_WRITER_RESTARTS, /* --model processes: writer processes started again */
     METRIC_COUNTERS
 };
 

@@ -34,27 +34,10 @@ static void orders_settle_answer(struct call *c)
     free(c);
 }
 
-/* On the writer thread after COMMIT: memory follows what the database did. */
+/* After COMMIT, memory having followed (inventory_follow): the answer. */
 static void orders_settle_done(struct store_job *sj)
 {
-    struct call *c = sj->ctx;
-    const struct call_env *env = c->env;
-    struct store_settle *t = &sj->u.settle;
-    bool committed = sj->outcome == OUTCOME_OK || sj->outcome == OUTCOME_ORDER_EXPIRED;
-    struct sale *sale = committed ? inventory_get(env->inv, t->order.sale_id) : NULL;
-    if (sale && t->paid_now) {
-        inventory_paid(sale, t->order.quantity);
-        metrics_count(METRIC_PAID, 1);
-    }
-    if (sale && t->returned) {
-        /* The store returns units only when it closed a pending order: as expired
-         * exactly when it answers order_expired (store_settle), else cancelled.  So
-         * the outcome says which, and the status text need not be compared here. */
-        bool expired = sj->outcome == OUTCOME_ORDER_EXPIRED;
-        inventory_give_back(env->inv, sale, t->order.user_id, t->order.quantity, expired);
-        metrics_count(expired ? METRIC_EXPIRED : METRIC_CANCELLED, 1);
-    }
-    call_answer_later(c, orders_settle_answer);
+    call_answer_later(sj->ctx, orders_settle_answer);
 }
 
 /* On a worker: to the writer with this round's purchases. */
@@ -107,17 +90,11 @@ struct orders_sweep {
     _Atomic bool *busy;
 };
 
-/* On the writer: what it expired goes back to memory. */
+/* On the writer, what it expired being back in memory (inventory_follow). */
 static void orders_sweep_done(struct store_job *sj)
 {
     struct orders_sweep *job = sj->ctx;
     struct store_sweep *sw = &sj->u.sweep;
-    for (size_t i = 0; sj->outcome == OUTCOME_OK && i < sw->n; i++) {
-        struct sale *sale = inventory_get(job->env->inv, sw->rows[i].sale_id);
-        if (!sale) continue;
-        inventory_give_back(job->env->inv, sale, sw->rows[i].user_id, sw->rows[i].quantity, true);
-        metrics_count(METRIC_EXPIRED, 1);
-    }
     if (sw->n) LOG_DEBUG("orders: the sweeper expired %zu orders", sw->n);
     free(sw->rows);
     atomic_store(job->busy, false);

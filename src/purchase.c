@@ -5,20 +5,26 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "clock.h"
 #include "hash.h"
 #include "metrics.h"
 #include "payload.h"
 #include "render.h"
+#include "shm.h"
 
 #define PURCHASE_KEY_BUCKETS 256
+#define PURCHASE_SHARED_KEYS 4096 /* keys in flight across processes; a power of two */
+#define PURCHASE_SHARED_PROBE 16
+#define PURCHASE_SHARED_HOLD_NS 30000000000u /* a claim whose process died lapses after this */
 
 /* One purchase on its way: the call, and its place among the tries of its key. */
 struct purchase {
     struct call call;
     bool reserved; /* the inventory holds a claim for this purchase */
     bool keyed;    /* in the keys table: tries with the same key follow this one */
+    uint64_t shared_hash; /* its claim in the shared table (--model processes), 0 = none */
     struct purchase *key_next;  /* the bucket's chain */
     struct purchase *followers; /* retries waiting for this try's answer */
     struct purchase *follow_next;
@@ -29,13 +35,65 @@ struct purchase {
 struct purchase_keys {
     pthread_mutex_t mu;
     struct purchase *buckets[PURCHASE_KEY_BUCKETS];
+    struct purchase_shared *shared; /* --model processes: one for every process; else NULL */
+};
+
+/* Keys in flight in any process, by hash, lock-free: a slot is taken by a
+ * compare-and-swap from 0 and given back by storing 0. */
+struct purchase_shared {
+    struct {
+        _Atomic uint64_t hash;
+        _Atomic uint64_t until_ns; /* CLOCK_MONOTONIC: past it, the claim has lapsed */
+    } slots[PURCHASE_SHARED_KEYS];
 };
 
 struct purchase_keys *purchase_keys_new(void)
 {
     struct purchase_keys *k = calloc(1, sizeof *k);
-    if (k) pthread_mutex_init(&k->mu, NULL);
+    if (!k) return NULL;
+    pthread_mutex_init(&k->mu, NULL);
+    if (shm_active()) {
+        bool fresh;
+        k->shared = shm_named("purchase:keys", sizeof *k->shared, &fresh);
+        if (!k->shared) {
+            free(k);
+            return NULL;
+        }
+    }
     return k;
+}
+
+/* True when this try now holds hash across processes (or the table has no room:
+ * then nothing is held, and the database's unique key still keeps one order). */
+static bool purchase_shared_claim(struct purchase_shared *t, uint64_t hash, bool *held)
+{
+    uint64_t now = clock_mono_ns();
+    *held = false;
+    for (int i = 0; i < PURCHASE_SHARED_PROBE; i++) {
+        size_t at = (size_t)(hash + (uint64_t)i) & (PURCHASE_SHARED_KEYS - 1);
+        uint64_t h = atomic_load(&t->slots[at].hash);
+        if (h == hash && atomic_load(&t->slots[at].until_ns) > now) return false; /* another try has it */
+        if (h != 0 && atomic_load(&t->slots[at].until_ns) <= now) /* lapsed: its process died */
+            atomic_compare_exchange_strong(&t->slots[at].hash, &h, 0), h = atomic_load(&t->slots[at].hash);
+        if (h != 0) continue;
+        atomic_store(&t->slots[at].until_ns, now + PURCHASE_SHARED_HOLD_NS);
+        uint64_t zero = 0;
+        if (atomic_compare_exchange_strong(&t->slots[at].hash, &zero, hash)) {
+            *held = true;
+            return true;
+        }
+        if (zero == hash) return false; /* another try took it first */
+    }
+    return true;
+}
+
+static void purchase_shared_release(struct purchase_shared *t, uint64_t hash)
+{
+    for (int i = 0; i < PURCHASE_SHARED_PROBE; i++) {
+        size_t at = (size_t)(hash + (uint64_t)i) & (PURCHASE_SHARED_KEYS - 1);
+        uint64_t h = hash;
+        if (atomic_compare_exchange_strong(&t->slots[at].hash, &h, 0)) return;
+    }
 }
 
 void purchase_keys_free(struct purchase_keys *k)
@@ -103,6 +161,8 @@ static bool purchase_keys_claim(struct purchase_keys *k, struct purchase *pc)
 static void purchase_keys_settle(struct purchase_keys *k, struct purchase *pc, enum outcome o)
 {
     if (!pc->keyed) return;
+    if (pc->shared_hash) purchase_shared_release(k->shared, pc->shared_hash);
+    pc->shared_hash = 0;
     pthread_mutex_lock(&k->mu);
     struct purchase **at = purchase_keys_bucket(k, &pc->call.sj.u.purchase);
     while (*at != pc) at = &(*at)->key_next;
@@ -126,24 +186,18 @@ static void purchase_keys_settle(struct purchase_keys *k, struct purchase *pc, e
     }
 }
 
-/* On the writer thread after COMMIT (or on the worker, when SQL decides):
- * memory follows the database here, under the commit lock; the answer is built
- * on the I/O thread, so the next group commit does not wait for it. */
+/* After COMMIT (or a refusal), just after memory followed the database
+ * (inventory_follow, run by the store: on the writer thread, on the worker when
+ * SQL decides, or in the writer process with --model processes, whose answer
+ * then arrives here on this process's ipc thread).  The answer is built on the
+ * I/O thread, so the next group commit does not wait for it. */
 static void purchase_done(struct store_job *sj)
 {
     struct purchase *pc = sj->ctx;
     struct call *c = &pc->call;
     const struct call_env *env = c->env;
     struct store_purchase *p = &sj->u.purchase;
-    bool sold = sj->outcome == OUTCOME_OK && !p->replayed;
-    assert(!sold || pc->reserved); /* only a purchase that reserved can be committed */
-    if (sold) {
-        inventory_commit(env->inv, c->sale, p->user_id, p->quantity, p->order.expires_at != 0);
-        metrics_count(METRIC_ORDERS, 1);
-        metrics_count(METRIC_UNITS, (uint64_t)p->quantity);
-    } else if (pc->reserved) {
-        inventory_release(env->inv, c->sale, p->user_id, p->quantity);
-    }
+    assert(p->reserved == pc->reserved); /* the follower settled what this purchase holds */
     if (sj->outcome == OUTCOME_OK && p->replayed) metrics_count(METRIC_REPLAYS, 1);
     purchase_keys_settle(env->keys, pc, sj->outcome);
     assert(!pc->keyed && !pc->followers); /* every retry that followed it has its answer */
@@ -169,7 +223,7 @@ static void purchase_run(struct pool_job *job, void *worker)
         if (o == OUTCOME_OK) {
             p->replayed = true;
             c->sj.outcome = OUTCOME_OK;
-            purchase_done(&c->sj); /* nothing was reserved, nothing to release */
+            purchase_done(&c->sj); /* nothing was reserved, nothing for memory to follow */
             return;
         }
         o = o == OUTCOME_NOT_FOUND ? OUTCOME_OK : o;
@@ -178,6 +232,25 @@ static void purchase_run(struct pool_job *job, void *worker)
      * PostgreSQL the first try's uncommitted row): it follows the try in flight
      * instead and gets the same answer. */
     if (o == OUTCOME_OK && p->idem_key[0] && !purchase_keys_claim(env->keys, pc)) return;
+    if (o == OUTCOME_OK && pc->keyed && env->keys->shared && conn) {
+        /* Another process may have a try with this key in flight: wait for it to end
+         * (as a follower here would), then its order is in the database. */
+        uint64_t h = hash_str(hash_str(HASH_FNV_OFFSET ^ (uint64_t)p->sale_id, p->user_id), p->idem_key) | 1;
+        uint64_t give_up = job->enqueued_ns + (uint64_t)env->cfg->queue_timeout_ms * 1000000u;
+        bool held, waited = false;
+        while (!purchase_shared_claim(env->keys->shared, h, &held) && clock_mono_ns() < give_up) {
+            waited = true;
+            struct timespec ms = {0, 1000000L};
+            nanosleep(&ms, NULL); /* rare: a retry racing its first try on another process */
+        }
+        if (held) pc->shared_hash = h;
+        if (waited && store_order_by_key(conn, p->sale_id, p->user_id, p->idem_key, &p->order) == OUTCOME_OK) {
+            p->replayed = true;
+            c->sj.outcome = OUTCOME_OK;
+            purchase_done(&c->sj); /* nothing reserved; settles the followers and the claim */
+            return;
+        }
+    }
     if (o == OUTCOME_OK) {
         o = inventory_reserve(env->inv, c->sale, p->user_id, p->quantity, clock_wall_ms() / 1000,
                               &p->unguarded_stock_left);
@@ -187,7 +260,7 @@ static void purchase_run(struct pool_job *job, void *worker)
         /* A try with this key committed between our look and our claim. */
         p->replayed = true;
         c->sj.outcome = OUTCOME_OK;
-        purchase_done(&c->sj);
+        purchase_done(&c->sj); /* nothing reserved */
         return;
     }
     if (o != OUTCOME_OK) {
@@ -197,12 +270,13 @@ static void purchase_run(struct pool_job *job, void *worker)
         free(pc);
         return;
     }
-    pc->reserved = true;
+    pc->reserved = p->reserved = true;
     if (inventory_traits(env->inv)->sql_decides) {
         if (conn) {
             store_purchase_now(env->store, conn, &c->sj);
         } else {
             c->sj.outcome = OUTCOME_UNAVAILABLE;
+            inventory_follow(env->inv, &c->sj); /* gives the claim back */
             purchase_done(&c->sj);
         }
     } else {

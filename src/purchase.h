@@ -15,6 +15,9 @@
  *
  * Retries with the same Idempotency-Key while the first try is in flight follow
  * that try and get its answer (struct purchase_keys, shared by every worker).
+ * With --model processes a try in flight in another process is known by a small
+ * table in shared memory: a retry waits (at most its queue timeout) for that try
+ * to end, then finds its order by the key.
  */
 #ifndef FLASHSALE_PURCHASE_H
 #define FLASHSALE_PURCHASE_H

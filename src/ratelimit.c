@@ -1,6 +1,7 @@
 /* ratelimit — see ratelimit.h. */
 #include "ratelimit.h"
 #include "hash.h"
+#include "shm.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -26,19 +27,20 @@ struct ratelimit {
     struct ratelimit_bucket buckets[RATELIMIT_SETS][RATELIMIT_WAYS];
 };
 
-struct ratelimit *ratelimit_new(double rate, double burst)
+struct ratelimit *ratelimit_new(const char *name, double rate, double burst)
 {
-    struct ratelimit *rl = calloc(1, sizeof *rl);
-    if (!rl) return NULL;
+    bool fresh;
+    struct ratelimit *rl = shm_named(name, sizeof *rl, &fresh);
+    if (!rl || !fresh) return rl; /* another process made it: one limit for the service */
     rl->rate = rate;
     rl->burst = burst < 1 ? 1 : burst;
-    for (int i = 0; i < RATELIMIT_STRIPES; i++) pthread_mutex_init(&rl->stripes[i], NULL);
+    for (int i = 0; i < RATELIMIT_STRIPES; i++) shm_mutex_init(&rl->stripes[i]);
     return rl;
 }
 
 void ratelimit_free(struct ratelimit *rl)
 {
-    if (!rl) return;
+    if (!rl || shm_active()) return;
     for (int i = 0; i < RATELIMIT_STRIPES; i++) pthread_mutex_destroy(&rl->stripes[i]);
     free(rl);
 }
@@ -58,7 +60,7 @@ bool ratelimit_take(struct ratelimit *rl, const char *key, size_t len, uint64_t 
     uint64_t h = hash_bytes(HASH_FNV_OFFSET, key, len);
     size_t set = (size_t)hash_fold(h) & (RATELIMIT_SETS - 1);
     pthread_mutex_t *mu = &rl->stripes[set % RATELIMIT_STRIPES];
-    pthread_mutex_lock(mu);
+    shm_lock(mu);
     struct ratelimit_bucket *ways = rl->buckets[set], *b = NULL, *fullest = &ways[0];
     for (int w = 0; w < RATELIMIT_WAYS && !b; w++) {
         if (ways[w].stamp_ns && ways[w].hash == h && ways[w].len == len && memcmp(ways[w].key, key, len) == 0)

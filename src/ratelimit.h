@@ -16,7 +16,9 @@
 struct ratelimit;
 
 /* NULL when out of memory.  rate > 0 tokens per second, burst >= 1. */
-struct ratelimit *ratelimit_new(double rate, double burst);
+/* name: with --model processes, every process that asks for the same name gets
+ * the same table in shared memory (shm.h), so a limit holds across processes. */
+struct ratelimit *ratelimit_new(const char *name, double rate, double burst);
 void ratelimit_free(struct ratelimit *rl);
 
 /* Takes a token for key (len bytes, at most 64 are used) at monotonic time now_ns.

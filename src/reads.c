@@ -25,7 +25,9 @@ static struct render_service reads_service(const struct call_env *env)
 {
     return (struct render_service){store_kind(env->store), inventory_traits(env->inv)->name,
                                    config_name("durability", env->cfg->durability), pool_depth(env->workers),
-                                   pool_capacity(env->workers), store_backlog(env->store)};
+                                   pool_capacity(env->workers), store_backlog(env->store),
+                                   config_name("model", env->cfg->model),
+                                   env->cfg->model == MODEL_PROCESSES ? env->cfg->processes : 0};
 }
 
 static void reads_sales_fill(FILE *out, void *arg)

@@ -155,10 +155,10 @@ void render_sales(FILE *out, struct inventory *inv, int64_t now)
 
 void render_stats(FILE *out, struct inventory *inv, const struct render_service *svc, int64_t now)
 {
-    fprintf(out, "{\"store\":\"%s\",\"inventory\":\"%s\",\"durability\":\"%s\",\"queue_depth\":%zu,"
-                 "\"queue_capacity\":%zu,\"store_backlog\":%zu,",
-            svc->store, svc->inventory, svc->durability, svc->queue_depth, svc->queue_capacity,
-            svc->store_backlog);
+    fprintf(out, "{\"store\":\"%s\",\"inventory\":\"%s\",\"durability\":\"%s\",\"model\":\"%s\","
+                 "\"processes\":%lld,\"queue_depth\":%zu,\"queue_capacity\":%zu,\"store_backlog\":%zu,",
+            svc->store, svc->inventory, svc->durability, svc->model ? svc->model : "threads",
+            (long long)svc->processes, svc->queue_depth, svc->queue_capacity, svc->store_backlog);
     metrics_stats_json(out);
     fputs(",\"sales\":[", out);
     render_sale_items(out, inv, now);

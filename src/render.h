@@ -19,6 +19,8 @@
 struct render_service {
     const char *store, *inventory, *durability;
     size_t queue_depth, queue_capacity, store_backlog;
+    const char *model; /* --model */
+    int64_t processes; /* worker processes (--model processes), else 0 */
 };
 
 /* GET /healthz's body into buf; its length (0 if it did not fit). */

@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "ipc.h"
 #include "log.h"
 #include "metrics.h"
 #include "store_int.h"
@@ -41,6 +42,8 @@
 struct store {
     const struct store_backend *be;
     const struct config *cfg;
+    struct ipc_client *remote;      /* a worker process's store: the writer process serves it */
+    struct store_follower follower; /* memory's side (store_follow) */
     struct store_conn *writer_conn; /* owned by the writer thread after start */
     pthread_t writer;
     size_t batch_max;
@@ -168,6 +171,7 @@ static void store_finish(struct store *s, struct store_job **jobs, size_t n)
     for (size_t i = 0; i < n; i++) {
         assert(!jobs[i]->finished);
         jobs[i]->finished = true; /* before done(), which may free the job */
+        if (s->follower.follow) s->follower.follow(s->follower.ctx, jobs[i]);
         if (jobs[i]->done) jobs[i]->done(jobs[i]);
     }
 }
@@ -530,11 +534,28 @@ struct store *store_open(const struct config *cfg, char *err, size_t err_size)
     return s;
 }
 
+struct store *store_open_remote(const struct config *cfg, struct ipc_client *link, const uint8_t *secret)
+{
+    struct store *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->be = store_backend_for(cfg->db); /* what it is, for store_kind and store_shared */
+    s->cfg = cfg;
+    s->remote = link;
+    memcpy(s->order_secret, secret, sizeof s->order_secret);
+    return s;
+}
+
+void store_follow(struct store *s, const struct store_follower *f) { s->follower = *f; }
+
 const uint8_t *store_order_secret(const struct store *s) { return s->order_secret; }
 
 void store_close(struct store *s)
 {
     if (!s) return;
+    if (s->remote) { /* the link is its owner's (proc.c) */
+        free(s);
+        return;
+    }
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_signal(&s->wake);
@@ -578,6 +599,7 @@ void store_submit_chain(struct store *s, struct store_job *first, struct store_j
 {
     assert(!first->finished && !last->finished); /* a job is queued once, and fresh */
     last->next = NULL;
+    if (s->remote) return ipc_submit(s->remote, first, n);
     atomic_fetch_add_explicit(&s->backlog, n, memory_order_relaxed);
     pthread_mutex_lock(&s->mu);
     if (s->tail) s->tail->next = first;
@@ -618,6 +640,7 @@ enum outcome store_run(struct store *s, struct store_job *job)
 
 struct store_conn *store_conn_open(struct store *s)
 {
+    if (s->remote) return ipc_conn_open(s->remote);
     char err[256];
     struct store_conn *c = s->be->connect(s->cfg, false, err, sizeof err);
     if (!c) LOG_ERROR("store: cannot open a connection: %s", err);
@@ -643,6 +666,10 @@ enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const cha
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job)
 {
     assert(job->op == STORE_PURCHASE && c != s->writer_conn && !job->finished);
+    if (s->remote) { /* the writer process's group commit decides, guarded in SQL */
+        store_submit(s, job);
+        return OUTCOME_OK;
+    }
     if (s->be->begin(c) != OUTCOME_OK) job->outcome = OUTCOME_UNAVAILABLE;
     else if ((job->outcome = store_buy(s->be, c, job)) != OUTCOME_OK) s->be->rollback(c);
     /* COMMIT and the memory update under one lock, as the writer does, so an audit
@@ -664,8 +691,24 @@ enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct st
     return o;
 }
 
-enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
-                         struct store_audit *out, void (*snapshot)(void *), void *ctx)
+/* At an audit's snapshot: memory's side, by the follower. */
+static void store_audit_read_memory(const struct store *s, int64_t sale_id, struct store_memory *mem)
+{
+    if (s->follower.memory) s->follower.memory(s->follower.ctx, sale_id, mem);
+    else *mem = (struct store_memory){.at_ns = clock_mono_ns()};
+}
+
+enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id, struct store_audit *out,
+                         void (*snapshot)(void *, const struct store_memory *), void *ctx)
+{
+    struct store_memory mem;
+    enum outcome o = s->remote ? ipc_audit(c, sale_id, out, &mem) : store_audit_memory(s, c, sale_id, out, &mem);
+    if (o == OUTCOME_OK && snapshot) snapshot(ctx, &mem);
+    return o;
+}
+
+enum outcome store_audit_memory(struct store *s, struct store_conn *c, int64_t sale_id, struct store_audit *out,
+                                struct store_memory *mem)
 {
     assert(!store_commit_held(s));
     /* A seqlock over the commit lock: the snapshot and memory were read while no
@@ -686,7 +729,7 @@ enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
             continue;
         }
         o = s->be->audit_begin(c, sale_id, out);
-        if (o == OUTCOME_OK && snapshot) snapshot(ctx);
+        if (o == OUTCOME_OK) store_audit_read_memory(s, sale_id, mem);
         consistent = atomic_load(&s->commit_seq) == before;
         if (o != OUTCOME_OK) return o; /* audit_begin ended its transaction */
         if (!consistent) s->be->rollback(c), misses++;
@@ -694,7 +737,7 @@ enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
     if (!consistent) {
         store_commit_lock(s); /* no change under it: commit_seq stays */
         o = s->be->audit_begin(c, sale_id, out);
-        if (o == OUTCOME_OK && snapshot) snapshot(ctx);
+        if (o == OUTCOME_OK) store_audit_read_memory(s, sale_id, mem);
         store_commit_unlock(s);
         if (o != OUTCOME_OK) return o;
     }
@@ -738,7 +781,27 @@ void store_listen(struct store *s, const struct store_events *ev)
     atomic_store(&s->listening, true); /* publishes events to the housekeeper */
 }
 
+int store_reload(struct store *s, void (*begin)(void *), void (*each)(void *, const struct store_sale *),
+                 void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
+{
+    char err[256];
+    struct store_conn *c = s->be->connect(s->cfg, false, err, sizeof err);
+    if (!c) {
+        LOG_ERROR("store: %s", err);
+        return -1;
+    }
+    /* Under the lock no commit lands between the read and memory, and every
+     * commit before it has had its follow(). */
+    store_commit_enter(s);
+    begin(ctx);
+    enum outcome o = s->be->load(c, each, held, ctx);
+    store_commit_leave(s);
+    s->be->disconnect(c);
+    return o == OUTCOME_OK ? 0 : -1;
+}
+
 size_t store_backlog(struct store *s)
 {
+    if (s->remote) return ipc_backlog(s->remote);
     return atomic_load_explicit(&s->backlog, memory_order_relaxed);
 }

@@ -82,6 +82,9 @@ struct store_purchase {
      * guard on stock or per-user limit.  Teaching only. */
     bool unguarded;
     int64_t unguarded_stock_left;
+    /* The caller's memory holds a claim for it (inventory_reserve): the follower
+     * settles it (commit or release) when the job finishes. */
+    bool reserved;
     /* Out: the order (new or, when replayed, the earlier one). */
     struct store_order order;
     bool replayed;
@@ -148,6 +151,25 @@ struct store_job {
     bool finished; /* the store's: done() was called; a job is submitted fresh (false) */
 };
 
+/* Memory's side of an audit, read at the instant of its database snapshot. */
+struct store_memory {
+    int64_t stock_left, sold;
+    uint64_t version; /* the sale's count of changes (inventory.h) */
+    uint64_t at_ns;   /* CLOCK_MONOTONIC when read */
+};
+
+/* Who keeps memory in step with the database (inventory.c), set once with
+ * store_follow before the first job: follow() runs for every finished job, under
+ * the commit lock, just before its done() (and in the writer process for jobs
+ * that came from a worker process, whose done() then runs there); memory() reads
+ * a sale's counters at an audit's snapshot. */
+struct store_follower {
+    void (*follow)(void *ctx, struct store_job *job);
+    void (*memory)(void *ctx, int64_t sale_id, struct store_memory *out);
+    void *ctx;
+};
+void store_follow(struct store *s, const struct store_follower *f);
+
 /* What other nodes sharing the database did (PostgreSQL), for memory to follow.
  * Called on the store's housekeeping thread, under the commit lock (so memory
  * follows the database in one order with this node's own commits).  read_ns:
@@ -163,6 +185,13 @@ struct store_events {
 /* Opens cfg->db (an SQLite file path or a postgresql:// URI), creating or
  * migrating its schema, and starts the writer; NULL with a reason in err. */
 struct store *store_open(const struct config *cfg, char *err, size_t err_size);
+
+/* --model processes, in a worker process: the same interface, served by the
+ * writer process over ipc (ipc.h); the database is never opened here.  secret is
+ * the order secret the writer published.  Jobs end UNAVAILABLE while the writer
+ * is away.  NULL when out of memory. */
+struct ipc_client;
+struct store *store_open_remote(const struct config *cfg, struct ipc_client *link, const uint8_t *secret);
 
 /* The order secret (ordertoken.h): made once per database, shared by its nodes;
  * valid until store_close. */
@@ -202,10 +231,22 @@ enum outcome store_order_by_key(struct store_conn *c, int64_t sale_id, const cha
  * lost, later on the writer); returns the job's outcome as far as known now. */
 enum outcome store_purchase_now(struct store *s, struct store_conn *c, struct store_job *job);
 
-/* Recomputes a sale from the database; snapshot(ctx) runs at the instant of the
- * read snapshot, to read memory that matches it.  OUTCOME_NOT_FOUND: no such sale. */
-enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id,
-                         struct store_audit *out, void (*snapshot)(void *ctx), void *ctx);
+/* Recomputes a sale from the database; snapshot(ctx, mem) gets memory's side as
+ * the follower read it at the instant of the read snapshot (zero without a
+ * follower).  OUTCOME_NOT_FOUND: no such sale. */
+enum outcome store_audit(struct store *s, struct store_conn *c, int64_t sale_id, struct store_audit *out,
+                         void (*snapshot)(void *ctx, const struct store_memory *mem), void *ctx);
+
+/* --model processes, in the writer: the audit's database side and memory's side
+ * for a worker process (ipc.c). */
+enum outcome store_audit_memory(struct store *s, struct store_conn *c, int64_t sale_id, struct store_audit *out,
+                                struct store_memory *mem);
+
+/* --model processes, in the writer, with every process frozen (inventory.h):
+ * under the commit lock, each() for every sale and held() per (sale, user) as
+ * store_load, so memory is rebuilt between two commits.  0 or -1. */
+int store_reload(struct store *s, void (*begin)(void *ctx), void (*each)(void *ctx, const struct store_sale *sale),
+                 void (*held)(void *ctx, int64_t sale_id, const char *user, int64_t units), void *ctx);
 
 /* True when other nodes may write the database (PostgreSQL): memory is its cache. */
 bool store_shared(const struct store *s);

@@ -192,7 +192,9 @@ static void test_bounds(void)
         {"durability", "off", -1}, {"admin", "off", 0},        {"admin", "0", -1},
         {"log-level", "debug", 0}, {"log-level", "fatal", -1}, {"log-level", "warn", 0},
         {"model", "threads", 0},   {"model", "thread-per-connection", 0},
-        {"model", "processes", -1}, {"model", "Threads", -1},
+        {"model", "processes", 0}, {"model", "Processes", -1}, {"model", "Threads", -1},
+        {"processes", "0", 0},      {"processes", "64", 0},     {"processes", "65", -1},
+        {"processes", "-1", -1},    {"ledger-entries", "1023", -1}, {"ledger-entries", "1024", 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         struct config c;

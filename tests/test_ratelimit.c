@@ -14,7 +14,7 @@ static int take(struct ratelimit *rl, const char *key, uint64_t now, int *retry)
 
 static void test_burst_then_refill(void)
 {
-    struct ratelimit *rl = ratelimit_new(2, 5); /* 2/s, bursts of 5 */
+    struct ratelimit *rl = ratelimit_new("test", 2, 5); /* 2/s, bursts of 5 */
     int retry = 0;
     uint64_t t = 100 * SEC;
     for (int i = 0; i < 5; i++) CHECK(take(rl, "alice", t, &retry));
@@ -32,7 +32,7 @@ static void test_burst_then_refill(void)
 
 static void test_slow_rate_retry_after(void)
 {
-    struct ratelimit *rl = ratelimit_new(0.1, 1); /* one per ten seconds */
+    struct ratelimit *rl = ratelimit_new("test", 0.1, 1); /* one per ten seconds */
     int retry = 0;
     CHECK(take(rl, "k", SEC, &retry));
     CHECK(!take(rl, "k", SEC, &retry));
@@ -47,7 +47,7 @@ static void test_many_keys_fixed_memory(void)
 {
     /* a million invented keys: none is refused its first request, and a key that
      * keeps coming back is still limited afterwards */
-    struct ratelimit *rl = ratelimit_new(1, 3);
+    struct ratelimit *rl = ratelimit_new("test", 1, 3);
     int retry = 0;
     char key[32];
     uint64_t t = SEC;
@@ -62,7 +62,7 @@ static void test_many_keys_fixed_memory(void)
 
 static void test_long_keys_truncated(void)
 {
-    struct ratelimit *rl = ratelimit_new(1, 1);
+    struct ratelimit *rl = ratelimit_new("test", 1, 1);
     int retry = 0;
     char a[100], b[100];
     memset(a, 'x', sizeof a);

@@ -713,7 +713,7 @@ static void test_unguarded_write(void)
 
 /* ---- audit ----------------------------------------------------------------------- */
 
-static void count_snapshot(void *ctx) { (*(int *)ctx)++; }
+static void count_snapshot(void *ctx, const struct store_memory *mem) { (*(int *)ctx)++; }
 
 static void test_audit(void)
 {
@@ -782,9 +782,11 @@ struct probe {
     bool committed; /* the probe's commit got through while the snapshot ran */
 };
 
-static void probe_snapshot(void *ctx)
+/* The follower's memory read, which runs at the audit's snapshot. */
+static void probe_snapshot(void *ctx, int64_t sale_id, struct store_memory *out)
 {
     struct probe *pr = ctx;
+    memset(out, 0, sizeof *out);
     if (pr->calls++) return; /* once: the audit then retries over the probe's own commit */
     static struct store_job job; /* static, both: they may outlive this call */
     static struct tally t = TALLY_INIT;
@@ -817,8 +819,9 @@ static void test_audit_waits_out_a_commit(void)
     store_submit(o.st, &slow);
     while (!atomic_load(&sc.started)) sched_yield();
     struct probe pr = {o.st, sale, 0, false};
+    store_follow(o.st, &(struct store_follower){NULL, probe_snapshot, &pr});
     struct store_audit a;
-    CHECK_EQ_INT(store_audit(o.st, c, sale, &a, probe_snapshot, &pr), OUTCOME_OK);
+    CHECK_EQ_INT(store_audit(o.st, c, sale, &a, NULL, NULL), OUTCOME_OK);
     CHECK(atomic_load(&sc.finished)); /* the snapshot came after the slow commit */
     CHECK(pr.committed);              /* and the audit never held the commit lock */
     CHECK(pr.calls >= 2);             /* the probe's commit overtook the first snapshot */
