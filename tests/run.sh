@@ -5,8 +5,9 @@
 # tests/unit.h, black-box tests via tests/harness.py).  A suite that exits non-zero
 # without printing a FAIL line (a crash) counts as one failure of its own.
 #   tests/run.sh all | unit | api | crowd | kill | soak | powerloss | lifecycle | starve | security | hostile |
-#                framing | faults | ecosystem | fuzz | pg | pg-faults | cluster | tsan | asan | e2e | contract | tpc
+#                framing | faults | ecosystem | fuzz | pg | pg-faults | cluster | tsan | asan | e2e | contract | tpc | proc
 # tpc: the black-box suites again with --model thread-per-connection (FLASHSALE_TEST_ARGS).
+# proc: tests/test_processes.py, then the black-box suites again with --model processes --processes 2.
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tests/out
@@ -72,6 +73,17 @@ tpc_suites() {
     suite tpc-framing $TPC python3 tests/test_framing.py
 }
 
+# An array, not a string: the value holds spaces.
+PROC=(env "FLASHSALE_TEST_ARGS=--model processes --processes 2")
+proc_suites() {
+    suite proc python3 tests/test_processes.py "${PROC_ROUNDS:-1}"
+    suite proc-api "${PROC[@]}" python3 tests/test_api.py
+    suite proc-crowd "${PROC[@]}" python3 tests/test_crowd.py atomic mutex sqlite unsafe
+    suite proc-kill "${PROC[@]}" python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
+    suite proc-hostile "${PROC[@]}" python3 tests/test_hostile.py
+    suite proc-lifecycle "${PROC[@]}" python3 tests/test_lifecycle.py
+}
+
 have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
 
 what=${1:-all}
@@ -109,6 +121,7 @@ asan)
 e2e) suite e2e node tests/e2e/dashboard.test.mjs ;;
 contract) suite contract python3 tests/test_contract.py ;;
 tpc) tpc_suites ;;
+proc) proc_suites ;;
 all)
     suite unit units build
     suite api python3 tests/test_api.py
@@ -124,6 +137,7 @@ all)
     suite ecosystem python3 tests/test_ecosystem.py
     suite contract python3 tests/test_contract.py
     tpc_suites
+    proc_suites
     suite fuzz tests/fuzz.sh "${FUZZ_RUNS:-20000}"
     if have_pg; then
         pg_suites
@@ -145,7 +159,7 @@ all)
         suite e2e node tests/e2e/dashboard.test.mjs
     fi
     ;;
-*) echo "usage: tests/run.sh all|unit|api|crowd|kill|soak|powerloss|lifecycle|starve|security|hostile|framing|faults|ecosystem|fuzz|pg|pg-faults|cluster|tsan|asan|e2e|contract|tpc" >&2
+*) echo "usage: tests/run.sh all|unit|api|crowd|kill|soak|powerloss|lifecycle|starve|security|hostile|framing|faults|ecosystem|fuzz|pg|pg-faults|cluster|tsan|asan|e2e|contract|tpc|proc" >&2
    exit 2 ;;
 esac
 echo "$passed passed, $failed failed"
