@@ -90,10 +90,15 @@ struct atomic_take {
 static bool atomic_take(void *ctx)
 {
     struct atomic_take *t = ctx;
-    inventory_park(t->user, "a ledger stripe lock");
     int64_t left = atomic_load(t->left);
-    while (left >= t->q)
-        if (atomic_compare_exchange_weak(t->left, &left, left - t->q)) return true;
+    while (left >= t->q) {
+        if (atomic_compare_exchange_weak(t->left, &left, left - t->q)) {
+            /* The hook parks with the units taken and the ledger not yet told: what a
+             * death here leaves behind, only a rebuild gives back. */
+            inventory_park(t->user, "a ledger stripe lock");
+            return true;
+        }
+    }
     return false;
 }
 
@@ -123,13 +128,13 @@ static enum outcome mutex_reserve(struct inventory *inv, struct sale *s, const c
 {
     enum outcome o = OUTCOME_OK;
     shm_lock(&s->mu);
-    inventory_park(user, "the sale's mutex");
     int64_t units = ledger_units(inv->ledger, s->id, user);
     int64_t left = atomic_load_explicit(&s->stock_left, memory_order_relaxed);
     if (q > s->per_user_limit || units > s->per_user_limit - q) o = OUTCOME_LIMIT_EXCEEDED;
     else if (left < q) o = OUTCOME_SOLD_OUT;
     else if (!ledger_add(inv->ledger, s->id, user, q)) o = OUTCOME_UNAVAILABLE;
     else atomic_store_explicit(&s->stock_left, left - q, memory_order_relaxed);
+    if (o == OUTCOME_OK) inventory_park(user, "the sale's mutex"); /* units taken, lock held */
     pthread_mutex_unlock(&s->mu);
     return o;
 }

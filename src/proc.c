@@ -120,6 +120,14 @@ static void proc_sweep(struct store *store, _Atomic bool *busy)
     store_submit(store, sj);
 }
 
+/* Other nodes' changes (PostgreSQL), from the store's housekeeping thread. */
+static void proc_sale_changed(void *ctx, const struct store_sale *row, uint64_t read_ns)
+{
+    inventory_sync(ctx, row, read_ns);
+}
+static void proc_sold_out(void *ctx, int64_t sale_id, uint64_t read_ns) { inventory_sold_out(ctx, sale_id, read_ns); }
+static void proc_reset(void *ctx, int64_t sale_id) { inventory_forget(ctx, sale_id); }
+
 static int proc_writer(void)
 {
     proc_child_setup("fs-writer", 0);
@@ -132,6 +140,8 @@ static int proc_writer(void)
     struct ipc_server *server = ipc_server_start(store, proc.sup, err, sizeof err);
     if (!server) LOG_FATAL("writer: %s", err);
     proc_rebuild(store, server, 0);
+    if (store_shared(store))
+        store_listen(store, &(struct store_events){proc_sale_changed, proc_sold_out, proc_reset, proc.inv});
     atomic_store(&proc.ps->writer_ready, true);
 
     sigset_t stop;

@@ -60,6 +60,7 @@ pg_suites() {
     for t in api crowd lifecycle security kill; do
         suite "pg-$t" python3 tests/pgserver.py -- python3 "tests/test_$t.py"
     done
+    suite pg-proc-api "${PROC[@]}" python3 tests/pgserver.py -- python3 tests/test_api.py # the writer process on PostgreSQL
     suite pg-faults python3 tests/test_pgfaults.py # its own PostgreSQL, behind a proxy it breaks
 }
 
@@ -109,7 +110,8 @@ tsan)
     suite tsan-unit tsan_units
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
     suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale
-    suite tsan-tpc-crowd $TPC $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite ;;
+    suite tsan-tpc-crowd $TPC $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
+    suite tsan-proc-crowd "${PROC[@]}" $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite ;;
 asan)
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
@@ -148,6 +150,8 @@ all)
     suite tsan-crowd $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
     suite tsan-lifecycle $NORAND python3 tests/test_lifecycle.py build/tsan/flashsale
     suite tsan-tpc-crowd $TPC $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
+    # Threads inside each process (the link, the pools); between processes, test_shm.
+    suite tsan-proc-crowd "${PROC[@]}" $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite

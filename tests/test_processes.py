@@ -562,7 +562,7 @@ def kill(strategy):
         for kind, n in kills.items():
             v = metric(text, "flashsale_process_restarts_total", f'kind="{kind}"')
             check(SUITE, f"kill:{strategy}:restarts_counted_{kind}", v is not None and v >= n, f"{v}, {n} kills")
-        rebuilds = metric(text, "flashsale_counter_rebuilds_total")
+        rebuilds = metric(text, "flashsale_memory_rebuilds_total")
         check(SUITE, f"kill:{strategy}:rebuilds_counted", rebuilds is not None and rebuilds >= 1, repr(rebuilds))
         code, _ = srv.stop(timeout=60)
         check(SUITE, f"kill:{strategy}:clean_stop", code == 0, f"exit {code}")
