@@ -45,6 +45,7 @@ static struct {
     pid_t sup;
     int deaths[2]; /* a pipe: the supervisor writes a dead worker's pid, the writer reads */
     pid_t pids[INVENTORY_PROCS]; /* slot 0: the writer */
+    uint64_t started_ns[INVENTORY_PROCS]; /* when each slot's process was started */
     size_t nworkers;
 } proc;
 
@@ -88,10 +89,14 @@ static void proc_rebuild(struct store *store, struct ipc_server *server, pid_t d
         }
         proc_sleep_ms(1); /* rare, and short: a purchase in flight ends within its queue timeout */
     }
-    if (store_reload(store, proc_rebuild_begin, proc_rebuild_sale, proc_rebuild_held, proc.inv) != 0)
-        LOG_ERROR("writer: cannot read the database to rebuild memory; it stays frozen until the next try");
-    else
-        inventory_freeze(proc.inv, false);
+    /* Purchases stay frozen until memory is whole again: a database out of reach
+     * (PostgreSQL) is tried again, never guessed around. */
+    for (int tries = 0; store_reload(store, proc_rebuild_begin, proc_rebuild_sale, proc_rebuild_held, proc.inv) != 0;
+         tries++) {
+        if (tries == 0) LOG_ERROR("writer: cannot read the database to rebuild memory; trying again");
+        proc_sleep_ms(200);
+    }
+    inventory_freeze(proc.inv, false);
     if (dead || metrics_total(METRIC_WRITER_RESTARTS)) metrics_count(METRIC_REBUILDS, 1);
     LOG_INFO("writer: counters rebuilt from the database in %.1f ms", (double)(clock_mono_ns() - t0) / 1e6);
 }
@@ -217,6 +222,12 @@ static int proc_worker(int slot)
 
 static pid_t proc_spawn(int slot)
 {
+    /* One that dies as it starts (a database that will not open) is started again
+     * at most ten times a second, not in a tight loop. */
+    uint64_t now = clock_mono_ns();
+    if (proc.started_ns[slot] && now - proc.started_ns[slot] < 100000000u)
+        proc_sleep_ms((int)((100000000u - (now - proc.started_ns[slot])) / 1000000u) + 1);
+    proc.started_ns[slot] = clock_mono_ns();
     pid_t pid = fork();
     if (pid == 0) exit(slot == 0 ? proc_writer() : proc_worker(slot));
     if (pid < 0) LOG_ERROR("supervisor: fork: %s", strerror(errno));
