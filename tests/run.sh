@@ -115,6 +115,7 @@ tsan)
 asan)
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
+    suite asan-proc-api "${PROC[@]}" python3 tests/test_api.py build/asan/flashsale
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
     suite asan-lifecycle python3 tests/test_lifecycle.py build/asan/flashsale
     suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
@@ -154,6 +155,7 @@ all)
     suite tsan-proc-crowd "${PROC[@]}" $NORAND python3 tests/test_crowd.py build/tsan/flashsale atomic mutex sqlite
     suite asan-unit units build/asan
     suite asan-api python3 tests/test_api.py build/asan/flashsale
+    suite asan-proc-api "${PROC[@]}" python3 tests/test_api.py build/asan/flashsale
     suite asan-crowd python3 tests/test_crowd.py build/asan/flashsale atomic sqlite
     suite asan-lifecycle python3 tests/test_lifecycle.py build/asan/flashsale
     suite asan-hostile python3 tests/test_hostile.py build/asan/flashsale
