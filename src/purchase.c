@@ -251,9 +251,13 @@ static void purchase_run(struct pool_job *job, void *worker)
             return;
         }
     }
+    bool ledger_full = false;
     if (o == OUTCOME_OK) {
         o = inventory_reserve(env->inv, c->sale, p->user_id, p->quantity, clock_wall_ms() / 1000,
                               &p->unguarded_stock_left);
+        /* From the reservation, unavailable means one thing: no room in memory's
+         * ledger (the fixed table of --model processes, or malloc failing). */
+        ledger_full = o == OUTCOME_UNAVAILABLE;
     }
     if (o != OUTCOME_OK && pc->keyed && conn &&
         store_order_by_key(conn, p->sale_id, p->user_id, p->idem_key, &p->order) == OUTCOME_OK) {
@@ -265,7 +269,9 @@ static void purchase_run(struct pool_job *job, void *worker)
     }
     if (o != OUTCOME_OK) {
         purchase_keys_settle(env->keys, pc, o);
-        call_refuse(c->req, o, NULL);
+        call_refuse(c->req, o,
+                    ledger_full ? "the per-user ledger is full (--ledger-entries); nothing was sold, retry later"
+                                : NULL);
         inventory_leave(c->sale);
         free(pc);
         return;
@@ -306,7 +312,11 @@ void purchase_create(const struct call_env *env, struct http_request *r, int64_t
     o = inventory_check(env->inv, sale, order.user_id, order.quantity, clock_wall_ms() / 1000);
     if (o != OUTCOME_OK && key && inventory_units(env->inv, sale, order.user_id) > 0) o = OUTCOME_OK;
     if (o != OUTCOME_OK) return call_refuse(r, o, NULL);
-    if (!inventory_admit(sale)) return call_refuse(r, OUTCOME_RESETTING, NULL);
+    if (!inventory_admit(sale))
+        return call_refuse(r, OUTCOME_RESETTING,
+                           inventory_frozen(env->inv) ? "the service is rebuilding its counters after a process "
+                                                        "restart; nothing was sold, retry shortly"
+                                                      : NULL);
     struct call *c = call_new(env, r, sizeof(struct purchase), purchase_run);
     if (!c) {
         inventory_leave(sale);

@@ -496,6 +496,40 @@ def idem():
         srv.cleanup()
 
 
+def ledger():
+    """The shared ledger is a fixed table (--ledger-entries): past it a purchase by a
+    new user gets 503 with a message that says so, takes no stock, and the users
+    already in it keep buying.  1,024 asked for is 4,096 slots (256 stripes of 16);
+    6,000 new users must overflow some stripe."""
+    srv = Server(binary=OPT.binary, args=model_args("--ledger-entries", "1024")).start()
+    try:
+        c = srv.client()
+        sale = c.create_sale(name="Ledger", stock=100000, per_user_limit=5)
+        answers = {}
+        full = None
+        for u in range(6000):
+            r = c.post(f"/api/v1/sales/{sale}/orders", {"user_id": f"ledger-{u}"})
+            st, body = r.status, r.json
+            answers[st] = answers.get(st, 0) + 1
+            if st == 503 and full is None:
+                full = body
+        sold = answers.get(201, 0)
+        print(f"# ledger: 6,000 new users, {sold} sold, {answers.get(503, 0)} refused 503 (table full)", flush=True)
+        check(SUITE, "ledger:full_is_503", answers.get(503, 0) > 0 and set(answers) <= {201, 503}, repr(answers))
+        check(SUITE, "ledger:full_says_why", isinstance(full, dict) and full.get("error") == "unavailable"
+              and "ledger" in full.get("message", ""), repr(full))
+        left = srv.sql(f"SELECT stock_left FROM sales WHERE id={sale}")[0][0]
+        check(SUITE, "ledger:refusals_took_nothing", left == 100000 - sold, f"left {left}, sold {sold}")
+        r = c.post(f"/api/v1/sales/{sale}/orders", {"user_id": "ledger-0"})  # already in the table
+        check(SUITE, "ledger:known_users_still_buy", r.status == 201, f"{r.status} {r.raw!r}")
+        audit = settled_audit(srv.port, sale, sold + 1)
+        check(SUITE, "ledger:audit_consistent", audit and audit["consistent"] is True, repr(audit))
+        code, _ = srv.stop()
+        check(SUITE, "ledger:clean_stop", code == 0, f"exit {code}")
+    finally:
+        srv.cleanup()
+
+
 def kill_round(srv, kind, name, rnd):
     """One sale, a crowd on it; at a fifth of its stock sold, kill -9 the process of
     `kind` (a worker, rnd picks which, or the writer); then it must come back and the sale
@@ -714,6 +748,7 @@ CASES = {
     "metrics": (False, metrics),
     "rate": (False, rate),
     "idem": (False, idem),
+    "ledger": (True, ledger),
     "kill": (True, lambda: [kill(s) for s in STRATEGIES]),
     "main": (True, kill_main),
     "term": (True, term),
