@@ -35,6 +35,7 @@ struct inventory {
     /* --model processes: no purchase is admitted while true (a rebuild waits for
      * the admitted ones to leave), and each process counts its admitted purchases
      * in its own slot, so a dead process's count can be told apart. */
+    bool processes; /* made by inventory_new_shared for processes: count per process */
     _Atomic bool frozen;
     _Atomic int64_t inflight[INVENTORY_PROCS];
 };
@@ -230,6 +231,7 @@ struct inventory *inventory_new_shared(enum config_inventory strategy, size_t le
     if (!inv) return NULL;
     inv->kind = strategy;
     inv->strategy = &inventory_strategies[strategy];
+    inv->processes = ledger_entries != 0;
     inv->ledger = ledger_entries ? ledger_new_fixed(ledger_entries) : ledger_new();
     inv->sales = shm_calloc(INVENTORY_MAX_SALES + 1, sizeof *inv->sales);
     inventory_park_user = getenv("FLASHSALE_TEST_PARK");
@@ -398,7 +400,7 @@ bool inventory_admit(struct sale *s)
     /* Count first, then look (both sequentially consistent): inventory_pause sets
      * the flag, then waits for the count, so one of the two always sees the other;
      * a rebuild likewise freezes, then waits for every live process's count. */
-    atomic_fetch_add(&inv->inflight[inventory_slot], 1);
+    if (inv->processes) atomic_fetch_add(&inv->inflight[inventory_slot], 1); /* one line for all: processes only */
     atomic_fetch_add(&s->active, 1);
     if (!atomic_load(&s->paused) && !atomic_load(&inv->frozen)) return true;
     inventory_leave(s);
@@ -410,7 +412,7 @@ void inventory_leave(struct sale *s)
     /* Leave first, then look (both sequentially consistent), the mirror of
      * inventory_admit: the last to leave a paused sale wakes the reset. */
     bool last = atomic_fetch_sub(&s->active, 1) == 1;
-    atomic_fetch_sub(&s->inv->inflight[inventory_slot], 1);
+    if (s->inv->processes) atomic_fetch_sub(&s->inv->inflight[inventory_slot], 1);
     if (last && atomic_load(&s->paused)) {
         shm_lock(&s->drain_mu);
         pthread_cond_broadcast(&s->drained);
