@@ -258,7 +258,7 @@ bench: deps all
 	python3 loadtest/bench.py
 
 # Every claim of the primer, measured (LAB=creation|pool|processes|cores|safety for one).
-lab: deps all build/lab_creation build/lab_cacheline
+lab: deps all build/lab_creation build/lab_cacheline build/lab_ipc
 	python3 loadtest/lab.py
 
 clean:
