@@ -21,8 +21,9 @@ did not hold, or held only under a condition, with the measured reason.
 
 LAB=<name> runs one (names as above, space-separated for several).  DURATION (5 s) per
 load run; LAB_POOL_CONNECTIONS ("64 1000 10000") the crowds of `pool`; LAB_IPC_ROUNDS
-(10000) round trips and LAB_IPC_SECONDS (1) of pipeline per IPC run; LAB_SERVICE_REPEATS
-(3) rounds of threads vs processes.  Writes results/lab/lab-<time>.json and draws results/lab/*.png with gnuplot.
+(10000) round trips, LAB_IPC_SECONDS (1) of pipeline and LAB_IPC_REPEATS (3) runs per IPC
+figure; LAB_SERVICE_REPEATS (3) rounds of threads vs processes.  Writes
+results/lab/lab-<time>.json and draws results/lab/*.png with gnuplot.
 """
 import datetime
 import glob
@@ -243,12 +244,18 @@ def perf_supported():
 IPC_BATCHES = (1, 16, 64)
 IPC_ROUNDS = int(os.environ.get("LAB_IPC_ROUNDS", "10000"))
 IPC_SECONDS = float(os.environ.get("LAB_IPC_SECONDS", "1"))
+IPC_REPEATS = int(os.environ.get("LAB_IPC_REPEATS", "3"))  # other work shares the cores: a median, not one run
 IPC_SPIN = 1000
-IPC_REPEATS = 5  # other work shares the cores: the median of 5 runs, not one run
 # (label, lab_ipc mode, polls before sleeping).  The first two are the designs issue 13
 # names; the third shows what a short spin buys and what it burns.
 IPC_DESIGNS = [("SEQPACKET", "seqpacket", 0), ("ring + eventfd", "ring", 0),
                (f"ring, {IPC_SPIN} polls then eventfd", "ring", IPC_SPIN)]
+# Where the worker and the writer run.  Left free, the scheduler mostly wakes the peer on
+# the waker's core, but not always, and a wake across cores costs several times more on
+# this VM, so a free run's median lands in one mode or the other; pinned, each placement is
+# measured on its own.  (label, worker CPU, writer CPU)
+_CPUS = sorted(os.sched_getaffinity(0))
+IPC_PLACES = [("one core", _CPUS[0], _CPUS[0])] + ([("two cores", _CPUS[0], _CPUS[1])] if len(_CPUS) > 1 else [])
 IPC_FIGURES = ("rtt_p50_us", "rtt_p99_us", "rtt_ns_per_record", "records_per_s", "ns_per_record",
                "cpu_ns_per_record", "switches_per_round", "spin_us")
 SERVICE_MODELS = [("threads", ()), ("processes ×2", PROCESSES_ARGS)]
@@ -287,16 +294,18 @@ def cacheline():
 
 
 def ipc_hop():
-    """Each design and batch size run IPC_REPEATS times; the median of each figure.  lab_ipc exits
-    non-zero (and run_json raises) when any answer does not match its request."""
+    """Each placement, batch size and design run IPC_REPEATS times; the median of each
+    figure.  lab_ipc exits non-zero (and run_json raises) when an answer does not match its
+    request.  A spinning ring is not run on one core, where its spin only delays the peer."""
+    plan = [(place, wcpu, rcpu, k, label, mode, spin) for place, wcpu, rcpu in IPC_PLACES for k in IPC_BATCHES
+            for label, mode, spin in IPC_DESIGNS if not (spin and wcpu == rcpu)]
     res = []
-    plan = [(k, d) for k in IPC_BATCHES for d in IPC_DESIGNS]
-    for i, (k, (label, mode, spin)) in enumerate(plan):
-        step(f"processes IPC {i + 1}/{len(plan)}: {label}, batches of {k}, "
+    for i, (place, wcpu, rcpu, k, label, mode, spin) in enumerate(plan):
+        step(f"processes IPC {i + 1}/{len(plan)}: {label}, {place}, batches of {k}, "
              f"{IPC_REPEATS} x ({IPC_ROUNDS:,} round trips + {IPC_SECONDS:g} s pipelined)")
-        runs = [run_json([os.path.join(BUILD, "lab_ipc"), mode, str(k), str(IPC_ROUNDS), str(IPC_SECONDS), str(spin)])
-                for _ in range(IPC_REPEATS)]
-        row = {"design": label, "mode": mode, "spin": spin, "k": k, "runs": runs,
+        runs = [run_json([os.path.join(BUILD, "lab_ipc"), mode, str(k), str(IPC_ROUNDS), str(IPC_SECONDS), str(spin),
+                          str(wcpu), str(rcpu)]) for _ in range(IPC_REPEATS)]
+        row = {"design": label, "mode": mode, "spin": spin, "place": place, "k": k, "runs": runs,
                "requests": sum(r["sent"] for r in runs), "answers": sum(r["replied"] for r in runs)}
         row.update({f: statistics.median(r[f] for r in runs) for f in IPC_FIGURES})
         res.append(row)
@@ -313,71 +322,68 @@ def ipc_better(a, b, key, lower_is_better=True):
 
 
 def ipc_report(res):
-    rows = [[r["design"], r["k"], f"{r['rtt_p50_us']:.1f}", f"{r['rtt_p99_us']:.1f}", f"{r['rtt_ns_per_record']:,.0f}",
-             f"{r['records_per_s']:,.0f}", f"{r['ns_per_record']:,.0f}", f"{r['cpu_ns_per_record']:,.0f}",
-             f"{r['switches_per_round']:.2f}", f"{r['answers']:,}/{r['requests']:,}"] for r in res]
-    text = table(["design", "k", "RTT p50 µs", "RTT p99 µs", "ns/purchase at RTT", "purchases/s pipelined",
+    rows = [[r["design"], r["place"], r["k"], f"{r['rtt_p50_us']:.1f}", f"{r['rtt_p99_us']:.1f}",
+             f"{r['rtt_ns_per_record']:,.0f}", f"{r['records_per_s']:,.0f}", f"{r['ns_per_record']:,.0f}",
+             f"{r['cpu_ns_per_record']:,.0f}", f"{r['switches_per_round']:.2f}", f"{r['answers']:,}/{r['requests']:,}"]
+            for r in res]
+    text = table(["design", "placement", "k", "RTT p50 µs", "RTT p99 µs", "ns/purchase at RTT", "purchases/s pipelined",
                   "ns/purchase pipelined", "CPU ns/purchase", "worker switches/round", "answers matched"], rows)
-    by = {(r["mode"], r["spin"], r["k"]): r for r in res}
+    by = {(r["mode"], r["spin"], r["k"], r["place"]): r for r in res}
     faster, wins = [], {}
-    for k in IPC_BATCHES:
-        seq, ring = by[("seqpacket", 0, k)], by[("ring", 0, k)]
-        lat, tput, cpu, tail = (ipc_better(seq, ring, "rtt_p50_us"), ipc_better(seq, ring, "ns_per_record"),
-                                ipc_better(seq, ring, "cpu_ns_per_record"), ipc_better(seq, ring, "rtt_p99_us"))
-        wins[k] = (lat, tput, cpu, tail)
-        faster.append([k] + [w if w == "tie" else f"{w}, {f:.2f}×" for w, f in (lat, tail, tput, cpu)])
-    text += ("\n\nk purchases per batch (one SEQPACKET message, or one publication on the ring); RTT: one batch in "
-             f"flight, {IPC_ROUNDS:,} round trips; pipelined: 8 batches in flight for {IPC_SECONDS:g} s; each figure the "
-             f"median of {IPC_REPEATS} runs; CPU: both processes' CPU time over the pipelined phase, per purchase. "
-             "Which is faster (SEQPACKET vs ring + eventfd, both sleeping when idle; within 10% is a tie):\n\n")
-    text += table(["k", "by round trip (p50)", "by round trip (p99)", "by pipelined throughput", "by CPU per purchase"],
-                  faster)
+    for place, _, _ in IPC_PLACES:
+        for k in IPC_BATCHES:
+            seq, ring = by[("seqpacket", 0, k, place)], by[("ring", 0, k, place)]
+            lat, tail, tput, cpu = (ipc_better(seq, ring, f) for f in
+                                    ("rtt_p50_us", "rtt_p99_us", "ns_per_record", "cpu_ns_per_record"))
+            wins[(place, k)] = {"lat": lat[0], "tput": tput[0], "cpu": cpu[0]}
+            faster.append([place, k] + [w if w == "tie" else f"{w}, {f:.2f}×" for w, f in (lat, tail, tput, cpu)])
+    text += ("\n\nk purchases per batch (one SEQPACKET message, or one publication on the ring); placement: both "
+             "processes pinned to one core, or to one core each; RTT: one batch in flight, "
+             f"{IPC_ROUNDS:,} round trips; pipelined: 8 batches in flight for {IPC_SECONDS:g} s; each figure the median "
+             f"of {IPC_REPEATS} runs; CPU: both processes' CPU time over the pipelined phase, per purchase. Which is "
+             "faster (SEQPACKET vs ring + eventfd, both sleeping when idle; within 10% is a tie):\n\n")
+    text += table(["placement", "k", "by round trip (p50)", "by round trip (p99)", "by pipelined throughput",
+                   "by CPU per purchase"], faster)
     return text, wins, by
 
 
 def ipc_summary(winners):
-    """{k: winner} -> 'ring + eventfd at every batch size' or 'ring + eventfd at k=16; tie at k=1, 64'."""
+    """{k: winner} -> 'ring + eventfd at every k' or 'ring + eventfd at k=16; tie at k=1, 64'."""
     names = sorted(set(winners.values()))
     if len(names) == 1:
-        return f"{names[0]} at every batch size" if names[0] != "tie" else "a tie at every batch size"
+        return f"{names[0]} at every k" if names[0] != "tie" else "a tie at every k"
     return "; ".join(f"{w} at k={', '.join(str(k) for k in IPC_BATCHES if winners[k] == w)}" for w in names)
 
 
 def ipc_verdict(wins, by):
     # CPU per purchase first: it is what the hop costs when every core is busy, and it holds
     # still while the wall-clock figures swing with whatever else the shared machine runs.
-    tput = {k: w[1][0] for k, w in wins.items()}
-    cpu = {k: w[2][0] for k, w in wins.items()}
-    lat = {k: w[0][0] for k, w in wins.items()}
-    head = (f"**by CPU per purchase, {ipc_summary(cpu)}**; by pipelined throughput, {ipc_summary(tput)}; by "
-            f"round trip (p50), {ipc_summary(lat)}.")
-    one, big = IPC_BATCHES[0], IPC_BATCHES[-1]
-    s1, r1 = by[("seqpacket", 0, one)], by[("ring", 0, one)]
-    sb, rb = by[("seqpacket", 0, big)], by[("ring", 0, big)]
-    spin = by[("ring", IPC_SPIN, one)]
-    # The round trip's tail gets a sentence of its own when its winner is not the median's.
-    p99s = "; ".join(f"k={k}: {by[('seqpacket', 0, k)]['rtt_p99_us']:.0f} vs {by[('ring', 0, k)]['rtt_p99_us']:.0f} µs"
-                     for k in IPC_BATCHES)
-    tail_wins = {k: w[3][0] for k, w in wins.items()}
-    tail = ("" if tail_wins == lat else
-            f" The tails tell another story: round-trip p99, SEQPACKET vs ring, {p99s} "
-            f"(the lower: {', '.join(f'k={k} {w}' for k, w in tail_wins.items())}).")
-    wake = (f"; a ring that never sleeps while its peer answers takes {spin['rtt_p50_us']:.1f} µs, so the sleep and "
-            "the wake, not the copy, are most of it" if spin["rtt_p50_us"] < 0.5 * min(s1["rtt_p50_us"], r1["rtt_p50_us"])
-            else "")
-    return (f"{head} A lone purchase (k={one}) makes its round trip in {s1['rtt_p50_us']:.1f} µs over SEQPACKET and "
-            f"{r1['rtt_p50_us']:.1f} µs over the ring: both put the waiting side to sleep and wake it "
-            f"({s1['switches_per_round']:.2f} and {r1['switches_per_round']:.2f} context switches of the worker per round){wake}. "
-            f"Pipelined, a purchase costs {s1['ns_per_record']:,.0f} vs "
-            f"{r1['ns_per_record']:,.0f} ns of wall time and {s1['cpu_ns_per_record']:,.0f} vs "
-            f"{r1['cpu_ns_per_record']:,.0f} ns of CPU at k={one}, and {sb['ns_per_record']:,.0f} vs "
-            f"{rb['ns_per_record']:,.0f} ns wall, {sb['cpu_ns_per_record']:,.0f} vs {rb['cpu_ns_per_record']:,.0f} ns CPU at "
-            f"k={big}: batching spreads a wake over the batch, and the ring makes no system call at all while its peer "
-            "is awake (a SEQPACKET message is always a send and a recv; both designs copy each record twice). "
-            f"A ring that polls {spin['spin_us']:.0f} µs before it sleeps took {spin['rtt_p50_us']:.1f} µs (p50) for a lone "
-            f"purchase and {spin['cpu_ns_per_record']:,.0f} ns of CPU per purchase pipelined: polling pays only while the "
-            "peer runs on another core, and burns its CPU whenever nothing comes, so on a machine whose cores are all "
-            "busy the CPU column is the cost that counts." + tail)
+    def per_place(what):
+        return "; ".join(f"{place}: {ipc_summary({k: wins[(place, k)][what] for k in IPC_BATCHES})}"
+                         for place, _, _ in IPC_PLACES)
+    head = (f"**by CPU per purchase — {per_place('cpu')}.** By pipelined throughput — {per_place('tput')}. "
+            f"By round trip (p50) — {per_place('lat')}.")
+    one, big, near = IPC_BATCHES[0], IPC_BATCHES[-1], IPC_PLACES[0][0]
+    s1, r1 = by[("seqpacket", 0, one, near)], by[("ring", 0, one, near)]
+    sb, rb = by[("seqpacket", 0, big, near)], by[("ring", 0, big, near)]
+    text = (f"{head} On {near}, a lone purchase (k={one}) makes its round trip in {s1['rtt_p50_us']:.1f} µs over "
+            f"SEQPACKET and {r1['rtt_p50_us']:.1f} µs over the ring, and costs {s1['cpu_ns_per_record']:,.0f} vs "
+            f"{r1['cpu_ns_per_record']:,.0f} ns of CPU pipelined; at k={big}, {sb['cpu_ns_per_record']:,.0f} vs "
+            f"{rb['cpu_ns_per_record']:,.0f} ns: batching spreads a wake over the batch, and the ring makes no system "
+            "call at all while its peer is awake (a SEQPACKET message is always a send and a recv; both designs copy "
+            "each record twice).")
+    if len(IPC_PLACES) > 1:
+        far = IPC_PLACES[1][0]
+        s2, r2 = by[("seqpacket", 0, one, far)], by[("ring", 0, one, far)]
+        spin = by[("ring", IPC_SPIN, one, far)]
+        dearer = min(s2["rtt_p50_us"], r2["rtt_p50_us"]) > 1.5 * max(s1["rtt_p50_us"], r1["rtt_p50_us"])
+        text += (f" On {far}, the same round trip takes {s2['rtt_p50_us']:.1f} and {r2['rtt_p50_us']:.1f} µs" +
+                 (": waking a process that sleeps on another core is dearer than switching to it on this one, "
+                  "whichever the design." if dearer else ".") + f" A ring that polls {spin['spin_us']:.0f} µs before it sleeps took "
+                 f"{spin['rtt_p50_us']:.1f} µs there and {spin['cpu_ns_per_record']:,.0f} ns of CPU per purchase "
+                 "pipelined: polling pays only while the peer has a core of its own, and burns that core whenever "
+                 "nothing comes.")
+    return text
 
 
 def service_models():
@@ -448,16 +454,18 @@ def service_verdict(res, refused, ipc_by):
     t, p = by[("durable", "threads")], by[("durable", "processes ×2")]
     cpu_t, cpu_p = t["cpu_us"] * 1e3, p["cpu_us"] * 1e3
     wall = 1e9 / max(p["orders_per_s"], 1e-9) - 1e9 / max(t["orders_per_s"], 1e-9)
-    hop1, hop64 = ipc_by[("ring", 0, IPC_BATCHES[0])], ipc_by[("ring", 0, IPC_BATCHES[-1])]
-    seq1, seq64 = ipc_by[("seqpacket", 0, IPC_BATCHES[0])], ipc_by[("seqpacket", 0, IPC_BATCHES[-1])]
+    def hop(mode, k):  # the bare hop's CPU per purchase, over the placements measured
+        vals = [ipc_by[(mode, 0, k, place)]["cpu_ns_per_record"] for place, _, _ in IPC_PLACES]
+        return f"{min(vals):,.0f}" + (f"–{max(vals):,.0f}" if len(vals) > 1 else "")
     return ("; ".join(parts) + f"; oversold {over} over every run" + (" (must be 0)." if over else ".") +
             f" Derived, not measured directly: on the durable path the process model spent {cpu_p - cpu_t:+,.0f} ns of "
             f"server CPU per committed order ({cpu_p:,.0f} vs {cpu_t:,.0f} ns; mean commit batch {p['batch_mean']:.0f} "
             f"vs {t['batch_mean']:.0f}) and {wall:+,.0f} ns of wall time per order at saturation. That difference holds "
             "the IPC hop and everything else the model does differently (one HTTP daemon per process, the inventory "
-            f"in shared memory); the bare hop alone measured {seq1['cpu_ns_per_record']:,.0f} (SEQPACKET) and "
-            f"{hop1['cpu_ns_per_record']:,.0f} (ring) ns of CPU per purchase one at a time, {seq64['cpu_ns_per_record']:,.0f} "
-            f"and {hop64['cpu_ns_per_record']:,.0f} ns in batches of {IPC_BATCHES[-1]}. wrk shares the two cores, so "
+            f"in shared memory); the bare hop alone measured {hop('seqpacket', IPC_BATCHES[0])} (SEQPACKET) and "
+            f"{hop('ring', IPC_BATCHES[0])} (ring) ns of CPU per purchase one at a time, "
+            f"{hop('seqpacket', IPC_BATCHES[-1])} and {hop('ring', IPC_BATCHES[-1])} ns in batches of "
+            f"{IPC_BATCHES[-1]}. wrk shares the two cores, so "
             "neither model has a core to itself.")
 
 
@@ -475,12 +483,14 @@ def processes():
              "\n\n" + service_text)
     verdict = (f"cache line: {cache_verdict}\n\nIPC hop: {ipc_verdict(wins, ipc_by)}\n\n"
                f"service: {service_verdict(service, refused, ipc_by)}")
-    chart = gnuplot("ipc", "".join(f"k={k} " + " ".join(f"{ipc_by[(m, sp, k)]['cpu_ns_per_record']:.1f}"
-                                                       for _, m, sp in IPC_DESIGNS) + "\n" for k in IPC_BATCHES),
-                    "set style histogram clustered gap 1\nset key top right\nset ylabel 'CPU ns per purchase (both processes)'\n"
-                    "set logscale y\nplot 'DATA' using 2:xtic(1) title 'SEQPACKET' lc rgb '#3b7dd8', "
-                    "'' using 3 title 'ring + eventfd' lc rgb '#2a9d5c', "
-                    f"'' using 4 title 'ring, {IPC_SPIN} polls then eventfd' lc rgb '#d8893b'\n")
+    cols = [(label, mode, spin, place) for place, wcpu, rcpu in IPC_PLACES for label, mode, spin in IPC_DESIGNS
+            if not (spin and wcpu == rcpu)]
+    chart = gnuplot("ipc", "".join(f"k={k} " + " ".join(f"{ipc_by[(m, sp, k, pl)]['cpu_ns_per_record']:.1f}"
+                                                       for _, m, sp, pl in cols) + "\n" for k in IPC_BATCHES),
+                    "set style histogram clustered gap 1\nset key top right\n"
+                    "set ylabel 'CPU ns per purchase (both processes)'\nset logscale y\nplot " +
+                    ", ".join(f"'{'DATA' if i == 0 else ''}' using {i + 2}{':xtic(1)' if i == 0 else ''} "
+                              f"title '{label}, {place}'" for i, (label, _, _, place) in enumerate(cols)) + "\n")
     return {"rows": rows, "ipc": ipc, "service": service, "verdict": verdict, "table": text, "perf": perf,
             "chart": chart}
 

@@ -17,9 +17,13 @@
  * Each phase also reads the CPU time both processes spent (the writer's through its CPU
  * clock), since on a machine whose cores are all busy, CPU per purchase is the cost.
  *
- * `ipc MODE K ROUNDS SECONDS [SPIN]` prints one JSON line.  SPIN (ring only, default 0)
- * is how many times a consumer (either side) polls its ring before it goes to sleep;
- * spin_us says how long that many polls last on this CPU when nothing arrives.
+ * `ipc MODE K ROUNDS SECONDS [SPIN [WORKER_CPU WRITER_CPU]]` prints one JSON line.  SPIN
+ * (ring only, default 0) is how many times a consumer (either side) polls its ring before
+ * it goes to sleep; spin_us says how long that many polls last on this CPU when nothing
+ * arrives.  The CPUs pin the two processes: left free, the scheduler mostly puts the woken
+ * side on the waker's core, but not always, and a wake across cores costs several times
+ * more here (a halted virtual CPU is woken through the hypervisor), so a free run's median
+ * lands in one mode or the other; pinned, each placement is measured on its own.
  *
  * Correct or nothing: every record carries a sequence number and a check word, the writer
  * verifies each request, and the worker matches every answer to the request it sent, in
@@ -267,6 +271,19 @@ static int ipc_take_replies(struct ipc_worker *w)
     return n;
 }
 
+/* Pins the calling process to one CPU; -1 leaves it free. */
+static void ipc_pin(int cpu)
+{
+    if (cpu < 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set)) {
+        perror("ipc: sched_setaffinity");
+        exit(2);
+    }
+}
+
 static int ipc_cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -282,11 +299,12 @@ static long ipc_switches(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 5 || argc > 6 || (strcmp(argv[1], "seqpacket") && strcmp(argv[1], "ring"))) {
-        fprintf(stderr, "usage: %s seqpacket|ring K ROUNDS SECONDS [SPIN]\n", argv[0]);
+    if ((argc != 5 && argc != 6 && argc != 8) || (strcmp(argv[1], "seqpacket") && strcmp(argv[1], "ring"))) {
+        fprintf(stderr, "usage: %s seqpacket|ring K ROUNDS SECONDS [SPIN [WORKER_CPU WRITER_CPU]]\n", argv[0]);
         return 2;
     }
-    int k = atoi(argv[2]), rounds = atoi(argv[3]), spin = argc == 6 ? atoi(argv[5]) : 0;
+    int k = atoi(argv[2]), rounds = atoi(argv[3]), spin = argc >= 6 ? atoi(argv[5]) : 0;
+    int worker_cpu = argc == 8 ? atoi(argv[6]) : -1, writer_cpu = argc == 8 ? atoi(argv[7]) : -1;
     double seconds = atof(argv[4]);
     if (k < 1 || k > IPC_MAX_K || rounds < 1 || seconds <= 0 || spin < 0) {
         fprintf(stderr, "ipc: K from 1 to %d, ROUNDS >= 1, SECONDS > 0, SPIN >= 0\n", IPC_MAX_K);
@@ -313,13 +331,15 @@ int main(int argc, char **argv)
                                  (unsigned char *)sh->req_slots, (unsigned char *)sh->rep_slots, IPC_REQ_BYTES, IPC_REP_BYTES};
         close(sock[0]);
         close(life[0]); /* else the lifeline never hangs up */
+        ipc_pin(writer_cpu);
         ipc_writer(&writer, sh);
         _exit(0);
     }
     close(sock[1]);
     close(life[1]);
-    clockid_t writer_cpu;
-    if (clock_getcpuclockid(child, &writer_cpu)) writer_cpu = CLOCK_PROCESS_CPUTIME_ID; /* then the worker's only */
+    ipc_pin(worker_cpu);
+    clockid_t writer_clock;
+    if (clock_getcpuclockid(child, &writer_clock)) writer_clock = CLOCK_PROCESS_CPUTIME_ID; /* then the worker's only */
 
     static struct ipc_worker w;
     w.e = &worker;
@@ -330,21 +350,21 @@ int main(int argc, char **argv)
         for (int got = 0; got < k;) got += ipc_take_replies(&w);
     }
     long sw0 = ipc_switches();
-    double cpu0 = ipc_now(CLOCK_PROCESS_CPUTIME_ID) + ipc_now(writer_cpu);
+    double cpu0 = ipc_now(CLOCK_PROCESS_CPUTIME_ID) + ipc_now(writer_clock);
     for (int r = 0; r < rounds; r++) {
         double t0 = ipc_now(CLOCK_MONOTONIC);
         ipc_send_batch(&w, k);
         for (int got = 0; got < k;) got += ipc_take_replies(&w);
         rtt[r] = ipc_now(CLOCK_MONOTONIC) - t0;
     }
-    double lat_cpu = ipc_now(CLOCK_PROCESS_CPUTIME_ID) + ipc_now(writer_cpu) - cpu0;
+    double lat_cpu = ipc_now(CLOCK_PROCESS_CPUTIME_ID) + ipc_now(writer_clock) - cpu0;
     long lat_switches = ipc_switches() - sw0;
     qsort(rtt, (size_t)rounds, sizeof *rtt, ipc_cmp);
 
     /* Throughput: keep IPC_WINDOW batches in flight until SECONDS are up, then drain. */
     uint64_t records = 0;
     int in_flight = 0;
-    cpu0 = ipc_now(CLOCK_PROCESS_CPUTIME_ID) + ipc_now(writer_cpu);
+    cpu0 = ipc_now(CLOCK_PROCESS_CPUTIME_ID) + ipc_now(writer_clock);
     double t0 = ipc_now(CLOCK_MONOTONIC), end = t0 + seconds, now = t0;
     for (;;) {
         if (now < end)
@@ -357,7 +377,7 @@ int main(int argc, char **argv)
         now = ipc_now(CLOCK_MONOTONIC);
     }
     double elapsed = now - t0;
-    double tput_cpu = ipc_now(CLOCK_PROCESS_CPUTIME_ID) + ipc_now(writer_cpu) - cpu0;
+    double tput_cpu = ipc_now(CLOCK_PROCESS_CPUTIME_ID) + ipc_now(writer_clock) - cpu0;
 
     /* The worker is done: closing its ends tells the writer (EOF, or a hung-up lifeline). */
     close(worker.sock);
@@ -373,11 +393,11 @@ int main(int argc, char **argv)
     spun = ipc_now(CLOCK_MONOTONIC) - spun;
     int ok = w.next_reply == w.next_seq && served == w.next_seq && bad == 0 && w.mismatched == 0;
     double p50 = rtt[rounds / 2], p99 = rtt[(int)((rounds - 1) * 0.99)];
-    printf("{\"mode\":\"%s\",\"k\":%d,\"spin\":%d,\"spin_us\":%.2f,\"rounds\":%d,\"rtt_p50_us\":%.3f,\"rtt_p99_us\":%.3f,"
+    printf("{\"mode\":\"%s\",\"k\":%d,\"worker_cpu\":%d,\"writer_cpu\":%d,\"spin\":%d,\"spin_us\":%.2f,\"rounds\":%d,\"rtt_p50_us\":%.3f,\"rtt_p99_us\":%.3f,"
            "\"rtt_ns_per_record\":%.1f,\"switches_per_round\":%.3f,\"cpu_ns_per_round\":%.1f,"
            "\"seconds\":%.3f,\"records\":%llu,\"records_per_s\":%.0f,\"ns_per_record\":%.1f,\"cpu_ns_per_record\":%.1f,"
            "\"sent\":%llu,\"replied\":%llu,\"served\":%llu,\"mismatched\":%llu,\"bad\":%llu,\"ok\":%s}\n",
-           argv[1], k, spin, spun * 1e6, rounds, p50 * 1e6, p99 * 1e6, p50 * 1e9 / k, (double)lat_switches / rounds,
+           argv[1], k, worker_cpu, writer_cpu, spin, spun * 1e6, rounds, p50 * 1e6, p99 * 1e6, p50 * 1e9 / k, (double)lat_switches / rounds,
            lat_cpu * 1e9 / rounds, elapsed, (unsigned long long)records, (double)records / elapsed,
            elapsed * 1e9 / (double)records, tput_cpu * 1e9 / (double)records, (unsigned long long)w.next_seq,
            (unsigned long long)w.next_reply, (unsigned long long)served, (unsigned long long)w.mismatched,
