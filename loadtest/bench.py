@@ -89,17 +89,19 @@ def group_pids(pid):
 
 
 def group_figures(pid):
-    """(CPU seconds used, sum of peak RSS in KiB) over the server's processes; pages shared
-    between processes (the inventory region, libraries) count once in each."""
-    cpu, rss = 0.0, 0
+    """(CPU seconds used, sum of peak RSS in KiB, sum of PSS in KiB) over the server's
+    processes.  Peak RSS counts a page shared between processes (the inventory region,
+    libraries) once in each; PSS, now rather than at the peak, splits it between them."""
+    cpu, rss, pss = 0.0, 0, 0
     for p in group_pids(pid):
         try:
             stat = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
             cpu += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
             rss += int(re.search(r"VmHWM:\s+(\d+)", open(f"/proc/{p}/status").read()).group(1))
+            pss += int(re.search(r"^Pss:\s+(\d+)", open(f"/proc/{p}/smaps_rollup").read(), re.M).group(1))
         except (OSError, AttributeError, IndexError, ValueError):
             pass
-    return cpu, rss
+    return cpu, rss, pss
 
 
 def flashsale_run(inventory, stock, label, connections=CONNECTIONS, extra=()):
@@ -109,16 +111,16 @@ def flashsale_run(inventory, stock, label, connections=CONNECTIONS, extra=()):
         code, body = http("POST", srv.url + "/api/v1/sales", {"name": label, "stock": stock}, srv.token)
         sale = json.loads(body)["id"]
         before = metrics(srv.url)
-        cpu0, _ = group_figures(srv.proc.pid)
+        cpu0, _, _ = group_figures(srv.proc.pid)
         r = wrk(srv.url, sale, connections=connections)
-        cpu1, rss = group_figures(srv.proc.pid)
+        cpu1, rss, pss = group_figures(srv.proc.pid)
         after = metrics(srv.url)
         created = after.get(("order_create", "201"), 0) - before.get(("order_create", "201"), 0)
         _, body = http("GET", f"{srv.url}/api/v1/sales/{sale}/audit")
         audit = json.loads(body)
         r.update(orders=created, orders_per_s=created / r["duration_s"], oversold=audit["oversold"],
                  consistent=audit["consistent"], users_over_limit=audit["users_over_limit"],
-                 rss_mib=rss / 1024, cpu_s=cpu1 - cpu0, batch_mean=(
+                 rss_mib=rss / 1024, pss_mib=pss / 1024, cpu_s=cpu1 - cpu0, batch_mean=(
                      after.get("flashsale_commit_batch_size_sum", 0) / max(after.get("flashsale_commit_batch_size_count", 0), 1)))
         return r
     finally:
@@ -316,11 +318,13 @@ def report(res):
     elif pr:
         c, d = pr["crowd"], pr["durable"]
         lines.append(f"| atomic, {pr['args']}: flash crowd | {c['rps']:,.0f} req | {c['rps'] / nginx:.2f} | "
-                     f"{c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {c['p999_ms']:.2f} | {c['oversold']} | {c['rss_mib']:.1f} MiB, summed |")
+                     f"{c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {c['p999_ms']:.2f} | {c['oversold']} | {c['pss_mib']:.1f} MiB PSS |")
         lines.append(f"| atomic, {pr['args']}: durable, orders committed | {d['orders_per_s']:,.0f} orders | "
                      f"{d['orders_per_s'] / nginx:.2f} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {d['p999_ms']:.2f} | "
-                     f"{d['oversold']} | {d['rss_mib']:.1f} MiB, summed |")
-        lines.append("| (processes: peak RSS summed over fs-main and its children; pages they share count in each) | | | | | | | |")
+                     f"{d['oversold']} | {d['pss_mib']:.1f} MiB PSS |")
+        lines.append(f"| (processes: PSS summed over fs-main and its children after the run, each shared page split between "
+                     f"them; their peak RSS summed, shared pages counted in each: {c['rss_mib']:.0f} and "
+                     f"{d['rss_mib']:.0f} MiB) | | | | | | | |")
     st = res["store"]
     lines.append(f"| storebench, no HTTP, 64 in flight (store ceiling) | {st['inflight_64']['per_second']:,.0f} orders | "
                  f"{st['inflight_64']['per_second'] / nginx:.2f} | | | | | |")
