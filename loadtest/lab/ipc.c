@@ -223,7 +223,8 @@ static void ipc_writer(struct ipc_end *e, struct ipc_shared *sh)
         if (n == 0) break;
         for (int i = 0; i < n; i++) {
             const struct ipc_req *q = &req[i];
-            if (q->seq != expect || q->check != q->seq * IPC_GOLDEN || q->body[sizeof q->body - 1] != (unsigned char)q->seq)
+            if (q->seq != expect || q->check != q->seq * IPC_GOLDEN ||
+                q->body[sizeof q->body - 1] != (unsigned char)q->seq)
                 bad++;
             expect = q->seq + 1;
             rep[i].seq = q->seq;
@@ -315,20 +316,26 @@ int main(int argc, char **argv)
     if (sh == MAP_FAILED) return 2;
     int sock[2], life[2];
     int efd_writer = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), efd_worker = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, life) ||
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, life) ||
         efd_writer < 0 || efd_worker < 0) {
         perror("ipc: setup");
         return 2;
     }
     int ring = strcmp(argv[1], "ring") == 0;
     if (!ring) spin = 0; /* a socket sleeps in recv: there is nothing to poll */
-    struct ipc_end worker = {ring, sock[0], life[0], efd_worker, efd_writer, spin, &sh->to_worker, &sh->to_writer,
-                             (unsigned char *)sh->rep_slots, (unsigned char *)sh->req_slots, IPC_REP_BYTES, IPC_REQ_BYTES};
+    struct ipc_end worker = {.ring = ring, .sock = sock[0], .lifeline = life[0], .efd_in = efd_worker,
+                             .efd_out = efd_writer, .spin = spin, .in = &sh->to_worker, .out = &sh->to_writer,
+                             .in_slots = (unsigned char *)sh->rep_slots, .out_slots = (unsigned char *)sh->req_slots,
+                             .in_size = IPC_REP_BYTES, .out_size = IPC_REQ_BYTES};
     pid_t child = fork();
     if (child < 0) return 2;
     if (child == 0) {
-        struct ipc_end writer = {ring, sock[1], life[1], efd_writer, efd_worker, spin, &sh->to_writer, &sh->to_worker,
-                                 (unsigned char *)sh->req_slots, (unsigned char *)sh->rep_slots, IPC_REQ_BYTES, IPC_REP_BYTES};
+        struct ipc_end writer = {.ring = ring, .sock = sock[1], .lifeline = life[1], .efd_in = efd_writer,
+                                 .efd_out = efd_worker, .spin = spin, .in = &sh->to_writer, .out = &sh->to_worker,
+                                 .in_slots = (unsigned char *)sh->req_slots,
+                                 .out_slots = (unsigned char *)sh->rep_slots, .in_size = IPC_REQ_BYTES,
+                                 .out_size = IPC_REP_BYTES};
         close(sock[0]);
         close(life[0]); /* else the lifeline never hangs up */
         ipc_pin(writer_cpu);
@@ -393,11 +400,13 @@ int main(int argc, char **argv)
     spun = ipc_now(CLOCK_MONOTONIC) - spun;
     int ok = w.next_reply == w.next_seq && served == w.next_seq && bad == 0 && w.mismatched == 0;
     double p50 = rtt[rounds / 2], p99 = rtt[(int)((rounds - 1) * 0.99)];
-    printf("{\"mode\":\"%s\",\"k\":%d,\"worker_cpu\":%d,\"writer_cpu\":%d,\"spin\":%d,\"spin_us\":%.2f,\"rounds\":%d,\"rtt_p50_us\":%.3f,\"rtt_p99_us\":%.3f,"
+    printf("{\"mode\":\"%s\",\"k\":%d,\"worker_cpu\":%d,\"writer_cpu\":%d,\"spin\":%d,\"spin_us\":%.2f,"
+           "\"rounds\":%d,\"rtt_p50_us\":%.3f,\"rtt_p99_us\":%.3f,"
            "\"rtt_ns_per_record\":%.1f,\"switches_per_round\":%.3f,\"cpu_ns_per_round\":%.1f,"
            "\"seconds\":%.3f,\"records\":%llu,\"records_per_s\":%.0f,\"ns_per_record\":%.1f,\"cpu_ns_per_record\":%.1f,"
            "\"sent\":%llu,\"replied\":%llu,\"served\":%llu,\"mismatched\":%llu,\"bad\":%llu,\"ok\":%s}\n",
-           argv[1], k, worker_cpu, writer_cpu, spin, spun * 1e6, rounds, p50 * 1e6, p99 * 1e6, p50 * 1e9 / k, (double)lat_switches / rounds,
+           argv[1], k, worker_cpu, writer_cpu, spin, spun * 1e6, rounds, p50 * 1e6, p99 * 1e6, p50 * 1e9 / k,
+           (double)lat_switches / rounds,
            lat_cpu * 1e9 / rounds, elapsed, (unsigned long long)records, (double)records / elapsed,
            elapsed * 1e9 / (double)records, tput_cpu * 1e9 / (double)records, (unsigned long long)w.next_seq,
            (unsigned long long)w.next_reply, (unsigned long long)served, (unsigned long long)w.mismatched,
