@@ -1,15 +1,29 @@
 /* ipc — see ipc.h.
  *
- * A message is a struct ipc_head and n records: job records (struct ipc_rec, a
- * job copied whole: its pointers mean nothing on the other side and are never
- * read there) or one read request / one reply.  Jobs are named by a tag, an index
- * into the client's table of jobs in flight, which is bounded (IPC_TAGS): a job
- * beyond it ends OUTCOME_OVERLOADED at once.
+ * Jobs travel in shared memory: per worker slot, a ring of job records to the
+ * writer and a ring of results back (struct ipc_ring: one producer, one consumer,
+ * C11 atomics), each with an eventfd that wakes its consumer only when it went to
+ * sleep.  A job record is a job copied whole (its pointers mean nothing on the
+ * other side and are never read there), named by a tag: an index into the
+ * client's table of jobs in flight, bounded by the rings' size (IPC_TAGS), so
+ * neither ring can ever be full; a job beyond it ends OUTCOME_OVERLOADED at once.
+ *
+ * Beside the rings, each job channel is a SOCK_SEQPACKET connection, which carries
+ * no job: its hello names the worker, the writer's answer says the rings are
+ * reset and the channel is open, and its end is how either side learns the other
+ * died.  Reads (an order, a key, an audit) are request and reply on a SEQPACKET
+ * read channel of the calling thread's.
+ *
+ * Who touches a slot's rings: the worker produces jobs and consumes results only
+ * between the writer's answer and the end of the socket; the writer's channel
+ * thread consumes jobs, and results are produced by done() under the store's
+ * commit lock.  A new channel for a slot waits until the slot's previous one (a
+ * dead worker's, still finishing its jobs) is gone, then resets both rings before
+ * it answers, so two channels never share a ring.
  *
  * Locks (worker side): tag_mu guards the table and `connected`; send_mu guards
- * the descriptor for sending.  The reading thread never takes send_mu while it
- * reads results, so a sender blocked on a full socket cannot stop the results
- * that would drain the writer's side of it.
+ * producing into the job ring and `gen`.  The reading thread never takes send_mu
+ * while it reads results.
  */
 #include "ipc.h"
 
@@ -28,19 +42,20 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "shm.h"
 #include "store_int.h"
 
-#define IPC_BATCH 64          /* job records per message */
-#define IPC_TAGS 65536        /* jobs in flight per worker process */
+#define IPC_BATCH 64          /* job records taken into the store in one chain */
+#define IPC_TAGS 8192         /* jobs in flight per worker process: the rings' size, a power of two */
 #define IPC_RECONNECT_MS 20   /* how often a link looks for a writer that is away */
 #define IPC_READ_TIMEOUT_S 15 /* a read channel gives up on an answer after this */
+#define IPC_OPEN_TIMEOUT_S 30 /* a job channel waits this long for the writer's answer */
 #define IPC_CHANNELS 256      /* job channels a writer keeps track of */
 
 enum ipc_kind {
-    IPC_HELLO_JOBS = 1, /* the first message of a job channel: its pid */
+    IPC_HELLO_JOBS = 1, /* the first message of a job channel: its pid and slot */
     IPC_HELLO_READS,    /* the first message of a read channel */
-    IPC_JOBS,           /* worker -> writer: n job records */
-    IPC_RESULTS,        /* writer -> worker: n job records, finished */
+    IPC_OPEN,           /* writer -> worker: the slot's rings are reset, the channel is open */
     IPC_ORDER_GET,      /* read requests, one at a time, answered by IPC_REPLY */
     IPC_ORDER_BY_KEY,
     IPC_AUDIT,
@@ -70,10 +85,105 @@ struct ipc_reply {
     struct store_memory mem;
 };
 
-struct ipc_jobs_msg {
-    struct ipc_head head;
-    struct ipc_rec recs[IPC_BATCH];
+/* One direction of a slot's job traffic (see the top). */
+struct ipc_ring {
+    _Atomic uint64_t head; /* records published by the producer */
+    char pad1[56];
+    _Atomic uint64_t tail; /* records taken by the consumer */
+    _Atomic int waiting;   /* the consumer sleeps, or is about to: wake it */
+    char pad2[52];
+    int wake;              /* eventfd, made by ipc_rings_new before the fork */
+    struct ipc_rec *recs;  /* IPC_TAGS */
 };
+
+struct ipc_rings {
+    size_t nslots;
+    struct {
+        struct ipc_ring jobs, results;
+    } slot[];
+};
+
+struct ipc_rings *ipc_rings_new(size_t nslots)
+{
+    struct ipc_rings *r = shm_calloc(1, sizeof *r + nslots * sizeof r->slot[0]);
+    if (!r) return NULL;
+    r->nslots = nslots;
+    for (size_t i = 0; i < nslots; i++) {
+        struct ipc_ring *two[2] = {&r->slot[i].jobs, &r->slot[i].results};
+        for (int k = 0; k < 2; k++) {
+            two[k]->recs = shm_calloc(IPC_TAGS, sizeof *two[k]->recs);
+            two[k]->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+            if (!two[k]->recs || two[k]->wake < 0) return NULL;
+        }
+    }
+    return r;
+}
+
+/* The producer's: false only if the ring is full, which the tags' bound prevents. */
+static bool ipc_ring_push(struct ipc_ring *r, const struct ipc_rec *rec)
+{
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (h - atomic_load_explicit(&r->tail, memory_order_acquire) >= IPC_TAGS) return false;
+    r->recs[h & (IPC_TAGS - 1)] = *rec;
+    atomic_store(&r->head, h + 1); /* sequentially consistent: ordered before the look at waiting */
+    return true;
+}
+
+/* After pushing: wakes the consumer if it went to sleep (only the first push after
+ * it did pays for the system call). */
+static void ipc_ring_wake(struct ipc_ring *r)
+{
+    if (atomic_exchange(&r->waiting, 0)) eventfd_write(r->wake, 1);
+}
+
+/* The consumer's: the next record, or false when empty. */
+static bool ipc_ring_pop(struct ipc_ring *r, struct ipc_rec *out)
+{
+    uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (t == atomic_load_explicit(&r->head, memory_order_acquire)) return false;
+    *out = r->recs[t & (IPC_TAGS - 1)];
+    atomic_store_explicit(&r->tail, t + 1, memory_order_release);
+    return true;
+}
+
+/* The consumer, finding the ring empty: sleeps until a push, or until fd (the
+ * channel's socket) has news.  False when the socket ended. */
+static bool ipc_ring_sleep(struct ipc_ring *r, int fd)
+{
+    atomic_store(&r->waiting, 1);
+    /* Announce, then look again: a push that came before the announcement is
+     * seen here, one after it sees the announcement and writes the eventfd. */
+    if (atomic_load(&r->head) != atomic_load_explicit(&r->tail, memory_order_relaxed)) {
+        atomic_store(&r->waiting, 0);
+        return true;
+    }
+    struct pollfd p[2] = {{r->wake, POLLIN, 0}, {fd, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0 && errno != EINTR) return false;
+    if (p[0].revents & POLLIN) {
+        eventfd_t v;
+        eventfd_read(r->wake, &v);
+    }
+    atomic_store(&r->waiting, 0);
+    if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        char b[64];
+        ssize_t got = recv(fd, b, sizeof b, MSG_DONTWAIT); /* nothing is sent on an open channel */
+        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) return false;
+    }
+    return true;
+}
+
+/* Both rings of a slot empty again, for a new channel (nobody else touches them). */
+static void ipc_rings_reset(struct ipc_rings *rs, int slot)
+{
+    struct ipc_ring *two[2] = {&rs->slot[slot].jobs, &rs->slot[slot].results};
+    for (int k = 0; k < 2; k++) {
+        eventfd_t v;
+        eventfd_read(two[k]->wake, &v);
+        atomic_store(&two[k]->head, 0);
+        atomic_store(&two[k]->tail, 0);
+        atomic_store(&two[k]->waiting, 0);
+    }
+}
 
 struct ipc_read_msg {
     struct ipc_head head;
@@ -119,11 +229,13 @@ static void ipc_sleep_ms(int ms)
 struct ipc_client {
     pid_t sup;
     int slot;
+    struct ipc_ring *jobs, *results; /* this slot's */
+    struct ipc_rings *rings;
     pthread_t reader;
     _Atomic bool stopping;
 
-    pthread_mutex_t send_mu; /* guards fd for sending */
-    int fd;                  /* the job channel; -1 while away */
+    pthread_mutex_t send_mu; /* guards producing into jobs, and fd */
+    int fd;                  /* the job channel's socket; -1 while away */
     /* Channels lost so far: jobs tagged on one channel are never sent on the next
      * (their tags were ended and may already name other jobs). */
     _Atomic uint64_t gen;
@@ -197,15 +309,34 @@ static void ipc_copy_out(struct store_job *to, const struct store_job *from)
     }
 }
 
-/* The link's thread: connects, reads results, calls done(), and starts over when
- * the writer goes away. */
+/* A job channel, open: the socket of a writer that has reset this slot's rings;
+ * -1 when no writer answers. */
+static int ipc_client_open(struct ipc_client *c)
+{
+    int fd = ipc_dial(c->sup, IPC_HELLO_JOBS, c->slot);
+    if (fd < 0) return -1;
+    struct timeval tv = {IPC_OPEN_TIMEOUT_S, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct ipc_head open;
+    ssize_t got;
+    do got = recv(fd, &open, sizeof open, 0);
+    while (got < 0 && errno == EINTR);
+    tv.tv_sec = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (got != sizeof open || open.kind != IPC_OPEN) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The link's thread: opens the channel, takes results, calls done(), and starts
+ * over when the writer goes away. */
 static void *ipc_client_main(void *arg)
 {
     struct ipc_client *c = arg;
-    struct ipc_jobs_msg *msg = malloc(sizeof *msg);
-    if (!msg) return NULL;
     while (!atomic_load(&c->stopping)) {
-        int fd = ipc_dial(c->sup, IPC_HELLO_JOBS, c->slot);
+        int fd = ipc_client_open(c);
         if (fd < 0) {
             ipc_sleep_ms(IPC_RECONNECT_MS);
             continue;
@@ -217,40 +348,40 @@ static void *ipc_client_main(void *arg)
         c->connected = true;
         pthread_mutex_unlock(&c->tag_mu);
         for (;;) {
-            ssize_t got = recv(fd, msg, sizeof *msg, 0);
-            if (got < 0 && errno == EINTR) continue;
-            if (got < (ssize_t)sizeof msg->head || msg->head.kind != IPC_RESULTS ||
-                (size_t)got != sizeof msg->head + msg->head.n * sizeof msg->recs[0])
-                break; /* the end of the channel, or nonsense: start over */
-            for (uint32_t i = 0; i < msg->head.n; i++) {
-                const struct ipc_rec *r = &msg->recs[i];
-                pthread_mutex_lock(&c->tag_mu);
-                struct store_job *j = r->tag < IPC_TAGS ? c->tags[r->tag] : NULL;
-                if (j) {
-                    c->tags[r->tag] = NULL;
-                    c->free_tags[c->nfree++] = (uint32_t)r->tag;
-                    atomic_fetch_sub(&c->backlog, 1);
-                }
-                pthread_mutex_unlock(&c->tag_mu);
-                if (!j) continue;
-                j->outcome = r->job.outcome;
-                ipc_copy_out(j, &r->job);
-                j->finished = true;
-                if (j->done) j->done(j);
+            struct ipc_rec r;
+            if (!ipc_ring_pop(c->results, &r)) {
+                if (!ipc_ring_sleep(c->results, fd)) break; /* the writer is gone */
+                continue;
             }
+            pthread_mutex_lock(&c->tag_mu);
+            struct store_job *j = r.tag < IPC_TAGS ? c->tags[r.tag] : NULL;
+            if (j) {
+                c->tags[r.tag] = NULL;
+                c->free_tags[c->nfree++] = (uint32_t)r.tag;
+                atomic_fetch_sub(&c->backlog, 1);
+            }
+            pthread_mutex_unlock(&c->tag_mu);
+            if (!j) continue;
+            j->outcome = r.job.outcome;
+            ipc_copy_out(j, &r.job);
+            j->finished = true;
+            if (j->done) j->done(j);
         }
         ipc_client_lost(c);
     }
-    free(msg);
     return NULL;
 }
 
-struct ipc_client *ipc_client_new(pid_t sup, int slot)
+struct ipc_client *ipc_client_new(pid_t sup, int slot, struct ipc_rings *rings)
 {
+    if (!rings || slot < 0 || (size_t)slot >= rings->nslots) return NULL;
     struct ipc_client *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->sup = sup;
     c->slot = slot;
+    c->rings = rings;
+    c->jobs = &rings->slot[slot].jobs;
+    c->results = &rings->slot[slot].results;
     c->fd = -1;
     c->tags = calloc(IPC_TAGS, sizeof *c->tags);
     c->free_tags = malloc(IPC_TAGS * sizeof *c->free_tags);
@@ -285,41 +416,41 @@ void ipc_client_free(struct ipc_client *c)
 
 void ipc_submit(struct ipc_client *c, struct store_job *first, size_t n)
 {
-    struct ipc_jobs_msg *msg = malloc(sizeof *msg);
     struct store_job *refused = NULL, *j = first;
     enum outcome why = OUTCOME_UNAVAILABLE;
+    struct ipc_rec rec;
     while (n > 0) {
-        size_t k = 0;
+        struct store_job *next = j->next; /* read first: once pushed, j is the reader's */
+        n--;
         pthread_mutex_lock(&c->tag_mu);
         uint64_t gen = atomic_load(&c->gen);
-        for (; n > 0 && k < IPC_BATCH; n--) {
-            struct store_job *next = j->next; /* read first: once sent, j is the reader's */
-            if (!msg || !c->connected || !c->nfree) {
-                why = !msg || !c->connected ? OUTCOME_UNAVAILABLE : OUTCOME_OVERLOADED;
-                j->next = refused;
-                refused = j;
-            } else {
-                uint32_t t = c->free_tags[--c->nfree];
-                c->tags[t] = j;
-                atomic_fetch_add(&c->backlog, 1);
-                msg->recs[k].tag = t;
-                msg->recs[k].job = *j;
-                k++;
-            }
-            j = next;
+        bool tagged = c->connected && c->nfree;
+        if (tagged) {
+            uint32_t t = c->free_tags[--c->nfree];
+            c->tags[t] = j;
+            atomic_fetch_add(&c->backlog, 1);
+            rec.tag = t;
+            rec.job = *j;
+        } else {
+            why = c->connected ? OUTCOME_OVERLOADED : OUTCOME_UNAVAILABLE;
         }
         pthread_mutex_unlock(&c->tag_mu);
-        if (!k) continue;
-        msg->head = (struct ipc_head){IPC_JOBS, (uint32_t)k, (int32_t)getpid(), c->slot};
-        size_t len = sizeof msg->head + k * sizeof msg->recs[0];
-        pthread_mutex_lock(&c->send_mu);
-        /* A failed send means the writer is going away: the reader sees the end of
-         * the channel and ends every tagged job, these included. */
-        if (c->fd >= 0 && atomic_load(&c->gen) == gen && send(c->fd, msg, len, MSG_NOSIGNAL) != (ssize_t)len)
-            shutdown(c->fd, SHUT_RDWR);
-        pthread_mutex_unlock(&c->send_mu);
+        if (!tagged) {
+            j->next = refused;
+            refused = j;
+        } else {
+            pthread_mutex_lock(&c->send_mu);
+            /* A channel lost since the tag: the reader ended the job already. */
+            if (atomic_load(&c->gen) == gen) {
+                bool pushed = ipc_ring_push(c->jobs, &rec);
+                assert(pushed); /* at most IPC_TAGS jobs are in flight, so in the ring */
+                (void)pushed;
+            }
+            pthread_mutex_unlock(&c->send_mu);
+        }
+        j = next;
     }
-    free(msg);
+    ipc_ring_wake(c->jobs); /* once for the whole chain */
     ipc_fail(refused, why);
 }
 
@@ -434,21 +565,24 @@ static const struct store_backend ipc_backend = {
 
 struct ipc_server {
     struct store *store;
+    struct ipc_rings *rings;
     int listen_fd;
     pthread_t acceptor;
     pthread_mutex_t mu; /* guards chans */
     struct ipc_chan *chans[IPC_CHANNELS];
 };
 
-/* A worker's job channel, from its first message until its last job's result. */
+/* A worker's job channel, from its hello until its last job's result. */
 struct ipc_chan {
     struct ipc_server *server;
-    int fd, wake; /* the socket; an eventfd done() pokes */
+    int fd;
     pid_t pid;
+    int slot;
+    struct ipc_ring *jobs, *results;
     pthread_mutex_t mu; /* guards what follows */
-    struct ipc_rec *out; /* results waiting to be sent */
-    size_t nout, cap;
-    size_t pending; /* jobs submitted, not yet done */
+    pthread_cond_t idle; /* pending reached 0 */
+    size_t pending;      /* jobs submitted, not yet done */
+    bool open;           /* results go to the ring (false: the worker is gone) */
 };
 
 /* A job of a worker's, while the store has it. */
@@ -458,123 +592,97 @@ struct ipc_wjob {
     struct ipc_chan *chan;
 };
 
-/* In the writer, under the commit lock, memory having followed: the result goes to
- * the channel's thread.  Never blocks on the socket. */
+/* In the writer, under the commit lock (so one producer per results ring), memory
+ * having followed: the result to the worker.  Never blocks. */
 static void ipc_wjob_done(struct store_job *sj)
 {
     struct ipc_wjob *w = sj->ctx;
     struct ipc_chan *ch = w->chan;
+    struct ipc_rec rec = {.tag = w->tag, .job = *sj};
     pthread_mutex_lock(&ch->mu);
-    if (ch->nout == ch->cap) {
-        size_t cap = ch->cap ? ch->cap * 2 : 256;
-        struct ipc_rec *more = realloc(ch->out, cap * sizeof *more);
-        if (more) ch->out = more, ch->cap = cap;
-    }
-    if (ch->nout < ch->cap) { /* else lost: the worker answers it when the channel ends */
-        ch->out[ch->nout].tag = w->tag;
-        ch->out[ch->nout].job = *sj;
-        ch->nout++;
+    if (ch->open) {
+        if (ipc_ring_push(ch->results, &rec)) ipc_ring_wake(ch->results);
+        else LOG_ERROR("ipc: the results ring of worker %d is full", ch->slot); /* the tags' bound prevents it */
     }
     assert(ch->pending > 0);
-    ch->pending--;
-    /* Under the lock: once pending is 0 and the lock free, the channel's thread may
-     * free ch. */
-    eventfd_write(ch->wake, 1);
+    if (--ch->pending == 0) pthread_cond_signal(&ch->idle); /* under the lock: then ch may go */
     pthread_mutex_unlock(&ch->mu);
     free(w);
 }
 
-/* Sends what done() queued, in messages of IPC_BATCH; false when the worker is gone. */
-static bool ipc_chan_flush(struct ipc_chan *ch, struct ipc_jobs_msg *msg)
+/* Jobs in: up to IPC_BATCH from the ring into the store, as one chain; how many. */
+static size_t ipc_chan_take(struct ipc_chan *ch)
 {
-    pthread_mutex_lock(&ch->mu);
-    struct ipc_rec *out = ch->out;
-    size_t n = ch->nout;
-    ch->out = NULL;
-    ch->nout = ch->cap = 0;
-    pthread_mutex_unlock(&ch->mu);
-    bool ok = true;
-    for (size_t i = 0; i < n && ok;) {
-        size_t k = n - i < IPC_BATCH ? n - i : IPC_BATCH;
-        msg->head = (struct ipc_head){IPC_RESULTS, (uint32_t)k, (int32_t)getpid(), 0};
-        memcpy(msg->recs, out + i, k * sizeof *out);
-        size_t len = sizeof msg->head + k * sizeof msg->recs[0];
-        ok = send(ch->fd, msg, len, MSG_NOSIGNAL) == (ssize_t)len;
-        i += k;
-    }
-    free(out);
-    return ok;
-}
-
-/* Jobs in: into the store, in one chain per message. */
-static bool ipc_chan_take(struct ipc_chan *ch, struct ipc_jobs_msg *msg)
-{
-    ssize_t got;
-    do got = recv(ch->fd, msg, sizeof *msg, MSG_DONTWAIT);
-    while (got < 0 && errno == EINTR);
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-    if (got < (ssize_t)sizeof msg->head || msg->head.kind != IPC_JOBS || msg->head.n > IPC_BATCH ||
-        (size_t)got != sizeof msg->head + msg->head.n * sizeof msg->recs[0])
-        return false;
     struct store_job *first = NULL, *last = NULL;
     size_t n = 0;
-    for (uint32_t i = 0; i < msg->head.n; i++) {
+    struct ipc_rec rec;
+    while (n < IPC_BATCH && ipc_ring_pop(ch->jobs, &rec)) {
         struct ipc_wjob *w = malloc(sizeof *w);
         if (!w) continue; /* the worker's job stays in flight until the channel ends */
-        w->sj = msg->recs[i].job;
+        w->sj = rec.job;
         w->sj.next = NULL;
         w->sj.done = ipc_wjob_done;
         w->sj.ctx = w;
         w->sj.finished = false;
         if (w->sj.op == STORE_SWEEP) w->sj.u.sweep.rows = NULL, w->sj.u.sweep.n = 0;
-        w->tag = msg->recs[i].tag;
+        w->tag = rec.tag;
         w->chan = ch;
         if (last) last->next = &w->sj;
         else first = &w->sj;
         last = &w->sj;
         n++;
     }
-    if (!n) return true;
+    if (!n) return 0;
     pthread_mutex_lock(&ch->mu);
     ch->pending += n;
     pthread_mutex_unlock(&ch->mu);
     store_submit_chain(ch->server->store, first, last, n);
-    return true;
+    return n;
+}
+
+/* True while another channel of ch's slot is registered: a dead worker's, still
+ * finishing its jobs. */
+static bool ipc_slot_taken(struct ipc_chan *ch)
+{
+    struct ipc_server *s = ch->server;
+    bool taken = false;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < IPC_CHANNELS; i++)
+        if (s->chans[i] && s->chans[i] != ch && s->chans[i]->slot == ch->slot) taken = true;
+    pthread_mutex_unlock(&s->mu);
+    return taken;
 }
 
 static void *ipc_chan_main(void *arg)
 {
     struct ipc_chan *ch = arg;
-    struct ipc_jobs_msg *msg = malloc(sizeof *msg);
-    bool open = msg != NULL;
-    for (;;) {
-        struct pollfd p[2] = {{ch->wake, POLLIN, 0}, {ch->fd, POLLIN, 0}};
-        if (poll(p, open ? 2 : 1, -1) < 0 && errno != EINTR) break;
-        if (p[0].revents & POLLIN) {
-            eventfd_t v;
-            eventfd_read(ch->wake, &v);
-            if (open && !ipc_chan_flush(ch, msg)) open = false;
-        }
-        if (open && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) && !ipc_chan_take(ch, msg)) open = false;
-        if (!open) {
-            /* The worker is gone: its jobs still commit (or not), unanswered. */
-            pthread_mutex_lock(&ch->mu);
-            bool idle = ch->pending == 0;
-            pthread_mutex_unlock(&ch->mu);
-            if (idle) break;
+    while (ipc_slot_taken(ch)) ipc_sleep_ms(1); /* rare: right after a worker died */
+    ipc_rings_reset(ch->server->rings, ch->slot);
+    pthread_mutex_lock(&ch->mu);
+    ch->open = true;
+    pthread_mutex_unlock(&ch->mu);
+    struct ipc_head open = {IPC_OPEN, 0, (int32_t)getpid(), ch->slot};
+    if (send(ch->fd, &open, sizeof open, MSG_NOSIGNAL) == sizeof open) {
+        for (;;) {
+            if (!ipc_chan_take(ch) && !ipc_ring_sleep(ch->jobs, ch->fd)) break;
         }
     }
+    /* The worker is gone: what it had published still commits (or not), unanswered. */
+    while (ipc_chan_take(ch)) {
+    }
     struct ipc_server *s = ch->server;
+    pthread_mutex_lock(&ch->mu);
+    ch->open = false;
+    while (ch->pending) pthread_cond_wait(&ch->idle, &ch->mu);
+    pthread_mutex_unlock(&ch->mu);
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < IPC_CHANNELS; i++)
         if (s->chans[i] == ch) s->chans[i] = NULL;
     pthread_mutex_unlock(&s->mu);
     close(ch->fd);
-    close(ch->wake);
-    free(ch->out);
+    pthread_cond_destroy(&ch->idle);
     pthread_mutex_destroy(&ch->mu);
     free(ch);
-    free(msg);
     return NULL;
 }
 
@@ -641,21 +749,23 @@ static void *ipc_accept_main(void *arg)
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         bool started = false;
-        if (hello.kind == IPC_HELLO_JOBS) {
+        if (hello.kind == IPC_HELLO_JOBS && hello.slot >= 0 && (size_t)hello.slot < s->rings->nslots) {
+            ch->slot = hello.slot;
+            ch->jobs = &s->rings->slot[hello.slot].jobs;
+            ch->results = &s->rings->slot[hello.slot].results;
             pthread_mutex_init(&ch->mu, NULL);
-            ch->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            pthread_cond_init(&ch->idle, NULL);
             pthread_mutex_lock(&s->mu);
             size_t i = 0;
             while (i < IPC_CHANNELS && s->chans[i]) i++;
-            if (i < IPC_CHANNELS && ch->wake >= 0) s->chans[i] = ch;
+            if (i < IPC_CHANNELS) s->chans[i] = ch;
             pthread_mutex_unlock(&s->mu);
-            started = i < IPC_CHANNELS && ch->wake >= 0 && pthread_create(&t, &attr, ipc_chan_main, ch) == 0;
+            started = i < IPC_CHANNELS && pthread_create(&t, &attr, ipc_chan_main, ch) == 0;
             if (!started && i < IPC_CHANNELS) {
                 pthread_mutex_lock(&s->mu);
                 s->chans[i] = NULL;
                 pthread_mutex_unlock(&s->mu);
             }
-            if (!started && ch->wake >= 0) close(ch->wake);
         } else if (hello.kind == IPC_HELLO_READS) {
             started = pthread_create(&t, &attr, ipc_reads_main, ch) == 0;
         }
@@ -669,7 +779,8 @@ static void *ipc_accept_main(void *arg)
     return NULL;
 }
 
-struct ipc_server *ipc_server_start(struct store *store, pid_t sup, char *err, size_t err_size)
+struct ipc_server *ipc_server_start(struct store *store, pid_t sup, struct ipc_rings *rings, char *err,
+                                    size_t err_size)
 {
     struct ipc_server *s = calloc(1, sizeof *s);
     if (!s) {
@@ -677,6 +788,7 @@ struct ipc_server *ipc_server_start(struct store *store, pid_t sup, char *err, s
         return NULL;
     }
     s->store = store;
+    s->rings = rings;
     pthread_mutex_init(&s->mu, NULL);
     struct sockaddr_un a;
     socklen_t len;

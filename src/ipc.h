@@ -1,22 +1,23 @@
 /* ipc — the link between worker processes and the writer process (--model processes).
  *
- * Unix-domain SOCK_SEQPACKET sockets on an abstract address named after the
- * supervisor: messages keep their bounds, so one send carries a batch of jobs
- * and one recv takes it whole, and a peer that dies is seen at once as the end of
- * its socket, which is what the worker needs to answer 503 rather than wait
- * (README, "Threads or processes?", says why this won over a shared-memory ring).
+ * Jobs and their results travel through two rings in shared memory per worker
+ * (with an eventfd each to wake a sleeping consumer), measured cheaper per
+ * purchase than a SOCK_SEQPACKET message (make lab LAB=processes; README).  Beside
+ * them each worker keeps a Unix-domain SOCK_SEQPACKET socket to the writer on an
+ * abstract address named after the supervisor, which carries no job: it opens the
+ * channel, and a peer that dies is seen at once as the end of it, which is what a
+ * worker needs to answer 503 rather than wait.  Reads (an order, a key, an audit)
+ * are request and reply on a SEQPACKET socket of the calling thread's.
  *
- * Worker side (a store opened with store_open_remote): one job channel per
- * process carries store jobs to the writer and their results back, in batches;
- * a thread of the link's reads the results and calls each job's done() (memory
- * has already followed, in the writer).  Each thread's store connection is a
- * channel of its own for reads (an order, a key, an audit), one request at a time.
- * When the writer is away every job ends OUTCOME_UNAVAILABLE and reads fail the
- * same way; the link reconnects by itself.
+ * Worker side (a store opened with store_open_remote): the link's thread takes
+ * results and calls each job's done() (memory has already followed, in the
+ * writer).  When the writer is away every job ends OUTCOME_UNAVAILABLE and reads
+ * fail the same way; the link reconnects by itself.
  *
- * Writer side: a thread accepts channels and gives each a thread: job channels
- * submit into the real store, whose done() queues the result for that channel's
- * thread to send; read channels run their request on a connection of their own.
+ * Writer side: a thread accepts channels and gives each a thread: a job channel's
+ * takes jobs from its worker's ring into the real store, whose done() puts each
+ * result in the worker's results ring; a read channel's runs each request on a
+ * connection of its own.
  *
  * Ownership: the client and the server belong to their process's main thread.
  */
@@ -33,12 +34,18 @@
 
 struct ipc_client;
 struct ipc_server;
+struct ipc_rings;
+
+/* The rings of nslots worker slots, in shared memory (shm.h), made by the
+ * supervisor before it forks (their eventfds are inherited).  NULL when out of
+ * memory or descriptors. */
+struct ipc_rings *ipc_rings_new(size_t nslots);
 
 /* ---- worker side ---- */
 
 /* Starts the link of worker slot `slot` to the writer of supervisor `sup`; it
  * connects (and reconnects) by itself.  NULL when out of memory or threads. */
-struct ipc_client *ipc_client_new(pid_t sup, int slot);
+struct ipc_client *ipc_client_new(pid_t sup, int slot, struct ipc_rings *rings);
 void ipc_client_free(struct ipc_client *c);
 
 /* store_submit_chain's remote half: n jobs linked through next. */
@@ -58,7 +65,8 @@ size_t ipc_backlog(struct ipc_client *c);
 
 /* Listens for the workers of supervisor sup and serves them from store.  NULL
  * with a reason in err. */
-struct ipc_server *ipc_server_start(struct store *store, pid_t sup, char *err, size_t err_size);
+struct ipc_server *ipc_server_start(struct store *store, pid_t sup, struct ipc_rings *rings, char *err,
+                                    size_t err_size);
 
 /* True when no channel of process pid is open and none of its jobs is unfinished
  * (a dead worker's last jobs have been committed or refused). */

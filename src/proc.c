@@ -35,6 +35,7 @@ struct proc_shared {
     _Atomic bool writer_ready;
     _Atomic bool ready[INVENTORY_PROCS]; /* worker slot i answers requests */
     uint8_t secret[STORE_SECRET_LEN];    /* the order secret, published by the writer */
+    struct ipc_rings *rings;             /* the workers' job rings, by slot */
 };
 
 /* The supervisor's state; each child gets a copy with the fork and uses what it needs. */
@@ -142,7 +143,7 @@ static int proc_writer(void)
     if (!store) LOG_FATAL("store: %s", err);
     memcpy(proc.ps->secret, store_order_secret(store), STORE_SECRET_LEN);
     store_follow(store, &(struct store_follower){inventory_follow, inventory_memory, proc.inv});
-    struct ipc_server *server = ipc_server_start(store, proc.sup, err, sizeof err);
+    struct ipc_server *server = ipc_server_start(store, proc.sup, proc.ps->rings, err, sizeof err);
     if (!server) LOG_FATAL("writer: %s", err);
     proc_rebuild(store, server, 0);
     if (store_shared(store))
@@ -194,7 +195,7 @@ static int proc_worker(int slot)
     int64_t n = (int64_t)proc.nworkers;
     proc.cfg->max_connections = (proc.cfg->max_connections + n - 1) / n;
     proc.cfg->queue = (proc.cfg->queue + n - 1) / n;
-    struct ipc_client *link = ipc_client_new(proc.sup, slot);
+    struct ipc_client *link = ipc_client_new(proc.sup, slot, proc.ps->rings);
     struct store *store = link ? store_open_remote(proc.cfg, link, proc.ps->secret) : NULL;
     struct api *api = store ? api_new(proc.cfg, proc.inv, store) : NULL;
     if (!api) LOG_FATAL("worker %d: cannot start", slot - 1);
@@ -310,7 +311,8 @@ int proc_main(struct config *cfg)
     metrics_init();
     proc.inv = inventory_new_shared((enum config_inventory)cfg->inventory, (size_t)cfg->ledger_entries);
     proc.ps = shm_calloc(1, sizeof *proc.ps);
-    if (!proc.inv || !proc.ps) LOG_FATAL("the shared region is too small");
+    if (!proc.inv || !proc.ps || !(proc.ps->rings = ipc_rings_new(proc.nworkers + 1)))
+        LOG_FATAL("the shared region is too small");
     inventory_freeze(proc.inv, true); /* until the writer has loaded it */
     char err[512];
     if (!cfg->admin_token[0]) { /* one token for every worker, shown once */
