@@ -70,7 +70,7 @@ static const struct config_row config_table[] = {
     {"max-connections", CFG_INT, F(max_connections), "16384", 16, 1000000, NULL,
      "most concurrent HTTP connections"},
     {"per-ip-limit", CFG_INT, F(per_ip_limit), "0", 0, 1000000, NULL,
-     "most connections per client IP and I/O thread (0 = no limit)"},
+     "most connections per client IP, for the whole service (0 = no limit)"},
     {"idle-timeout", CFG_INT, F(idle_timeout), "30", 1, 3600, NULL,
      "seconds of silence before a connection is closed"},
     {"sweep-ms", CFG_INT, F(sweep_ms), "1000", 10, 60000, NULL,

@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,25 +96,37 @@ void gate_stop_listening(struct gate *g)
 
 void gate_limit_per_address(struct gate *g, unsigned limit) { g->per_address = limit; }
 
-/* ---- counts per address across processes ------------------------------------------- */
+/* ---- counts per address, for the whole service ------------------------------------ */
 
 #define GATE_ADDRESSES 8192 /* a power of two */
 #define GATE_ADDRESS_PROBE 32
 
-/* One word per address, key in the high half and count in the low, so a take, a
- * put and taking over a slot whose count is 0 are each one compare-and-swap. */
-struct gate_addresses {
-    _Atomic uint64_t slots[GATE_ADDRESSES];
+/* An address's connections, a column per process slot (shm.h), so that a process
+ * that dies without closing its connections has its share forgotten, not kept. */
+struct gate_address {
+    _Atomic uint32_t key; /* 0 = never used */
+    _Atomic int32_t open[SHM_PROCS];
 };
 
+struct gate_addresses {
+    struct gate_address a[GATE_ADDRESSES];
+};
+
+/* One table for every I/O thread, and with a shared region for every process. */
 static struct gate_addresses *gate_addresses(void)
 {
-    static struct gate_addresses *shared; /* set in each process at its first call */
-    if (!shared && shm_active()) {
+    static struct gate_addresses *_Atomic table;
+    struct gate_addresses *t = atomic_load(&table);
+    if (t) return t;
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    if (!(t = atomic_load(&table))) {
         bool fresh;
-        shared = shm_named("gate:addresses", sizeof *shared, &fresh);
+        t = shm_named("gate:addresses", sizeof *t, &fresh);
+        atomic_store(&table, t);
     }
-    return shared;
+    pthread_mutex_unlock(&mu);
+    return t;
 }
 
 static uint32_t gate_address_key(const struct sockaddr *sa)
@@ -123,43 +136,62 @@ static uint32_t gate_address_key(const struct sockaddr *sa)
         h = hash_bytes(h, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, sizeof(struct in_addr));
     else if (sa->sa_family == AF_INET6)
         h = hash_bytes(h, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, sizeof(struct in6_addr));
-    return (uint32_t)hash_fold(h) | 1; /* 0 is an empty slot */
+    return (uint32_t)hash_fold(h) | 1; /* 0 is an unused entry */
+}
+
+static int64_t gate_address_open(const struct gate_address *e)
+{
+    int64_t n = 0;
+    for (int p = 0; p < SHM_PROCS; p++) n += atomic_load_explicit(&e->open[p], memory_order_relaxed);
+    return n;
+}
+
+/* The address's entry: its own, else one taken over (unused, or with nothing open),
+ * else NULL (no room within the probe: not counted). */
+static struct gate_address *gate_address_entry(struct gate_addresses *t, uint32_t key, bool take)
+{
+    for (int pass = 0; pass < (take ? 2 : 1); pass++) {
+        for (int i = 0; i < GATE_ADDRESS_PROBE; i++) {
+            struct gate_address *e = &t->a[(key + (uint32_t)i) & (GATE_ADDRESSES - 1)];
+            uint32_t k = atomic_load(&e->key);
+            if (k == key) return e;
+            /* Two processes taking over one entry at once, or one closing there as it
+             * is taken over, can blur a count: the limit is then a little loose. */
+            if (pass == 1 && (k == 0 || gate_address_open(e) == 0) &&
+                (atomic_compare_exchange_strong(&e->key, &k, key) || k == key))
+                return e;
+        }
+    }
+    return NULL;
 }
 
 bool gate_address_take(const struct sockaddr *sa, unsigned limit)
 {
+    if (!limit) return true;
     struct gate_addresses *t = gate_addresses();
-    if (!t || !limit) return true;
-    uint64_t key = gate_address_key(sa);
-    /* Its own slot first; else one whose count is 0 (two processes adding the same
-     * new address at once may split its count: the limit is then a little loose). */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < GATE_ADDRESS_PROBE; i++) {
-            _Atomic uint64_t *slot = &t->slots[(key + (uint64_t)i) & (GATE_ADDRESSES - 1)];
-            uint64_t w = atomic_load(slot);
-            for (;;) {
-                bool mine = w >> 32 == key, idle = (uint32_t)w == 0;
-                if (pass == 0 ? !mine : !idle) break;
-                if (mine && (uint32_t)w >= limit) return false;
-                uint64_t next = mine ? w + 1 : key << 32 | 1;
-                if (atomic_compare_exchange_weak(slot, &w, next)) return true;
-            }
-        }
-    }
-    return true; /* no room to count it: libmicrohttpd's per-process limit still applies */
+    struct gate_address *e = t ? gate_address_entry(t, gate_address_key(sa), true) : NULL;
+    if (!e) return true; /* not counted: libmicrohttpd's own per-thread limit still applies */
+    if (gate_address_open(e) >= (int64_t)limit) return false;
+    atomic_fetch_add(&e->open[shm_slot()], 1);
+    return true;
 }
 
 void gate_address_put(const struct sockaddr *sa)
 {
     struct gate_addresses *t = gate_addresses();
-    if (!t) return;
-    uint64_t key = gate_address_key(sa);
-    for (int i = 0; i < GATE_ADDRESS_PROBE; i++) {
-        _Atomic uint64_t *slot = &t->slots[(key + (uint64_t)i) & (GATE_ADDRESSES - 1)];
-        uint64_t w = atomic_load(slot);
-        while (w >> 32 == key && (uint32_t)w > 0)
-            if (atomic_compare_exchange_weak(slot, &w, w - 1)) return;
+    struct gate_address *e = t ? gate_address_entry(t, gate_address_key(sa), false) : NULL;
+    if (!e) return;
+    _Atomic int32_t *mine = &e->open[shm_slot()];
+    int32_t n = atomic_load(mine);
+    while (n > 0 && !atomic_compare_exchange_weak(mine, &n, n - 1)) {
     }
+}
+
+void gate_address_forget(int slot)
+{
+    struct gate_addresses *t = gate_addresses();
+    for (size_t i = 0; t && slot >= 0 && slot < SHM_PROCS && i < GATE_ADDRESSES; i++)
+        if (atomic_load_explicit(&t->a[i].key, memory_order_relaxed)) atomic_store(&t->a[i].open[slot], 0);
 }
 
 /* The client's address, without the port. */

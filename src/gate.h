@@ -52,14 +52,16 @@ int gate_round(struct gate *g, size_t room);
 /* At most limit held connections per client address (0 = none): --per-ip-limit. */
 void gate_limit_per_address(struct gate *g, unsigned limit);
 
-/* --model processes: connections per client address counted across every
- * process (one table in shared memory, shm.h, lock-free), so --per-ip-limit holds
- * for the service and not per process.  gate_address_take counts one more for sa
- * unless it already has `limit` (false: refuse it); gate_address_put gives one
- * back when the connection closes.  Addresses are hashed to 32 bits: two that
- * collide share a count.  Without a region both do nothing (take says true). */
+/* --per-ip-limit for the whole service: connections per client address, counted
+ * in one table for every I/O thread, and in shared memory (shm.h) for every
+ * process of --model processes, so the limit holds across threads and processes
+ * alike.  gate_address_take counts one more for sa unless it already has `limit`
+ * (false: refuse it); gate_address_put gives one back when the connection closes;
+ * gate_address_forget drops what a dead process's slot held.  Addresses are
+ * hashed to 32 bits: two that collide share a count.  Lock-free, any thread. */
 bool gate_address_take(const struct sockaddr *sa, unsigned limit);
 void gate_address_put(const struct sockaddr *sa);
+void gate_address_forget(int slot);
 
 /* Stops accepting for good (quiesce); held connections are still admitted. */
 void gate_stop_listening(struct gate *g);

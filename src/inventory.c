@@ -40,8 +40,6 @@ struct inventory {
     _Atomic int64_t inflight[INVENTORY_PROCS];
 };
 
-/* This process's slot in inflight (inventory_set_process). */
-static int inventory_slot;
 /* FLASHSALE_TEST_PARK: a purchase by this user parks holding its lock (tests only). */
 static const char *inventory_park_user;
 
@@ -243,12 +241,6 @@ struct inventory *inventory_new_shared(enum config_inventory strategy, size_t le
     return inv;
 }
 
-void inventory_set_process(int slot)
-{
-    assert(slot >= 0 && slot < INVENTORY_PROCS);
-    inventory_slot = slot;
-}
-
 static void inventory_sale_free(struct sale *s)
 {
     if (shm_active()) return; /* in the shared region for the region's life */
@@ -400,7 +392,7 @@ bool inventory_admit(struct sale *s)
     /* Count first, then look (both sequentially consistent): inventory_pause sets
      * the flag, then waits for the count, so one of the two always sees the other;
      * a rebuild likewise freezes, then waits for every live process's count. */
-    if (inv->processes) atomic_fetch_add(&inv->inflight[inventory_slot], 1); /* one line for all: processes only */
+    if (inv->processes) atomic_fetch_add(&inv->inflight[shm_slot()], 1); /* one line for all: processes only */
     atomic_fetch_add(&s->active, 1);
     if (!atomic_load(&s->paused) && !atomic_load(&inv->frozen)) return true;
     inventory_leave(s);
@@ -412,7 +404,7 @@ void inventory_leave(struct sale *s)
     /* Leave first, then look (both sequentially consistent), the mirror of
      * inventory_admit: the last to leave a paused sale wakes the reset. */
     bool last = atomic_fetch_sub(&s->active, 1) == 1;
-    if (s->inv->processes) atomic_fetch_sub(&s->inv->inflight[inventory_slot], 1);
+    if (s->inv->processes) atomic_fetch_sub(&s->inv->inflight[shm_slot()], 1);
     if (last && atomic_load(&s->paused)) {
         shm_lock(&s->drain_mu);
         pthread_cond_broadcast(&s->drained);

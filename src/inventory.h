@@ -27,10 +27,11 @@
 
 #include "config.h"
 #include "outcome.h"
+#include "shm.h"
 #include "store.h"
 
 #define INVENTORY_MAX_SALES 65536
-#define INVENTORY_PROCS 65 /* --model processes: the supervisor's slots (workers, writer) */
+#define INVENTORY_PROCS SHM_PROCS /* --model processes: a count per process slot (shm.h) */
 
 struct inventory;
 
@@ -69,8 +70,6 @@ struct inventory *inventory_new(enum config_inventory strategy);
  * ledger_entries 0 means the growing ledger of one process. */
 struct inventory *inventory_new_shared(enum config_inventory strategy, size_t ledger_entries);
 
-/* This process's slot (0 .. INVENTORY_PROCS-1) for counting what it admits. */
-void inventory_set_process(int slot);
 void inventory_free(struct inventory *inv);
 
 enum config_inventory inventory_strategy(const struct inventory *inv);

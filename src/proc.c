@@ -17,6 +17,7 @@
 
 #include "api.h"
 #include "clock.h"
+#include "gate.h"
 #include "http.h"
 #include "inventory.h"
 #include "ipc.h"
@@ -62,7 +63,7 @@ static void proc_child_setup(const char *name, int slot)
     prctl(PR_SET_NAME, name);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != proc.sup) _exit(1); /* the supervisor died before the line above */
-    inventory_set_process(slot);
+    shm_set_slot(slot);
 }
 
 /* ---- the writer process ------------------------------------------------------------ */
@@ -258,6 +259,7 @@ static void proc_restart(int slot, pid_t pid, int status)
     /* What it had admitted can never leave now; the writer rebuilds once the jobs
      * it had sent are finished. */
     inventory_forget_process(proc.inv, slot);
+    gate_address_forget(slot); /* its connections died with it */
     atomic_store(&proc.ps->ready[slot], false);
     if (write(proc.deaths[1], &pid, sizeof pid) != sizeof pid) LOG_ERROR("supervisor: cannot tell the writer");
     pid_t now = proc_spawn(slot);

@@ -127,6 +127,15 @@ void shm_lock(pthread_mutex_t *m)
 
 void shm_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
 
+static int shm_my_slot;
+
+void shm_set_slot(int slot)
+{
+    if (slot >= 0 && slot < SHM_PROCS) shm_my_slot = slot;
+}
+
+int shm_slot(void) { return shm_my_slot; }
+
 uint64_t shm_recoveries(void) { return shm_region ? atomic_load(&shm_region->recoveries) : 0; }
 
 size_t shm_used(void) { return shm_region ? atomic_load(&shm_region->used) : 0; }

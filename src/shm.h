@@ -51,6 +51,14 @@ void shm_cond_init(pthread_cond_t *c, bool monotonic);
 void shm_lock(pthread_mutex_t *m);
 void shm_unlock(pthread_mutex_t *m);
 
+/* --model processes: the supervisor's slots (the writer, up to 64 workers), and
+ * this process's (0 outside that model).  Per-process counts in the region
+ * (purchases admitted, connections per address) keep a column per slot, so a dead
+ * process's share can be told apart and forgotten. */
+#define SHM_PROCS 65
+void shm_set_slot(int slot);
+int shm_slot(void);
+
 /* Locks recovered from dead holders, in every process. */
 uint64_t shm_recoveries(void);
 
