@@ -122,7 +122,7 @@ static struct gate_addresses *gate_addresses(void)
     pthread_mutex_lock(&mu);
     if (!(t = atomic_load(&table))) {
         bool fresh;
-        t = shm_named("gate:addresses", sizeof *t, &fresh);
+        t = shm_named("gate:addresses", sizeof *t, NULL, NULL, &fresh);
         atomic_store(&table, t);
     }
     pthread_mutex_unlock(&mu);

@@ -37,6 +37,7 @@ struct inventory {
      * in its own slot, so a dead process's count can be told apart. */
     bool processes; /* made by inventory_new_shared for processes: count per process */
     _Atomic bool frozen;
+    _Atomic uint64_t freezes; /* inventory_freeze's generation */
     _Atomic int64_t inflight[INVENTORY_PROCS];
 };
 
@@ -393,7 +394,7 @@ bool inventory_admit(struct sale *s)
      * the flag, then waits for the count, so one of the two always sees the other;
      * a rebuild likewise freezes, then waits for every live process's count. */
     if (inv->processes) atomic_fetch_add(&inv->inflight[shm_slot()], 1); /* one line for all: processes only */
-    atomic_fetch_add(&s->active, 1);
+    atomic_fetch_add(&s->active[shm_slot()], 1);
     if (!atomic_load(&s->paused) && !atomic_load(&inv->frozen)) return true;
     inventory_leave(s);
     return false;
@@ -403,9 +404,9 @@ void inventory_leave(struct sale *s)
 {
     /* Leave first, then look (both sequentially consistent), the mirror of
      * inventory_admit: the last to leave a paused sale wakes the reset. */
-    bool last = atomic_fetch_sub(&s->active, 1) == 1;
+    atomic_fetch_sub(&s->active[shm_slot()], 1);
     if (s->inv->processes) atomic_fetch_sub(&s->inv->inflight[shm_slot()], 1);
-    if (last && atomic_load(&s->paused)) {
+    if (atomic_load(&s->paused) && inventory_active(s) == 0) {
         shm_lock(&s->drain_mu);
         pthread_cond_broadcast(&s->drained);
         pthread_mutex_unlock(&s->drain_mu);
@@ -499,7 +500,7 @@ void inventory_forget(struct inventory *inv, int64_t sale_id) { ledger_clear_sal
 static bool inventory_drained(struct sale *s)
 {
     for (int i = 0; i < 64; i++) {
-        if (atomic_load(&s->active) == 0) return true;
+        if (inventory_active(s) == 0) return true;
         sched_yield();
     }
     return false;
@@ -528,7 +529,7 @@ bool inventory_pause(struct sale *s, int timeout_ms)
     int rc = 0;
     while (!(drained = inventory_drained(s)) && rc != ETIMEDOUT) {
         shm_lock(&s->drain_mu);
-        if (atomic_load(&s->active) != 0) rc = pthread_cond_timedwait(&s->drained, &s->drain_mu, &until);
+        if (inventory_active(s) != 0) rc = pthread_cond_timedwait(&s->drained, &s->drain_mu, &until);
         if (rc == EOWNERDEAD) pthread_mutex_consistent(&s->drain_mu), rc = 0;
         pthread_mutex_unlock(&s->drain_mu);
     }
@@ -638,13 +639,42 @@ void inventory_memory(void *ctx, int64_t sale_id, struct store_memory *out)
 
 /* ---- --model processes: the freeze and the rebuild ------------------------------ */
 
-void inventory_freeze(struct inventory *inv, bool frozen) { atomic_store(&inv->frozen, frozen); }
+uint64_t inventory_freeze(struct inventory *inv)
+{
+    uint64_t g = atomic_fetch_add(&inv->freezes, 1) + 1;
+    atomic_store(&inv->frozen, true);
+    return g;
+}
+
+void inventory_thaw(struct inventory *inv, uint64_t generation)
+{
+    if (atomic_load(&inv->freezes) != generation) return;
+    atomic_store(&inv->frozen, false);
+    /* A freeze that came between the look and the store: it stays frozen. */
+    if (atomic_load(&inv->freezes) != generation) atomic_store(&inv->frozen, true);
+}
+
+int64_t inventory_active(const struct sale *s)
+{
+    int64_t n = 0;
+    for (int p = 0; p < SHM_PROCS; p++) n += atomic_load(&s->active[p]);
+    return n;
+}
 
 bool inventory_frozen(const struct inventory *inv) { return atomic_load(&inv->frozen); }
 
 int64_t inventory_inflight(const struct inventory *inv, int slot) { return atomic_load(&inv->inflight[slot]); }
 
-void inventory_forget_process(struct inventory *inv, int slot) { atomic_store(&inv->inflight[slot], 0); }
+void inventory_forget_process(struct inventory *inv, int slot)
+{
+    /* Its purchases can never leave now: neither its count nor its column of each
+     * sale's admitted purchases may hold a reset or a rebuild up. */
+    atomic_store(&inv->inflight[slot], 0);
+    for (int64_t id = 1; id <= inventory_max_id(inv); id++) {
+        struct sale *s = inventory_get(inv, id);
+        if (s) atomic_store(&s->active[slot], 0);
+    }
+}
 
 void inventory_rebuild_begin(struct inventory *inv)
 {
@@ -668,7 +698,6 @@ void inventory_rebuild_sale(struct inventory *inv, const struct store_sale *row)
     atomic_store(&s->paid, row->paid);
     atomic_store(&s->expired, row->expired);
     atomic_store(&s->cancelled, row->cancelled);
-    atomic_store(&s->reserved, 0);
-    atomic_store(&s->active, 0);
+    atomic_store(&s->reserved, 0); /* nothing is in flight: no process has a claim */
     inventory_touch(s);
 }

@@ -46,7 +46,9 @@ struct sale {
     _Atomic int64_t sold;       /* units in live orders: pending + paid + confirmed */
     _Atomic int64_t orders;     /* live orders */
     _Atomic int64_t pending, paid, expired, cancelled; /* units by status */
-    _Atomic int64_t active;     /* purchases admitted and not yet answered */
+    /* Purchases admitted and not yet answered, a column per process slot (shm.h): a
+     * dead process's column is forgotten, the others' never touched. */
+    _Atomic int64_t active[SHM_PROCS];
     _Atomic int64_t reserved;   /* units reserved here and not yet committed or released */
     _Atomic bool paused;        /* a reset is waiting for `active` to drain */
     pthread_mutex_t mu;         /* the mutex strategy's lock */
@@ -118,6 +120,9 @@ int64_t inventory_oversold(const struct sale *s);
 enum outcome inventory_check(struct inventory *inv, struct sale *s, const char *user, int64_t q,
                              int64_t now);
 
+/* Purchases admitted and not yet answered, in every process. */
+int64_t inventory_active(const struct sale *s);
+
 /* Admission against a concurrent reset: true and counted in `active`, or false
  * when the sale is paused.  Every admitted purchase ends with inventory_leave(). */
 bool inventory_admit(struct sale *s);
@@ -178,11 +183,14 @@ void inventory_follow(void *ctx, struct store_job *job);
 void inventory_memory(void *ctx, int64_t sale_id, struct store_memory *out);
 
 /* --model processes.  After a process died, memory is rebuilt from the database:
- * freeze (inventory_admit refuses), wait until every live process's count of
- * admitted purchases (inventory_inflight) is 0, forget the dead one's count, then
+ * freeze (inventory_admit refuses), forget the dead process's counts, wait until
+ * every live process's count of admitted purchases (inventory_inflight) is 0, then
  * under the commit lock: rebuild_begin, rebuild_sale per row and inventory_hold
- * per (sale, user) with live units; unfreeze. */
-void inventory_freeze(struct inventory *inv, bool frozen);
+ * per (sale, user) with live units; thaw.  Each freeze returns a generation; a
+ * thaw with an older one (another death came since) leaves purchases frozen for
+ * the rebuild that death asks for. */
+uint64_t inventory_freeze(struct inventory *inv);
+void inventory_thaw(struct inventory *inv, uint64_t generation);
 bool inventory_frozen(const struct inventory *inv);
 int64_t inventory_inflight(const struct inventory *inv, int slot);
 void inventory_forget_process(struct inventory *inv, int slot);

@@ -103,6 +103,11 @@ struct ipc_rings {
     } slot[];
 };
 
+size_t ipc_rings_size(size_t nslots)
+{
+    return 64 + nslots * (sizeof(struct ipc_ring) * 2 + 2 * (IPC_TAGS * sizeof(struct ipc_rec) + 64)) + 4096;
+}
+
 struct ipc_rings *ipc_rings_new(size_t nslots)
 {
     struct ipc_rings *r = shm_calloc(1, sizeof *r + nslots * sizeof r->slot[0]);
@@ -234,8 +239,9 @@ struct ipc_client {
     pthread_t reader;
     _Atomic bool stopping;
 
-    pthread_mutex_t send_mu; /* guards producing into jobs, and fd */
+    pthread_mutex_t send_mu; /* guards producing into jobs, fd and opening */
     int fd;                  /* the job channel's socket; -1 while away */
+    int opening;             /* the socket waiting for the writer's answer, or -1 */
     /* Channels lost so far: jobs tagged on one channel are never sent on the next
      * (their tags were ended and may already name other jobs). */
     _Atomic uint64_t gen;
@@ -315,6 +321,11 @@ static int ipc_client_open(struct ipc_client *c)
 {
     int fd = ipc_dial(c->sup, IPC_HELLO_JOBS, c->slot);
     if (fd < 0) return -1;
+    pthread_mutex_lock(&c->send_mu);
+    c->opening = fd; /* ipc_client_free may cut the wait short */
+    bool stop = atomic_load(&c->stopping);
+    pthread_mutex_unlock(&c->send_mu);
+    if (stop) shutdown(fd, SHUT_RDWR);
     struct timeval tv = {IPC_OPEN_TIMEOUT_S, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     struct ipc_head open;
@@ -323,6 +334,9 @@ static int ipc_client_open(struct ipc_client *c)
     while (got < 0 && errno == EINTR);
     tv.tv_sec = 0;
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    pthread_mutex_lock(&c->send_mu);
+    c->opening = -1;
+    pthread_mutex_unlock(&c->send_mu);
     if (got != sizeof open || open.kind != IPC_OPEN) {
         close(fd);
         return -1;
@@ -347,10 +361,13 @@ static void *ipc_client_main(void *arg)
         pthread_mutex_lock(&c->tag_mu);
         c->connected = true;
         pthread_mutex_unlock(&c->tag_mu);
-        for (;;) {
+        for (bool open = true;;) {
             struct ipc_rec r;
             if (!ipc_ring_pop(c->results, &r)) {
-                if (!ipc_ring_sleep(c->results, fd)) break; /* the writer is gone */
+                if (!open) break; /* every result the writer published is delivered */
+                /* The writer is gone: what it published before it died (committed
+                 * orders among them) is still answered, the rest ends 503. */
+                open = ipc_ring_sleep(c->results, fd);
                 continue;
             }
             pthread_mutex_lock(&c->tag_mu);
@@ -382,7 +399,7 @@ struct ipc_client *ipc_client_new(pid_t sup, int slot, struct ipc_rings *rings)
     c->rings = rings;
     c->jobs = &rings->slot[slot].jobs;
     c->results = &rings->slot[slot].results;
-    c->fd = -1;
+    c->fd = c->opening = -1;
     c->tags = calloc(IPC_TAGS, sizeof *c->tags);
     c->free_tags = malloc(IPC_TAGS * sizeof *c->free_tags);
     pthread_mutex_init(&c->send_mu, NULL);
@@ -405,6 +422,7 @@ void ipc_client_free(struct ipc_client *c)
     atomic_store(&c->stopping, true);
     pthread_mutex_lock(&c->send_mu);
     if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR); /* wakes the reader */
+    if (c->opening >= 0) shutdown(c->opening, SHUT_RDWR); /* or ends its wait for the writer */
     pthread_mutex_unlock(&c->send_mu);
     pthread_join(c->reader, NULL);
     free(c->tags);
@@ -414,7 +432,7 @@ void ipc_client_free(struct ipc_client *c)
     free(c);
 }
 
-void ipc_submit(struct ipc_client *c, struct store_job *first, size_t n)
+struct store_job *ipc_submit(struct ipc_client *c, struct store_job *first, size_t n)
 {
     struct store_job *refused = NULL, *j = first;
     enum outcome why = OUTCOME_UNAVAILABLE;
@@ -451,7 +469,8 @@ void ipc_submit(struct ipc_client *c, struct store_job *first, size_t n)
         j = next;
     }
     ipc_ring_wake(c->jobs); /* once for the whole chain */
-    ipc_fail(refused, why);
+    for (struct store_job *r = refused; r; r = r->next) r->outcome = why;
+    return refused;
 }
 
 size_t ipc_backlog(struct ipc_client *c) { return atomic_load(&c->backlog); }
@@ -568,8 +587,9 @@ struct ipc_server {
     struct ipc_rings *rings;
     int listen_fd;
     pthread_t acceptor;
-    pthread_mutex_t mu; /* guards chans */
+    pthread_mutex_t mu; /* guards chans and seq */
     struct ipc_chan *chans[IPC_CHANNELS];
+    uint64_t seq; /* job channels registered so far */
 };
 
 /* A worker's job channel, from its hello until its last job's result. */
@@ -578,6 +598,7 @@ struct ipc_chan {
     int fd;
     pid_t pid;
     int slot;
+    uint64_t seq; /* its order among the server's channels */
     struct ipc_ring *jobs, *results;
     pthread_mutex_t mu; /* guards what follows */
     pthread_cond_t idle; /* pending reached 0 */
@@ -617,8 +638,8 @@ static size_t ipc_chan_take(struct ipc_chan *ch)
     size_t n = 0;
     struct ipc_rec rec;
     while (n < IPC_BATCH && ipc_ring_pop(ch->jobs, &rec)) {
-        struct ipc_wjob *w = malloc(sizeof *w);
-        if (!w) continue; /* the worker's job stays in flight until the channel ends */
+        struct ipc_wjob *w;
+        while (!(w = malloc(sizeof *w))) ipc_sleep_ms(1); /* a job dropped here would never be answered */
         w->sj = rec.job;
         w->sj.next = NULL;
         w->sj.done = ipc_wjob_done;
@@ -640,35 +661,50 @@ static size_t ipc_chan_take(struct ipc_chan *ch)
     return n;
 }
 
-/* True while another channel of ch's slot is registered: a dead worker's, still
- * finishing its jobs. */
+/* True while an older channel of ch's slot is registered: a dead worker's, still
+ * finishing its jobs.  Only older ones: two newer channels waiting on each other
+ * would wait for ever. */
 static bool ipc_slot_taken(struct ipc_chan *ch)
 {
     struct ipc_server *s = ch->server;
     bool taken = false;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < IPC_CHANNELS; i++)
-        if (s->chans[i] && s->chans[i] != ch && s->chans[i]->slot == ch->slot) taken = true;
+        if (s->chans[i] && s->chans[i]->seq < ch->seq && s->chans[i]->slot == ch->slot) taken = true;
     pthread_mutex_unlock(&s->mu);
     return taken;
+}
+
+/* False when ch's worker is gone (its socket ended), as it waits for its turn. */
+static bool ipc_chan_alive(struct ipc_chan *ch, int wait_ms)
+{
+    struct pollfd p = {ch->fd, POLLIN, 0};
+    if (poll(&p, 1, wait_ms) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) return true;
+    char b[64];
+    ssize_t got = recv(ch->fd, b, sizeof b, MSG_DONTWAIT);
+    return !(got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR));
 }
 
 static void *ipc_chan_main(void *arg)
 {
     struct ipc_chan *ch = arg;
-    while (ipc_slot_taken(ch)) ipc_sleep_ms(1); /* rare: right after a worker died */
-    ipc_rings_reset(ch->server->rings, ch->slot);
-    pthread_mutex_lock(&ch->mu);
-    ch->open = true;
-    pthread_mutex_unlock(&ch->mu);
+    bool alive = true;
+    while (alive && ipc_slot_taken(ch)) alive = ipc_chan_alive(ch, 1); /* rare: right after a worker died */
+    if (alive) {
+        ipc_rings_reset(ch->server->rings, ch->slot);
+        pthread_mutex_lock(&ch->mu);
+        ch->open = true;
+        pthread_mutex_unlock(&ch->mu);
+    }
     struct ipc_head open = {IPC_OPEN, 0, (int32_t)getpid(), ch->slot};
-    if (send(ch->fd, &open, sizeof open, MSG_NOSIGNAL) == sizeof open) {
+    if (alive && send(ch->fd, &open, sizeof open, MSG_NOSIGNAL) == sizeof open) {
         for (;;) {
             if (!ipc_chan_take(ch) && !ipc_ring_sleep(ch->jobs, ch->fd)) break;
         }
     }
-    /* The worker is gone: what it had published still commits (or not), unanswered. */
-    while (ipc_chan_take(ch)) {
+    /* The worker is gone: what it had published still commits (or not), unanswered.
+     * (A channel that never opened owns no ring and takes nothing.) */
+    while (alive && ipc_chan_take(ch)) {
     }
     struct ipc_server *s = ch->server;
     pthread_mutex_lock(&ch->mu);
@@ -759,6 +795,7 @@ static void *ipc_accept_main(void *arg)
             size_t i = 0;
             while (i < IPC_CHANNELS && s->chans[i]) i++;
             if (i < IPC_CHANNELS) s->chans[i] = ch;
+            ch->seq = ++s->seq;
             pthread_mutex_unlock(&s->mu);
             started = i < IPC_CHANNELS && pthread_create(&t, &attr, ipc_chan_main, ch) == 0;
             if (!started && i < IPC_CHANNELS) {

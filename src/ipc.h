@@ -41,6 +41,9 @@ struct ipc_rings;
  * memory or descriptors. */
 struct ipc_rings *ipc_rings_new(size_t nslots);
 
+/* Bytes of the shared region ipc_rings_new(nslots) takes. */
+size_t ipc_rings_size(size_t nslots);
+
 /* ---- worker side ---- */
 
 /* Starts the link of worker slot `slot` to the writer of supervisor `sup`; it
@@ -48,8 +51,11 @@ struct ipc_rings *ipc_rings_new(size_t nslots);
 struct ipc_client *ipc_client_new(pid_t sup, int slot, struct ipc_rings *rings);
 void ipc_client_free(struct ipc_client *c);
 
-/* store_submit_chain's remote half: n jobs linked through next. */
-void ipc_submit(struct ipc_client *c, struct store_job *first, size_t n);
+/* store_submit_chain's remote half: n jobs linked through next.  Returns the jobs
+ * it could not send (the writer away, too many in flight), linked through next,
+ * each with its outcome set: the caller finishes them (they never reached the
+ * writer, so memory has not followed them). */
+struct store_job *ipc_submit(struct ipc_client *c, struct store_job *first, size_t n);
 
 /* store_conn_open's remote half: a read channel for the calling thread (the
  * store's connection functions dispatch to it).  NULL when out of memory. */

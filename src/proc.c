@@ -80,7 +80,7 @@ static void proc_rebuild_held(void *ctx, int64_t sale_id, const char *user, int6
 static void proc_rebuild(struct store *store, struct ipc_server *server, pid_t dead)
 {
     uint64_t t0 = clock_mono_ns(), warned = t0;
-    inventory_freeze(proc.inv, true);
+    uint64_t generation = inventory_freeze(proc.inv);
     for (;;) {
         bool idle = !dead || ipc_server_done_with(server, dead);
         for (int slot = 0; slot < INVENTORY_PROCS && idle; slot++) idle = inventory_inflight(proc.inv, slot) == 0;
@@ -98,7 +98,7 @@ static void proc_rebuild(struct store *store, struct ipc_server *server, pid_t d
         if (tries == 0) LOG_ERROR("writer: cannot read the database to rebuild memory; trying again");
         proc_sleep_ms(200);
     }
-    inventory_freeze(proc.inv, false);
+    inventory_thaw(proc.inv, generation); /* unless another death came meanwhile */
     if (dead || metrics_total(METRIC_WRITER_RESTARTS)) metrics_count(METRIC_REBUILDS, 1);
     LOG_INFO("writer: counters rebuilt from the database in %.1f ms", (double)(clock_mono_ns() - t0) / 1e6);
 }
@@ -198,6 +198,8 @@ static int proc_worker(int slot)
     proc.cfg->queue = (proc.cfg->queue + n - 1) / n;
     struct ipc_client *link = ipc_client_new(proc.sup, slot, proc.ps->rings);
     struct store *store = link ? store_open_remote(proc.cfg, link, proc.ps->secret) : NULL;
+    /* For jobs that never reach the writer: their reservations are given back here. */
+    if (store) store_follow(store, &(struct store_follower){inventory_follow, inventory_memory, proc.inv});
     struct api *api = store ? api_new(proc.cfg, proc.inv, store) : NULL;
     if (!api) LOG_FATAL("worker %d: cannot start", slot - 1);
     struct http_hooks hooks = api_http_hooks(api);
@@ -248,7 +250,7 @@ static const char *proc_how(int status, char *buf, size_t size)
 static void proc_restart(int slot, pid_t pid, int status)
 {
     char how[32];
-    inventory_freeze(proc.inv, true);
+    inventory_freeze(proc.inv);
     if (slot == 0) {
         pid_t now = proc_spawn(0);
         metrics_count(METRIC_WRITER_RESTARTS, 1);
@@ -308,14 +310,15 @@ int proc_main(struct config *cfg)
     proc.sup = getpid();
     proc.nworkers = (size_t)cfg->processes;
     if (proc.nworkers > PROC_MAX_WORKERS) proc.nworkers = PROC_MAX_WORKERS;
-    if (!shm_start(PROC_REGION_BASE + (size_t)cfg->ledger_entries * PROC_LEDGER_SLOT))
+    if (!shm_start(PROC_REGION_BASE + (size_t)cfg->ledger_entries * PROC_LEDGER_SLOT +
+                   ipc_rings_size(proc.nworkers + 1)))
         LOG_FATAL("cannot map the shared region: %s", strerror(errno));
     metrics_init();
     proc.inv = inventory_new_shared((enum config_inventory)cfg->inventory, (size_t)cfg->ledger_entries);
     proc.ps = shm_calloc(1, sizeof *proc.ps);
     if (!proc.inv || !proc.ps || !(proc.ps->rings = ipc_rings_new(proc.nworkers + 1)))
         LOG_FATAL("the shared region is too small");
-    inventory_freeze(proc.inv, true); /* until the writer has loaded it */
+    inventory_freeze(proc.inv); /* until the writer has loaded it */
     char err[512];
     if (!cfg->admin_token[0]) { /* one token for every worker, shown once */
         char token[64];
@@ -362,6 +365,11 @@ int proc_main(struct config *cfg)
         if (now >= next_tick) {
             metrics_tick();
             next_tick += 1000000000u;
+            /* A restart whose fork failed is tried again, or its slot would stay
+             * empty for good (an empty writer slot freezes every purchase). */
+            for (size_t i = 0; started && i <= proc.nworkers; i++)
+                if (!proc.pids[i] && proc_spawn((int)i) > 0)
+                    LOG_WARN("supervisor: slot %zu started again after a failed fork", i);
             continue;
         }
         uint64_t wait = started ? next_tick - now : 10000000u;
@@ -391,7 +399,10 @@ int proc_main(struct config *cfg)
     bool clean = proc_wait_exit(1, proc.nworkers, PROC_DRAIN_MS + 1000);
     if (proc.pids[0] > 0) kill(proc.pids[0], SIGTERM);
     clean &= proc_wait_exit(0, 0, PROC_DRAIN_MS + 1000);
-    if (!clean) LOG_WARN("supervisor: a process did not stop cleanly");
+    if (!clean) {
+        LOG_ERROR("supervisor: a process did not stop cleanly (killed after %d ms, or it failed)", PROC_DRAIN_MS + 1000);
+        return 1;
+    }
     LOG_INFO("stopped cleanly in %.0f ms", (double)(clock_mono_ns() - t0) / 1e6);
     return 0;
 }

@@ -54,7 +54,7 @@ struct purchase_keys *purchase_keys_new(void)
     pthread_mutex_init(&k->mu, NULL);
     if (shm_active()) {
         bool fresh;
-        k->shared = shm_named("purchase:keys", sizeof *k->shared, &fresh);
+        k->shared = shm_named("purchase:keys", sizeof *k->shared, NULL, NULL, &fresh);
         if (!k->shared) {
             free(k);
             return NULL;

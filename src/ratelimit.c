@@ -27,15 +27,23 @@ struct ratelimit {
     struct ratelimit_bucket buckets[RATELIMIT_SETS][RATELIMIT_WAYS];
 };
 
+struct ratelimit_init {
+    double rate, burst;
+};
+
+static void ratelimit_init(void *block, void *arg)
+{
+    struct ratelimit *rl = block;
+    const struct ratelimit_init *in = arg;
+    rl->rate = in->rate;
+    rl->burst = in->burst < 1 ? 1 : in->burst;
+    for (int i = 0; i < RATELIMIT_STRIPES; i++) shm_mutex_init(&rl->stripes[i]);
+}
+
 struct ratelimit *ratelimit_new(const char *name, double rate, double burst)
 {
-    bool fresh;
-    struct ratelimit *rl = shm_named(name, sizeof *rl, &fresh);
-    if (!rl || !fresh) return rl; /* another process made it: one limit for the service */
-    rl->rate = rate;
-    rl->burst = burst < 1 ? 1 : burst;
-    for (int i = 0; i < RATELIMIT_STRIPES; i++) shm_mutex_init(&rl->stripes[i]);
-    return rl;
+    bool fresh; /* another process may have made it: one limit for the service */
+    return shm_named(name, sizeof(struct ratelimit), ratelimit_init, &(struct ratelimit_init){rate, burst}, &fresh);
 }
 
 void ratelimit_free(struct ratelimit *rl)

@@ -64,10 +64,14 @@ void shm_free(void *p)
     if (!shm_region) free(p);
 }
 
-void *shm_named(const char *name, size_t size, bool *fresh)
+void *shm_named(const char *name, size_t size, void (*init)(void *, void *), void *arg, bool *fresh)
 {
     *fresh = true;
-    if (!shm_region) return calloc(1, size);
+    if (!shm_region) {
+        void *b = calloc(1, size);
+        if (b && init) init(b, arg);
+        return b;
+    }
     void *block = NULL;
     shm_lock(&shm_region->names_mu);
     int i = 0;
@@ -79,6 +83,7 @@ void *shm_named(const char *name, size_t size, bool *fresh)
         }
     }
     if (!block && i < SHM_NAMES && (block = shm_calloc(1, size))) {
+        if (init) init(block, arg); /* under names_mu: no one sees it half made */
         snprintf(shm_region->names[i].name, sizeof shm_region->names[i].name, "%s", name);
         shm_region->names[i].block = block;
     }

@@ -37,10 +37,11 @@ void *shm_calloc(size_t n, size_t size);
 /* free() for what shm_calloc gave outside a region; nothing inside one. */
 void shm_free(void *p);
 
-/* The same block of size bytes for the same name in every process: *fresh says
- * whether this call made it (and must initialize it).  Without a region: a new
+/* The same block of size bytes for the same name in every process, zeroed, then
+ * init(block, arg) by whoever makes it (init may be NULL) before any other process
+ * can get it: *fresh says whether this call made it.  Without a region: a new
  * block each time, always fresh.  At most 16 names. */
-void *shm_named(const char *name, size_t size, bool *fresh);
+void *shm_named(const char *name, size_t size, void (*init)(void *block, void *arg), void *arg, bool *fresh);
 
 /* A mutex (and condition variable) for memory from shm_calloc: process-shared and
  * robust when a region is active, plain otherwise. */

@@ -599,7 +599,17 @@ void store_submit_chain(struct store *s, struct store_job *first, struct store_j
 {
     assert(!first->finished && !last->finished); /* a job is queued once, and fresh */
     last->next = NULL;
-    if (s->remote) return ipc_submit(s->remote, first, n);
+    if (s->remote) {
+        /* Jobs the link could not send end here as the writer would end them:
+         * memory follows (a purchase's reservation is given back), then done(). */
+        for (struct store_job *j = ipc_submit(s->remote, first, n), *next; j; j = next) {
+            next = j->next;
+            j->finished = true;
+            if (s->follower.follow) s->follower.follow(s->follower.ctx, j);
+            if (j->done) j->done(j);
+        }
+        return;
+    }
     atomic_fetch_add_explicit(&s->backlog, n, memory_order_relaxed);
     pthread_mutex_lock(&s->mu);
     if (s->tail) s->tail->next = first;

@@ -428,7 +428,7 @@ static void test_pause_waits_for_active(void)
         struct inventory *inv = inventory_new(all_strategies[k]);
         struct sale *s = publish(inv, row_of(1, 5, 5));
         CHECK(inventory_admit(s));
-        CHECK_EQ_INT(atomic_load(&s->active), 1);
+        CHECK_EQ_INT(inventory_active(s), 1);
         pthread_t th;
         uint64_t t0 = now_ms();
         CHECK_EQ_INT(pthread_create(&th, NULL, leave_later, s), 0);
@@ -436,9 +436,9 @@ static void test_pause_waits_for_active(void)
         uint64_t waited = now_ms() - t0;
         pthread_join(th, NULL);
         CHECK(waited >= 40); /* it did wait for the purchase to leave */
-        CHECK_EQ_INT(atomic_load(&s->active), 0);
+        CHECK_EQ_INT(inventory_active(s), 0);
         CHECK(!inventory_admit(s));  /* paused: refused */
-        CHECK_EQ_INT(atomic_load(&s->active), 0); /* and not counted */
+        CHECK_EQ_INT(inventory_active(s), 0); /* and not counted */
         CHECK(!inventory_pause(s, 10)); /* a second reset while one is under way */
         CHECK(!inventory_admit(s));
         inventory_unpause(s);
@@ -749,7 +749,7 @@ static void knockers_wait(struct knockers *k, const long *since, long more, long
 {
     time_t deadline = time(NULL) + 120;
     for (long spins = 0; spins % 1024 || time(NULL) < deadline; spins++) {
-        if (atomic_load(&k->s->active) != 0) (*nonzero)++;
+        if (inventory_active(k->s) != 0) (*nonzero)++;
         int behind = 0;
         for (int i = 0; i < KNOCKERS; i++) behind += atomic_load(&k->tries[i]) < since[i] + more;
         if (!behind) return;
@@ -782,7 +782,7 @@ static void test_pause_not_starved_by_refused(void)
     atomic_store(&k.stop, 1);
     for (int i = 0; i < KNOCKERS; i++) pthread_join(th[i], NULL);
     CHECK_EQ_INT(nonzero, 0);
-    CHECK_EQ_INT(atomic_load(&k.s->active), 0);
+    CHECK_EQ_INT(inventory_active(k.s), 0);
     inventory_free(inv);
 }
 

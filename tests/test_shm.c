@@ -117,7 +117,7 @@ static void check_exact(enum config_inventory kind)
     CHECK_EQ_INT(sold, STOCK);
     CHECK_EQ_INT(atomic_load(&c->s->stock_left), 0);
     CHECK_EQ_INT(atomic_load(&c->s->reserved), 0);
-    CHECK_EQ_INT(atomic_load(&c->s->active), 0);
+    CHECK_EQ_INT(inventory_active(c->s), 0);
     CHECK_EQ_INT(inventory_oversold(c->s), 0);
     CHECK_EQ_INT(inventory_users_over_limit(c->inv, c->s), 0);
     CHECK_EQ_INT(atomic_load(&c->ok) + atomic_load(&c->limit) + atomic_load(&c->sold_out), PROCS * USERS);
@@ -262,13 +262,13 @@ static void test_named_blocks_are_shared(void)
 {
     CHECK(shm_start(REGION));
     bool fresh;
-    int *x = shm_named("test:x", sizeof *x, &fresh);
+    int *x = shm_named("test:x", sizeof *x, NULL, NULL, &fresh);
     CHECK(fresh);
     *x = 7;
     pid_t pid = fork();
     if (pid == 0) {
         bool f;
-        int *y = shm_named("test:x", sizeof *y, &f);
+        int *y = shm_named("test:x", sizeof *y, NULL, NULL, &f);
         _exit(!f && y == x && *y == 7 ? (*y = 8, 0) : 1);
     }
     int st;
