@@ -845,6 +845,29 @@ def handover():
     finally:
         srv.cleanup()
 
+def wide():
+    """Review: 64 worker processes (the most the model takes, and --processes 0 on a
+    64-core machine) must start: the shared region is sized 256 MiB + the ledger, but the
+    job rings alone take 2 x 8192 x 448 bytes per slot (7.3 MiB), 475 MiB for 65 slots,
+    so from about 35 workers on the supervisor dies with 'the shared region is too small'."""
+    name = "wide"
+    srv = Server(binary=OPT.binary, args=["--model", "processes", "--processes", "64"])
+    try:
+        try:
+            srv.start(timeout=180)
+            started = True
+        except AssertionError as e:
+            started = False
+            why = str(e)[-400:]
+        if not check(SUITE, f"{name}:64_workers_start", started, why if not started else ""):
+            return
+        n = len([k for k in children(srv.proc.pid) if k.startswith("fs-worker-")])
+        check(SUITE, f"{name}:64_workers_running", n == 64, f"{n} workers")
+        code, _ = srv.stop(timeout=120)
+        check(SUITE, f"{name}:clean_stop", code == 0, f"exit {code}")
+    finally:
+        srv.cleanup()
+
 CASES = {
     "names": (True, names),
     "metrics": (False, metrics),
@@ -857,6 +880,7 @@ CASES = {
     "hook": (True, lambda: [hook(s) for s in ("mutex", "atomic")]),
     "relink": (True, relink),
     "handover": (True, handover),
+    "wide": (True, wide),
 }  # name: (needs --model processes, run)
 
 
