@@ -743,6 +743,131 @@ def hook(strategy):
         srv.cleanup()
 
 
+def relink():
+    """Review: a purchase admitted while a worker's link to a restarted writer is not open
+    yet.  The new writer rebuilds memory (quickly when nothing was in flight) and unfreezes
+    it, while the workers redial only every 20 ms: a purchase in that gap reserves in shared
+    memory, finds the link closed and ends 503 in the worker, where no follower gives its
+    units back and no rebuild follows.  After each round, with nothing in flight, memory
+    must match the file."""
+    name, stock = "relink", 100000
+    srv = Server(binary=OPT.binary, args=model_args("--inventory", "atomic")).start()
+    try:
+        main = srv.proc.pid
+        sale = srv.client().create_sale(name="Relink", stock=stock, per_user_limit=2)
+        for rnd in range(5):
+            wr = children(main).get("fs-writer")
+            stop = threading.Event()
+            answers = []
+
+            def buy(n):
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+                    try:
+                        c.request("POST", f"/api/v1/sales/{sale}/orders", body=f'{{"user_id":"relink-{rnd}-{n}-{i}"}}'.encode(),
+                                  headers={"Content-Type": "application/json"})
+                        answers.append(c.getresponse().status)
+                    except Exception:
+                        answers.append("error")
+                    c.close()
+            os.kill(wr, signal.SIGKILL)  # with nothing in flight: the new writer's rebuild is short
+            ts = [threading.Thread(target=buy, args=(n,)) for n in range(8)]
+            for t in ts:
+                t.start()
+            until(lambda: children(main).get("fs-writer") not in (None, wr), 30)
+            time.sleep(1.0)
+            stop.set()
+            for t in ts:
+                t.join(60)
+            got = {st: answers.count(st) for st in set(answers)}
+            total, left, units, _, _ = db_truth(srv, sale)
+            s = get_json(srv.port, f"/api/v1/sales/{sale}") or {}
+            ok = s.get("stock_left") == left and s.get("sold") == units
+            print(f"# {name}: round {rnd + 1}: answers {got}; file left {left} sold {units}; memory stock_left "
+                  f"{s.get('stock_left')} sold {s.get('sold')}", flush=True)
+            if not ok:
+                break
+        check(SUITE, f"{name}:memory_matches_file", ok,
+              f"file: left {left} sold {units}; memory: stock_left {s.get('stock_left')} sold {s.get('sold')}")
+        audit = settled_audit(srv.port, sale, units, deadline=10)
+        check(SUITE, f"{name}:audit_consistent", audit and audit["consistent"] is True, repr(audit))
+        code, _ = srv.stop()
+        check(SUITE, f"{name}:clean_stop", code == 0, f"exit {code}")
+    finally:
+        srv.cleanup()
+
+def handover():
+    """Review: a slot's job channel waits (ipc_slot_taken) while another channel of the same
+    slot is registered.  Worker A dies with jobs still to commit (its channel ch1 stays
+    registered until they are done); its replacement A' dials (ch2, waiting) and dies too;
+    A'' dials (ch3, waiting).  When ch1 ends, ch2 and ch3 each see the other and wait
+    forever: A'' never gets its channel, and the writer's rebuild for A' waits for ch2
+    forever, with every purchase frozen.  The writer is held with SIGSTOP only to make
+    "ch1 still has work" last long enough to force the interleaving."""
+    name = "handover"
+    srv = Server(binary=OPT.binary, args=["--model", "processes", "--processes", "1", "--inventory", "atomic"]).start()
+    try:
+        main = srv.proc.pid
+        sale = srv.client().create_sale(name="Handover", stock=100000, per_user_limit=2)
+        wr = children(main).get("fs-writer")
+
+        def buy(user):
+            c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
+            try:
+                c.request("POST", f"/api/v1/sales/{sale}/orders", body=f'{{"user_id":"{user}"}}'.encode(),
+                          headers={"Content-Type": "application/json"})
+                return c.getresponse().status
+            except Exception:
+                return "error"
+            finally:
+                c.close()
+        os.kill(wr, signal.SIGSTOP)
+        try:
+            ts = [threading.Thread(target=buy, args=(f"hang-{i}",), daemon=True) for i in range(20)]
+            for t in ts:
+                t.start()
+            time.sleep(1.0)  # the purchases are in worker 0's job ring, unanswered
+            for gen in range(2):
+                w = children(main).get("fs-worker-0")
+                os.kill(w, signal.SIGKILL)
+                back = until(lambda: children(main).get("fs-worker-0") not in (None, w), 30)
+                check(SUITE, f"{name}:restarted_{gen + 1}", bool(back), repr(children(main)))
+                time.sleep(1.0)  # the new worker has dialed the (stopped) writer
+        finally:
+            os.kill(wr, signal.SIGCONT)
+        # Liveness: selling resumes by itself (503s while frozen or relinking are fine).
+        sold = until(lambda: buy(f"after-{random.randint(0, 1 << 30)}") == 201, 60)
+        check(SUITE, f"{name}:sells_again", bool(sold), "no 201 within 60 s of SIGCONT: " + " | ".join(srv.log[-6:]))
+        code, _ = srv.stop(timeout=60)
+        check(SUITE, f"{name}:clean_stop", code == 0, f"exit {code}")
+    finally:
+        srv.cleanup()
+
+def wide():
+    """Review: 64 worker processes (the most the model takes, and --processes 0 on a
+    64-core machine) must start: the shared region is sized 256 MiB + the ledger, but the
+    job rings alone take 2 x 8192 x 448 bytes per slot (7.3 MiB), 475 MiB for 65 slots,
+    so from about 35 workers on the supervisor dies with 'the shared region is too small'."""
+    name = "wide"
+    srv = Server(binary=OPT.binary, args=["--model", "processes", "--processes", "64"])
+    try:
+        try:
+            srv.start(timeout=180)
+            started = True
+        except AssertionError as e:
+            started = False
+            why = str(e)[-400:]
+        if not check(SUITE, f"{name}:64_workers_start", started, why if not started else ""):
+            return
+        n = len([k for k in children(srv.proc.pid) if k.startswith("fs-worker-")])
+        check(SUITE, f"{name}:64_workers_running", n == 64, f"{n} workers")
+        code, _ = srv.stop(timeout=120)
+        check(SUITE, f"{name}:clean_stop", code == 0, f"exit {code}")
+    finally:
+        srv.cleanup()
+
 CASES = {
     "names": (True, names),
     "metrics": (False, metrics),
@@ -753,6 +878,9 @@ CASES = {
     "main": (True, kill_main),
     "term": (True, term),
     "hook": (True, lambda: [hook(s) for s in ("mutex", "atomic")]),
+    "relink": (True, relink),
+    "handover": (True, handover),
+    "wide": (True, wide),
 }  # name: (needs --model processes, run)
 
 
