@@ -365,8 +365,10 @@ static void *ipc_client_main(void *arg)
             struct ipc_rec r;
             if (!ipc_ring_pop(c->results, &r)) {
                 if (!open) break; /* every result the writer published is delivered */
-                /* The writer is gone: what it published before it died (committed
-                 * orders among them) is still answered, the rest ends 503. */
+                /* Sleeps until a result or the socket's end.  After the end (the
+                 * writer died) the ring is still read out: what it published before
+                 * it died, committed orders among them, is answered; the rest ends
+                 * 503 in ipc_client_lost. */
                 open = ipc_ring_sleep(c->results, fd);
                 continue;
             }
