@@ -5,8 +5,9 @@
  * the operator's, and no audit anyone asks for, ever holds a purchase worker.  A
  * reset waits there, without polling, for the sale's purchases in flight to be
  * answered (inventory_pause); a create or a reset waits there for its commit.
- * Their memory updates run in the commit's done() callback, under the commit lock,
- * like every other change that memory follows (a refresh from PostgreSQL then
+ * Their memory updates run in the store's follower (inventory_follow) just before
+ * the commit's done(), under the commit lock, like every other change that memory
+ * follows (a refresh from PostgreSQL then
  * cannot land between the commit and the memory change, see inventory_sync).
  *
  * The audit needs no credentials and scans the sale's orders: on a sale of 200,000

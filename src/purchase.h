@@ -8,7 +8,9 @@
  *   worker       waited too long? (503) -> Idempotency-Key seen? (replay)
  *                -> inventory_reserve (strategy) -> to the writer
  *   writer       BEGIN, guarded UPDATE + INSERT for each purchase, COMMIT
- *   writer       purchase_done: commit or release the reservation in memory
+ *   writer       inventory_follow: commit or release the reservation in memory
+ *                (with --model processes: in the writer process, the result then
+ *                returning to the worker's link thread); purchase_done
  *   I/O thread   purchase_answer: the 201 (or refusal) rendered, then resumed
  * With a strategy whose SQL decides (--inventory sqlite) the worker runs the
  * transaction itself instead.
