@@ -86,8 +86,6 @@ struct ledger *ledger_new_fixed(size_t entries)
     return l;
 }
 
-size_t ledger_capacity(const struct ledger *l) { return l->per_stripe * LEDGER_STRIPES; }
-
 void ledger_free(struct ledger *l)
 {
     if (!l) return;

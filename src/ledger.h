@@ -25,7 +25,6 @@ struct ledger *ledger_new(void);
  * for --model processes: LEDGER_NO_MEMORY once a pair finds its slice full.  NULL
  * when the memory is not there. */
 struct ledger *ledger_new_fixed(size_t entries);
-size_t ledger_capacity(const struct ledger *l); /* the fixed table's slots; 0 when chained */
 void ledger_free(struct ledger *l);
 
 /* The user's units in the sale (0 when unknown). */

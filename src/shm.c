@@ -142,7 +142,3 @@ void shm_set_slot(int slot)
 int shm_slot(void) { return shm_my_slot; }
 
 uint64_t shm_recoveries(void) { return shm_region ? atomic_load(&shm_region->recoveries) : 0; }
-
-size_t shm_used(void) { return shm_region ? atomic_load(&shm_region->used) : 0; }
-
-size_t shm_size(void) { return shm_region ? shm_region->size : 0; }

@@ -63,8 +63,4 @@ int shm_slot(void);
 /* Locks recovered from dead holders, in every process. */
 uint64_t shm_recoveries(void);
 
-/* Bytes of the region handed out so far, and its size (0 without a region). */
-size_t shm_used(void);
-size_t shm_size(void);
-
 #endif
