@@ -277,6 +277,19 @@ const struct inventory_traits *inventory_traits_of(enum config_inventory kind)
 
 const struct inventory_traits *inventory_traits(const struct inventory *inv) { return &inv->strategy->traits; }
 
+/* A sale's counters as the database's row has them, the gate at stock_left (a
+ * publish, a refresh from other nodes, a rebuild). */
+static void inventory_counters_from(struct sale *s, const struct store_sale *row, int64_t stock_left)
+{
+    atomic_store(&s->stock_left, stock_left);
+    atomic_store(&s->sold, row->sold);
+    atomic_store(&s->orders, row->orders);
+    atomic_store(&s->pending, row->pending);
+    atomic_store(&s->paid, row->paid);
+    atomic_store(&s->expired, row->expired);
+    atomic_store(&s->cancelled, row->cancelled);
+}
+
 /* Publishes a new sale for row in its slot unless one is there: *found is then
  * the sale already published.  NULL (and *found NULL) when out of range or memory. */
 static struct sale *inventory_insert(struct inventory *inv, const struct store_sale *row, struct sale **found)
@@ -295,13 +308,7 @@ static struct sale *inventory_insert(struct inventory *inv, const struct store_s
     s->ends_at = row->ends_at;
     s->payment_window = row->payment_window;
     s->created_at = row->created_at;
-    atomic_init(&s->stock_left, row->stock_left);
-    atomic_init(&s->sold, row->sold);
-    atomic_init(&s->orders, row->orders);
-    atomic_init(&s->pending, row->pending);
-    atomic_init(&s->paid, row->paid);
-    atomic_init(&s->expired, row->expired);
-    atomic_init(&s->cancelled, row->cancelled);
+    inventory_counters_from(s, row, row->stock_left);
     atomic_init(&s->changed_ns, clock_mono_ns());
     shm_mutex_init(&s->mu);
     shm_mutex_init(&s->drain_mu);
@@ -475,13 +482,7 @@ void inventory_sync(struct inventory *inv, const struct store_sale *row, uint64_
      * newer than the row. */
     if (atomic_load(&s->changed_ns) >= read_ns) return;
     int64_t gate = row->stock_left - atomic_load(&s->reserved);
-    atomic_store(&s->stock_left, gate > 0 ? gate : 0);
-    atomic_store(&s->sold, row->sold);
-    atomic_store(&s->orders, row->orders);
-    atomic_store(&s->pending, row->pending);
-    atomic_store(&s->paid, row->paid);
-    atomic_store(&s->expired, row->expired);
-    atomic_store(&s->cancelled, row->cancelled);
+    inventory_counters_from(s, row, gate > 0 ? gate : 0);
 }
 
 void inventory_sold_out(struct inventory *inv, int64_t sale_id, uint64_t read_ns)
@@ -691,13 +692,7 @@ void inventory_rebuild_sale(struct inventory *inv, const struct store_sale *row)
     }
     /* Whatever a dead process had admitted, reserved or half-changed is gone: the
      * database's row is the whole truth, and nothing is in flight. */
-    atomic_store(&s->stock_left, row->stock_left);
-    atomic_store(&s->sold, row->sold);
-    atomic_store(&s->orders, row->orders);
-    atomic_store(&s->pending, row->pending);
-    atomic_store(&s->paid, row->paid);
-    atomic_store(&s->expired, row->expired);
-    atomic_store(&s->cancelled, row->cancelled);
+    inventory_counters_from(s, row, row->stock_left);
     atomic_store(&s->reserved, 0); /* nothing is in flight: no process has a claim */
     inventory_touch(s);
 }

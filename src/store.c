@@ -576,8 +576,11 @@ void store_close(struct store *s)
     free(s);
 }
 
-int store_load(struct store *s, void (*each)(void *, const struct store_sale *),
-               void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
+/* store_load, and store_reload when locked: begin() (may be NULL) and the load
+ * under the commit lock, on a connection of their own. */
+static int store_load_all(struct store *s, bool locked, void (*begin)(void *),
+                          void (*each)(void *, const struct store_sale *),
+                          void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
 {
     char err[256];
     struct store_conn *c = s->be->connect(s->cfg, false, err, sizeof err);
@@ -585,9 +588,20 @@ int store_load(struct store *s, void (*each)(void *, const struct store_sale *),
         LOG_ERROR("store: %s", err);
         return -1;
     }
+    /* Under the lock no commit lands between the read and memory, and every
+     * commit before it has had its follow(). */
+    if (locked) store_commit_enter(s);
+    if (begin) begin(ctx);
     enum outcome o = s->be->load(c, each, held, ctx);
+    if (locked) store_commit_leave(s);
     s->be->disconnect(c);
     return o == OUTCOME_OK ? 0 : -1;
+}
+
+int store_load(struct store *s, void (*each)(void *, const struct store_sale *),
+               void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
+{
+    return store_load_all(s, false, NULL, each, held, ctx);
 }
 
 void store_submit(struct store *s, struct store_job *job)
@@ -794,20 +808,7 @@ void store_listen(struct store *s, const struct store_events *ev)
 int store_reload(struct store *s, void (*begin)(void *), void (*each)(void *, const struct store_sale *),
                  void (*held)(void *, int64_t, const char *, int64_t), void *ctx)
 {
-    char err[256];
-    struct store_conn *c = s->be->connect(s->cfg, false, err, sizeof err);
-    if (!c) {
-        LOG_ERROR("store: %s", err);
-        return -1;
-    }
-    /* Under the lock no commit lands between the read and memory, and every
-     * commit before it has had its follow(). */
-    store_commit_enter(s);
-    begin(ctx);
-    enum outcome o = s->be->load(c, each, held, ctx);
-    store_commit_leave(s);
-    s->be->disconnect(c);
-    return o == OUTCOME_OK ? 0 : -1;
+    return store_load_all(s, true, begin, each, held, ctx);
 }
 
 size_t store_backlog(struct store *s)
