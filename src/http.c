@@ -532,13 +532,15 @@ static void http_admit(void *ctx, int fd, const struct sockaddr *sa, socklen_t l
         close(fd);
         return;
     }
-    if (MHD_add_connection(io->daemon, fd, sa, len) != MHD_YES) gate_address_put(sa);
+    if (MHD_add_connection(io->daemon, fd, sa, len) != MHD_YES && io->server->per_ip) gate_address_put(sa);
 }
 
-/* A connection libmicrohttpd closes gives its address's count back. */
+/* A connection libmicrohttpd closes gives its address's count back (counted only
+ * under --per-ip-limit: without one, a close costs nothing here). */
 static void http_notify(void *cls, struct MHD_Connection *c, void **socket_ctx, enum MHD_ConnectionNotificationCode code)
 {
-    if (code != MHD_CONNECTION_NOTIFY_CLOSED) return;
+    const struct http_io *io = cls;
+    if (code != MHD_CONNECTION_NOTIFY_CLOSED || !io->server->per_ip) return;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (ci && ci->client_addr) gate_address_put(ci->client_addr);
 }
@@ -670,7 +672,7 @@ struct http_server *http_start(const struct config *cfg, const struct http_hooks
             (size_t)HTTP_CONN_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
             (unsigned)cfg->idle_timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             (unsigned)cfg->per_ip_limit, MHD_OPTION_NOTIFY_COMPLETED, http_completed, io,
-            MHD_OPTION_NOTIFY_CONNECTION, http_notify, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+            MHD_OPTION_NOTIFY_CONNECTION, http_notify, io, MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
             http_unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, http_uri_seen, io, MHD_OPTION_END);
         if (!io->daemon) {
             snprintf(err, err_size, "libmicrohttpd did not start");
