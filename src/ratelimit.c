@@ -53,11 +53,14 @@ void ratelimit_free(struct ratelimit *rl)
     free(rl);
 }
 
-/* The bucket's tokens as of now. */
+/* The bucket's tokens as of now.  A caller reads the clock before it waits for the
+ * stripe lock, so another one may have stamped the bucket later than now: that is no
+ * time passed, never a (wrapped, unsigned) eternity that would refill it. */
 static double ratelimit_level(const struct ratelimit *rl, const struct ratelimit_bucket *b, uint64_t now_ns)
 {
     if (!b->stamp_ns) return rl->burst;
-    double t = b->tokens + (double)(now_ns - b->stamp_ns) / 1e9 * rl->rate;
+    double passed = now_ns > b->stamp_ns ? (double)(now_ns - b->stamp_ns) : 0;
+    double t = b->tokens + passed / 1e9 * rl->rate;
     return t > rl->burst ? rl->burst : t;
 }
 
@@ -85,7 +88,7 @@ bool ratelimit_take(struct ratelimit *rl, const char *key, size_t len, uint64_t 
         b->stamp_ns = now_ns;
     }
     b->tokens = ratelimit_level(rl, b, now_ns);
-    b->stamp_ns = now_ns;
+    if (now_ns > b->stamp_ns) b->stamp_ns = now_ns; /* stamps never go back */
     bool ok = b->tokens >= 1;
     if (ok) b->tokens -= 1;
     else *retry_after_s = (int)ceil((1 - b->tokens) / rl->rate) > 0 ? (int)ceil((1 - b->tokens) / rl->rate) : 1;

@@ -73,11 +73,28 @@ static void test_long_keys_truncated(void)
     ratelimit_free(rl);
 }
 
+static void test_clock_read_before_the_lock(void)
+{
+    /* Callers read the clock, then wait for the stripe lock, so a later stamp may already
+     * be there: an earlier now must refill nothing (it once wrapped to a full bucket). */
+    struct ratelimit *rl = ratelimit_new("test", 3, 3);
+    int retry = 0;
+    uint64_t t = 50 * SEC;
+    for (int i = 0; i < 3; i++) CHECK(take(rl, "ip", t + SEC / 1000, &retry));
+    CHECK(!take(rl, "ip", t, &retry));
+    CHECK(!take(rl, "ip", t + SEC / 2000, &retry));
+    CHECK_EQ_INT(retry, 1);
+    CHECK(take(rl, "ip", t + SEC / 1000 + SEC / 3 + SEC / 100, &retry)); /* a third of a second on: one */
+    CHECK(!take(rl, "ip", t + SEC / 1000 + SEC / 3 + SEC / 100, &retry));
+    ratelimit_free(rl);
+}
+
 int main(void)
 {
     return unit_run(((const struct unit_case[]){{"burst_then_refill", test_burst_then_refill},
                                                 {"slow_rate_retry_after", test_slow_rate_retry_after},
                                                 {"many_keys_fixed_memory", test_many_keys_fixed_memory},
                                                 {"long_keys_truncated", test_long_keys_truncated},
+                                                {"clock_read_before_the_lock", test_clock_read_before_the_lock},
                                                 {NULL, NULL}}));
 }
