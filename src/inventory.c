@@ -340,11 +340,11 @@ struct sale *inventory_publish(struct inventory *inv, const struct store_sale *r
     return s ? s : found;
 }
 
-void inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units)
+bool inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units)
 {
-    if (ledger_add(inv->ledger, sale_id, user, units)) return;
-    if (shm_active()) LOG_ERROR("inventory: the ledger's table is full (--ledger-entries)");
-    else LOG_FATAL("inventory: out of memory while loading the ledger");
+    if (ledger_add(inv->ledger, sale_id, user, units)) return true;
+    if (!shm_active()) LOG_FATAL("inventory: out of memory while loading the ledger");
+    return false;
 }
 
 struct sale *inventory_get(struct inventory *inv, int64_t id)

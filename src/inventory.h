@@ -98,8 +98,9 @@ bool inventory_add(struct inventory *inv, const struct store_sale *row);
  * NULL when its id is beyond INVENTORY_MAX_SALES or memory ran out. */
 struct sale *inventory_publish(struct inventory *inv, const struct store_sale *row);
 
-/* Restores a user's live units at start. */
-void inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units);
+/* Restores a user's live units at start.  False when the fixed ledger of
+ * --model processes is full (the caller says so once); one process's ledger grows. */
+bool inventory_hold(struct inventory *inv, int64_t sale_id, const char *user, int64_t units);
 
 /* The sale, or NULL.  Lock-free. */
 struct sale *inventory_get(struct inventory *inv, int64_t id);

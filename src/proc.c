@@ -70,9 +70,10 @@ static void proc_child_setup(const char *name, int slot)
 
 static void proc_rebuild_begin(void *ctx) { inventory_rebuild_begin(ctx); }
 static void proc_rebuild_sale(void *ctx, const struct store_sale *row) { inventory_rebuild_sale(ctx, row); }
+static size_t proc_unheld; /* holders the fixed ledger could not take, in one rebuild */
 static void proc_rebuild_held(void *ctx, int64_t sale_id, const char *user, int64_t units)
 {
-    inventory_hold(ctx, sale_id, user, units);
+    if (!inventory_hold(ctx, sale_id, user, units)) proc_unheld++;
 }
 
 /* Memory from the database, once nothing is in flight: at the writer's start, and
@@ -93,11 +94,18 @@ static void proc_rebuild(struct store *store, struct ipc_server *server, pid_t d
     }
     /* Purchases stay frozen until memory is whole again: a database out of reach
      * (PostgreSQL) is tried again, never guessed around. */
+    proc_unheld = 0;
     for (int tries = 0; store_reload(store, proc_rebuild_begin, proc_rebuild_sale, proc_rebuild_held, proc.inv) != 0;
          tries++) {
         if (tries == 0) LOG_ERROR("writer: cannot read the database to rebuild memory; trying again");
         proc_sleep_ms(200);
     }
+    /* One line, not one per holder: the database (sqlite's guarded UPDATE) still
+     * checks those users' limits; in memory they are refused 503 until room frees. */
+    if (proc_unheld)
+        LOG_ERROR("writer: the ledger is full (--ledger-entries %lld): %zu (sale, user) holders in the database "
+                  "are not in memory; start with a larger --ledger-entries",
+                  (long long)proc.cfg->ledger_entries, proc_unheld);
     inventory_thaw(proc.inv, generation); /* unless another death came meanwhile */
     if (dead || metrics_total(METRIC_WRITER_RESTARTS)) metrics_count(METRIC_REBUILDS, 1);
     LOG_INFO("writer: counters rebuilt from the database in %.1f ms", (double)(clock_mono_ns() - t0) / 1e6);
