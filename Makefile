@@ -189,7 +189,7 @@ uninstall:
 # --- tests --------------------------------------------------------------------
 # tests/run.sh runs each suite, counts every case and prints one closing line.
 test: deps deps-e2e deps-pg deps-contract
-	$(MAKE) WERROR=1 all $(UNITS:%=build/%)
+	$(MAKE) WERROR=1 all $(UNITS:%=build/%) build/lab_creation build/lab_cacheline build/lab_ipc
 	$(MAKE) WERROR=1 SANITIZE=thread build/tsan/flashsale $(UNITS:%=build/tsan/%)
 	$(MAKE) WERROR=1 SANITIZE=address build/asan/flashsale $(UNITS:%=build/asan/%)
 	tests/run.sh all
