@@ -560,8 +560,9 @@ def cores():
     elif heads == {"held"}:
         head = "**held**, for bare threads and for the service."
     elif "held" in heads:
+        name = {"flash crowd": "flash crowd", "durable": "durable path"}
         head = ("**held for threads with a core each, and on the service for the "
-                + " and ".join(w for w in judged if judged[w] == "held") + " only** ("
+                + " and ".join(name[w] for w in judged if judged[w] == "held") + " only** ("
                 + "; ".join(f"{w}: {judged[w]}" for w in judged if judged[w] != "held") + ").")
     else:
         head = f"**held for threads with a core each; not shown on the service on this machine** ({service})."
@@ -575,7 +576,7 @@ def cores():
                + f", and served ×{gain['flash crowd']:.2f} requests/s on the flash crowd and ×{gain['durable']:.2f} on "
                f"the durable path (medians of {SERVICE_REPEATS} alternating rounds; held means every round on two "
                "cores beat every round on one). wrk runs on the same two cores, so the second core is never the "
-               "server's alone, and the durable path's writer, which waits on fsync, gains least from it.")
+               "server's alone.")
     chart = gnuplot("cores", "".join(f"\"{r['what']} {'1' if r['cpus'] == '0' else '2'} core\" {r['rps']:.0f}\n" for r in res),
                     "set ylabel 'requests/s'\nplot 'DATA' using 2:xtic(1) title 'req/s' lc rgb '#2a9d5c'\n")
     table_text = table(["threads", "on", "seconds for 2 × " + f"{iters:,} adds", "ns per add"],
