@@ -215,7 +215,8 @@ soak: all
 	SOAK_KILL_ROUNDS=$(or $(KILL_ROUNDS),120) SOAK_TERM_ROUNDS=$(or $(TERM_ROUNDS),30) tests/run.sh soak
 
 # At least 100 simulated power cuts with --durability full (0 acknowledged orders may
-# be lost), 100 with normal (losses measured), 10 with fsync ignored (losses required).
+# be lost), 100 with normal (losses measured), 10 with fsync ignored (losses required);
+# under --model threads, then --model processes.
 test-powerloss: all
 	POWERLOSS_CUTS="$(or $(CUTS),100 100 10)" tests/run.sh powerloss
 

@@ -95,7 +95,9 @@ api) suite api python3 tests/test_api.py ;;
 crowd) suite crowd python3 tests/test_crowd.py ;;
 kill) suite kill python3 tests/test_kill.py "${KILL_ROUNDS:-3}" ;;
 soak) suite soak python3 tests/test_kill.py "${SOAK_KILL_ROUNDS:-120}" "${SOAK_TERM_ROUNDS:-30}" ;;
-powerloss) suite powerloss python3 tests/test_powerloss.py ${POWERLOSS_CUTS:-10 3 3} ;;
+powerloss)
+    suite powerloss python3 tests/test_powerloss.py ${POWERLOSS_CUTS:-10 3 3}
+    suite proc-powerloss "${PROC[@]}" python3 tests/test_powerloss.py ${POWERLOSS_CUTS:-10 3 3} ;;
 lifecycle) suite lifecycle python3 tests/test_lifecycle.py ;;
 starve) suite starve python3 tests/test_starve.py ;;
 security) suite security python3 tests/test_security.py ;;
