@@ -83,6 +83,7 @@ proc_suites() {
     suite proc-kill "${PROC[@]}" python3 tests/test_kill.py "${KILL_ROUNDS:-3}"
     suite proc-hostile "${PROC[@]}" python3 tests/test_hostile.py
     suite proc-lifecycle "${PROC[@]}" python3 tests/test_lifecycle.py
+    suite proc-starve "${PROC[@]}" python3 tests/test_starve.py
     suite proc-powerloss "${PROC[@]}" python3 tests/test_powerloss.py ${POWERLOSS_CUTS:-10 3 3}
 }
 

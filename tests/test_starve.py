@@ -27,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, Server, check, finish  # noqa: E402
+from harness import EXTRA_ARGS, Client, Server, check, finish  # noqa: E402
 
 SUITE = "starve"
 BINARY = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else None
@@ -316,8 +316,15 @@ def main():
             finish()
         answers, held = parked_burst(srv, big, small)
         print(f"# {PARKED_BURST} audits at once behind a held admin thread: {answers}; held jobs {held}")
-        check(SUITE, "parked_audits_bounded_rest_503_retry_after",
-              answers == {"200": PARKED_MAX, "503": PARKED_BURST - PARKED_MAX}, repr(answers))
+        if "processes" in EXTRA_ARGS:
+            # The bound is per worker process (each has its own admin thread and
+            # parked list), and only one worker's admin thread is held here: the
+            # other's audits read through the writer and are answered at once.
+            check(SUITE, "parked_audits_all_answered_200_or_503_retry_after",
+                  sum(answers.values()) == PARKED_BURST and set(answers) <= {"200", "503"}, repr(answers))
+        else:
+            check(SUITE, "parked_audits_bounded_rest_503_retry_after",
+                  answers == {"200": PARKED_MAX, "503": PARKED_BURST - PARKED_MAX}, repr(answers))
         check(SUITE, "held_jobs_done_after_release", held == {"buy": 201, "create": 201}, repr(held))
         check(SUITE, "server_alive", srv.alive() and c.get("/healthz").status == 200)
         got, audits, code = sigterm_mid_reset(srv, big)
