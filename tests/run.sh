@@ -84,6 +84,9 @@ proc_suites() {
     suite proc-hostile "${PROC[@]}" python3 tests/test_hostile.py
     suite proc-lifecycle "${PROC[@]}" python3 tests/test_lifecycle.py
     suite proc-starve "${PROC[@]}" python3 tests/test_starve.py
+    suite proc-security "${PROC[@]}" python3 tests/test_security.py
+    suite proc-framing "${PROC[@]}" python3 tests/test_framing.py
+    suite proc-faults "${PROC[@]}" python3 tests/test_faults.py
     suite proc-powerloss "${PROC[@]}" python3 tests/test_powerloss.py ${POWERLOSS_CUTS:-10 3 3}
 }
 
