@@ -100,8 +100,8 @@ static void proc_rebuild(struct store *store, struct ipc_server *server, pid_t d
         if (tries == 0) LOG_ERROR("writer: cannot read the database to rebuild memory; trying again");
         proc_sleep_ms(200);
     }
-    /* One line, not one per holder: the database (sqlite's guarded UPDATE) still
-     * checks those users' limits; in memory they are refused 503 until room frees. */
+    /* One line, not one per holder.  Those users find no room in the ledger and are
+     * refused 503 until room frees, never sold past their limit. */
     if (proc_unheld)
         LOG_ERROR("writer: the ledger is full (--ledger-entries %lld): %zu (sale, user) holders in the database "
                   "are not in memory; start with a larger --ledger-entries",

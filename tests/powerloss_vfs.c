@@ -261,7 +261,8 @@ static void pl_cut(void)
         name[got > 0 ? got : 0] = '\0';
         close(cfd);
     }
-    if (strcmp(name, "fs-writer\n") == 0) kill(getppid(), SIGKILL); /* never a supervisor left restarting us */
+    pid_t parent = getppid(); /* 1 if the supervisor is already gone (PDEATHSIG is on its way) */
+    if (strcmp(name, "fs-writer\n") == 0 && parent > 1) kill(parent, SIGKILL); /* no supervisor left restarting us */
     kill(getpid(), SIGKILL);
     _exit(137);
 }
