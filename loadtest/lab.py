@@ -58,6 +58,29 @@ def step(msg):
     print(f"[lab {time.time() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
+def rounds_summary(agg, runs, fields):
+    """Each field's median over runs into agg[f], and its (min, max) into agg[f + "_range"]."""
+    for f in fields:
+        agg[f] = statistics.median(r[f] for r in runs)
+        agg[f + "_range"] = (min(r[f] for r in runs), max(r[f] for r in runs))
+    return agg
+
+
+def rounds_cell(agg, f, fmt):
+    """A median with its range in brackets, when there was more than one round."""
+    lo, hi = agg[f + "_range"]
+    return format(agg[f], fmt) + (f" ({format(lo, fmt)}–{format(hi, fmt)})" if len(agg["runs"]) > 1 else "")
+
+
+def rounds_verdict(new, old, key):
+    """Decided only when the rounds do not overlap: one side's worst beat the other's best."""
+    if new[key + "_range"][0] > old[key + "_range"][1]:
+        return "held"
+    if new[key + "_range"][1] < old[key + "_range"][0]:
+        return "did not hold"
+    return "not settled: the rounds overlap"
+
+
 def table(head, rows):
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -412,17 +435,13 @@ def service_models():
                 rows.append([what, label, "not available in this build", "", "", "", "", "", ""])
                 continue
             mine = [r for r in runs if r["what"] == what and r["model"] == label]
-            agg = {"what": what, "model": label, "runs": mine, "oversold": sum(r["oversold"] for r in mine),
-                   "consistent": all(r["consistent"] for r in mine)}
-            for f in ("rps", "orders_per_s", "p99_ms", "cpu_us", "batch_mean"):
-                agg[f] = statistics.median(r[f] for r in mine)
-                agg[f + "_range"] = (min(r[f] for r in mine), max(r[f] for r in mine))
+            agg = rounds_summary({"what": what, "model": label, "runs": mine,
+                                  "oversold": sum(r["oversold"] for r in mine),
+                                  "consistent": all(r["consistent"] for r in mine)},
+                                 mine, ("rps", "orders_per_s", "p99_ms", "cpu_us", "batch_mean"))
             res.append(agg)
-
-            def cell(f, fmt):
-                lo, hi = agg[f + "_range"]
-                return format(agg[f], fmt) + (f" ({format(lo, fmt)}–{format(hi, fmt)})" if len(mine) > 1 else "")
-            rows.append([what, label, cell("rps", ",.0f"), cell("orders_per_s", ",.0f"), cell("p99_ms", ".2f"),
+            rows.append([what, label, rounds_cell(agg, "rps", ",.0f"), rounds_cell(agg, "orders_per_s", ",.0f"),
+                         rounds_cell(agg, "p99_ms", ".2f"),
                          agg["oversold"], "yes" if agg["consistent"] else "NO", f"{agg['cpu_us']:.1f}",
                          f"{agg['batch_mean']:.0f}"])
     text = table(["load", "model", "req/s", "orders/s", "p99 ms", "oversold", "audit consistent",
@@ -442,13 +461,7 @@ def service_verdict(res, refused, ipc_by):
     parts = []
     for what, key, unit in (("flash crowd", "rps", "req/s"), ("durable", "orders_per_s", "orders/s")):
         t, p = by[(what, "threads")], by[(what, "processes ×2")]
-        # Decided only when the rounds do not overlap: one model's worst beat the other's best.
-        if p[key + "_range"][0] > t[key + "_range"][1]:
-            head = "held"
-        elif p[key + "_range"][1] < t[key + "_range"][0]:
-            head = "did not hold"
-        else:
-            head = "not settled: the rounds overlap"
+        head = rounds_verdict(p, t, key)
         parts.append(f"{what}: **{head}**, processes served {p[key] / max(t[key], 1e-9):.2f}× the threads' {unit} "
                      f"({p[key]:,.0f} vs {t[key]:,.0f}), p99 {p['p99_ms']:.2f} vs {t['p99_ms']:.2f} ms")
     over = sum(r["oversold"] for r in res)
@@ -529,29 +542,14 @@ def cores():
     for what, _ in loads:
         for cpus in ("0", "0,1"):
             mine = [r for r in runs if r["what"] == what and r["cpus"] == cpus]
-            agg = {"cpus": cpus, "what": what, "runs": mine}
-            for f in ("rps", "orders_per_s", "p99_ms", "busy"):
-                agg[f] = statistics.median(r[f] for r in mine)
-                agg[f + "_range"] = (min(r[f] for r in mine), max(r[f] for r in mine))
+            agg = rounds_summary({"cpus": cpus, "what": what, "runs": mine}, mine,
+                                 ("rps", "orders_per_s", "p99_ms", "busy"))
             res.append(agg)
-
-            def cell(f, fmt):
-                lo, hi = agg[f + "_range"]
-                return format(agg[f], fmt) + (f" ({format(lo, fmt)}–{format(hi, fmt)})" if len(mine) > 1 else "")
-            rows.append([what, "1 core" if cpus == "0" else "2 cores", cell("rps", ",.0f"),
-                         cell("orders_per_s", ",.0f") if what == "durable" else "", cell("p99_ms", ".2f"),
-                         cell("busy", ".2f")])
+            rows.append([what, "1 core" if cpus == "0" else "2 cores", rounds_cell(agg, "rps", ",.0f"),
+                         rounds_cell(agg, "orders_per_s", ",.0f") if what == "durable" else "",
+                         rounds_cell(agg, "p99_ms", ".2f"), rounds_cell(agg, "busy", ".2f")])
     by = {(r["what"], r["cpus"]): r for r in res}
-    judged = {}
-    for what, _ in loads:
-        one, two = by[(what, "0")], by[(what, "0,1")]
-        # Decided only when the rounds do not overlap: one placement's worst beat the other's best.
-        if two["rps_range"][0] > one["rps_range"][1]:
-            judged[what] = "held"
-        elif two["rps_range"][1] < one["rps_range"][0]:
-            judged[what] = "did not hold"
-        else:
-            judged[what] = "not settled: the rounds overlap"
+    judged = {what: rounds_verdict(by[(what, "0,1")], by[(what, "0")], "rps") for what, _ in loads}
     gain = {w: by[(w, "0,1")]["rps"] / max(by[(w, "0")]["rps"], 1e-9) for w, _ in loads}
     heads = set(judged.values())
     service = "; ".join(f"{w}: {judged[w]}" for w in judged)
